@@ -1,0 +1,103 @@
+"""Shared fixtures: tiny made-up IDX data sets, and the real MNIST fetched through `download`.
+
+The real data comes from the offline mirror (``$MNISTCTL_TEST_MIRROR``, else ``../shared/data/mnist``
+beside the repo). Tests that need it skip when it is missing, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistctl.datasets import MNIST, DatasetInfo, IdxFile
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as IDX: magic 0x0000_08_<ndim>, big-endian dims, data."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def make_fake_dataset(n_train: int = 120, n_test: int = 40, seed: int = 0) -> dict[str, bytes]:
+    """The four IDX files of a small random MNIST-format data set, by stored file name."""
+    rng = np.random.default_rng(seed)
+    return {
+        "train-images-idx3-ubyte": idx_bytes(rng.integers(0, 256, (n_train, 28, 28))),
+        "train-labels-idx1-ubyte": idx_bytes((np.arange(n_train) + seed) % 10),
+        "t10k-images-idx3-ubyte": idx_bytes(rng.integers(0, 256, (n_test, 28, 28))),
+        "t10k-labels-idx1-ubyte": idx_bytes((np.arange(n_test) + seed) % 10),
+    }
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def fake_info(files: dict[str, bytes], *, name: str = "fake", gz_only: bool = False,
+              mirrors: tuple[str, ...] = ()) -> DatasetInfo:
+    """A registry entry for ``files``: MD5s of the raw bytes, or (gz_only) of the .gz as written."""
+    def spec(fname: str) -> IdxFile:
+        if gz_only:
+            return IdxFile(fname, gz_md5=md5(gzip.compress(files[fname], mtime=0)))
+        return IdxFile(fname, md5=md5(files[fname]))
+
+    return replace(MNIST, name=name, title=f"{name} test data", mirrors=mirrors,
+                   train_images=spec("train-images-idx3-ubyte"), train_labels=spec("train-labels-idx1-ubyte"),
+                   test_images=spec("t10k-images-idx3-ubyte"), test_labels=spec("t10k-labels-idx1-ubyte"))
+
+
+def write_mirror(directory: Path, files: dict[str, bytes], gz: bool = True) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for fname, data in files.items():
+        if gz:
+            (directory / f"{fname}.gz").write_bytes(gzip.compress(data, mtime=0))
+        else:
+            (directory / fname).write_bytes(data)
+    return directory
+
+
+@pytest.fixture
+def fake_files() -> dict[str, bytes]:
+    return make_fake_dataset()
+
+
+def _real_mirror() -> Path | None:
+    configured = os.environ.get("MNISTCTL_TEST_MIRROR")
+    path = Path(configured) if configured else REPO.parent / "shared" / "data" / "mnist"
+    if all((path / f"{f.name}.gz").is_file() or (path / f.name).is_file() for f in MNIST.files):
+        return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_mirror() -> Path:
+    """The directory of the real MNIST files (the offline mirror)."""
+    path = _real_mirror()
+    if path is None:
+        message = ("real MNIST not found: set MNISTCTL_TEST_MIRROR or put the files in "
+                   "../shared/data/mnist")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_data_dir(mnist_mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory holding the real MNIST, fetched by the real download code path."""
+    from mnistctl.datasets import dataset_dir
+    from mnistctl.download import download
+
+    data_dir = tmp_path_factory.mktemp("data")
+    download(MNIST, dataset_dir(MNIST, data_dir), [str(mnist_mirror)])
+    return data_dir

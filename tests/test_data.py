@@ -1,0 +1,146 @@
+"""The data layer: IDX validation, in-memory splits, normalisation, batched augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import idx_bytes, make_fake_dataset
+from mnistctl.data import (AugmentConfig, DataConfig, augment, load_split, normalize, read_idx,
+                           sample_digits, split_indices)
+from mnistctl.datasets import FASHION_MNIST, MNIST
+from mnistctl.errors import ConfigError, DataError
+
+
+def test_read_idx_roundtrip(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    path = tmp_path / "imgs"
+    path.write_bytes(idx_bytes(images))
+    tensor = read_idx(path, 3)
+    assert tensor.dtype == torch.uint8 and tensor.shape == (5, 28, 28)
+    assert np.array_equal(tensor.numpy(), images)
+
+
+@pytest.mark.parametrize("mutate, what", [
+    (lambda b: b"\x01\x02" + b[2:], "bad magic number"),
+    (lambda b: b[:2] + b"\x0d" + b[3:], "element type 0x0d"),
+    (lambda b: b[:3] + b"\x02" + b[4:], "2 dimensions, expected 3"),
+    (lambda b: b[:-100], "truncated"),
+    (lambda b: b + b"\x00", "trailing bytes"),
+    (lambda b: b[:2], "too short"),
+    (lambda b: b"", "0 bytes"),
+])
+def test_read_idx_rejects_corrupt_files(tmp_path, mutate, what):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(mutate(idx_bytes(np.zeros((3, 28, 28)))))
+    with pytest.raises(DataError) as err:
+        read_idx(path, 3)
+    assert what in str(err.value)
+    assert str(path) in str(err.value) and "mnistctl download --force" in str(err.value)
+
+
+def test_read_idx_rejects_wrong_image_size(tmp_path):
+    path = tmp_path / "imgs"
+    path.write_bytes(idx_bytes(np.zeros((3, 32, 32))))
+    with pytest.raises(DataError, match="32x32, expected 28x28"):
+        read_idx(path, 3)
+
+
+def _install(data_dir, dataset, files):
+    d = data_dir / dataset
+    d.mkdir(parents=True)
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+
+
+def test_missing_data_says_to_download(tmp_path):
+    with pytest.raises(DataError, match=r"run `mnistctl download` first"):
+        load_split(DataConfig(), "train", tmp_path)
+    with pytest.raises(DataError, match=r"`mnistctl download --dataset fashion-mnist`"):
+        load_split(DataConfig(dataset="fashion-mnist"), "test", tmp_path)
+
+
+def test_label_count_mismatch_and_bad_labels(tmp_path):
+    files = make_fake_dataset()
+    files["t10k-labels-idx1-ubyte"] = idx_bytes(np.zeros(7))
+    _install(tmp_path, "kmnist", files)
+    with pytest.raises(DataError, match="40 images but t10k-labels-idx1-ubyte has 7 labels"):
+        load_split(DataConfig(dataset="kmnist"), "test", tmp_path)
+
+
+@pytest.mark.parametrize("dataset", ["fashion-mnist", "kmnist"])
+def test_other_datasets_load_the_same_way(tmp_path, dataset):
+    files = make_fake_dataset(n_train=120, n_test=40)
+    _install(tmp_path, dataset, files)
+    cfg = DataConfig(dataset=dataset, val_fraction=0.25)
+    train_x, train_y = load_split(cfg, "train", tmp_path)
+    val_x, val_y = load_split(cfg, "val", tmp_path)
+    test_x, _ = load_split(cfg, "test", tmp_path)
+    assert (len(train_x), len(val_x), len(test_x)) == (90, 30, 40)
+    assert train_x.dtype == torch.uint8 and train_y.dtype == torch.int64
+    assert cfg.info.classes[0] in ("T-shirt/top", "o")
+
+
+def test_split_indices_are_seeded_disjoint_and_complete():
+    train, val = split_indices(60000, 5000 / 60000, seed=0)
+    assert len(train) == 55000 and len(val) == 5000
+    assert torch.equal(torch.sort(torch.cat([train, val])).values, torch.arange(60000))
+    again_train, again_val = split_indices(60000, 5000 / 60000, seed=0)
+    assert torch.equal(val, again_val)
+    _, other_val = split_indices(60000, 5000 / 60000, seed=1)
+    assert not torch.equal(val, other_val)
+
+
+def test_val_fraction_is_validated():
+    with pytest.raises(ConfigError, match="--val-split"):
+        DataConfig(val_fraction=1.0)
+    with pytest.raises(ConfigError, match="--val-split"):
+        DataConfig(val_fraction=0)
+
+
+def test_normalize_uses_the_dataset_constants():
+    x = torch.full((2, 28, 28), 255, dtype=torch.uint8)
+    out = normalize(x, MNIST.mean, MNIST.std)
+    assert out.shape == (2, 1, 28, 28) and out.dtype == torch.float32
+    assert torch.allclose(out, torch.tensor((1 - 0.1307) / 0.3081))
+    assert FASHION_MNIST.mean != MNIST.mean
+
+
+def test_augment_is_batched_seeded_and_small():
+    x = normalize(torch.zeros(8, 28, 28, dtype=torch.uint8), MNIST.mean, MNIST.std)
+    x[:, :, 10:18, 12:16] = 2.0  # a bar of ink
+    cfg = AugmentConfig()
+    a = augment(x, cfg, torch.Generator().manual_seed(1))
+    b = augment(x, cfg, torch.Generator().manual_seed(1))
+    c = augment(x, cfg, torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.allclose(a, x)
+    # the background stays background and the ink is moved, not destroyed
+    assert torch.allclose(a[:, :, 0, 0], x[:, :, 0, 0], atol=1e-5)
+    ink_before, ink_after = (x - x.amin()).sum((1, 2, 3)), (a - x.amin()).sum((1, 2, 3))
+    assert torch.all((ink_after / ink_before - 1).abs() < 0.35)
+    identity = augment(x, AugmentConfig(degrees=0, translate=0, scale=(1, 1)))
+    assert torch.allclose(identity, x, atol=1e-5)
+
+
+@pytest.mark.realdata
+def test_real_mnist_splits(mnist_data_dir):
+    cfg = DataConfig()
+    train_x, train_y = load_split(cfg, "train", mnist_data_dir)
+    val_x, val_y = load_split(cfg, "val", mnist_data_dir)
+    test_x, test_y = load_split(cfg, "test", mnist_data_dir)
+    assert train_x.shape == (55000, 28, 28) and val_x.shape == (5000, 28, 28)
+    assert test_x.shape == (10000, 28, 28) and train_x.dtype == torch.uint8
+    # label counts as published with the data
+    counts = torch.bincount(torch.cat([train_y, val_y]), minlength=10).tolist()
+    assert counts == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert torch.bincount(test_y, minlength=10).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert 0.12 < float(train_x.float().mean() / 255) < 0.14  # MNIST's mean is 0.1307
+
+
+@pytest.mark.realdata
+def test_sample_digits_is_seeded(mnist_data_dir):
+    a = sample_digits(DataConfig(), "test", 9, seed=3, data_dir=mnist_data_dir)
+    b = sample_digits(DataConfig(), "test", 9, seed=3, data_dir=mnist_data_dir)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[0].shape == (9, 28, 28)
