@@ -40,7 +40,32 @@ class Split(str, enum.Enum):
     test = "test"
 
 
+class EvalSplit(str, enum.Enum):
+    test = "test"
+    val = "val"
+
+
+class Optimizer(str, enum.Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+class Schedule(str, enum.Enum):
+    onecycle = "onecycle"
+    cosine = "cosine"
+    constant = "constant"
+
+
+class Device(str, enum.Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
 DatasetOpt = Annotated[DatasetName, typer.Option("--dataset", "-d", help="Which MNIST-format data set.")]
+DeviceOpt = Annotated[Device, typer.Option(help="Where to compute: auto picks cuda, then mps, then cpu.")]
 DataDirOpt = Annotated[Optional[Path], typer.Option(
     "--data-dir", envvar=DATA_DIR_ENV, show_default=False,
     help="Where data sets are stored [default: the per-user cache directory].")]
@@ -178,6 +203,288 @@ def samples(
 
         console.print(digit_grid(images.tolist(), names, width=console.width))
     console.print(f"Saved {len(names)} {split.value} digits to [bold]{path}[/]")
+
+
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+@app.command()
+def train(
+    epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 10,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 0.01,
+    batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 64,
+    nf: Annotated[int, typer.Option(help="Filters of the first convolution (then 2nf, 4nf).")] = 16,
+    optimizer: Annotated[Optimizer, typer.Option(help="Optimizer.")] = Optimizer.adam,
+    schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule over the whole run.")] = Schedule.onecycle,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
+    dropout: Annotated[float, typer.Option(help="Dropout after the first dense layer.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling and augmentation.")] = 1,
+    device: DeviceOpt = Device.auto,
+    val_split: Annotated[float, typer.Option(
+        help="Fraction of the training file held out for validation.")] = 5000 / 60000,
+    augment: Annotated[bool, typer.Option(
+        "--augment/--no-augment", help="Random small rotations, shifts and scaling, batched on tensors.")] = True,
+    run_dir: Annotated[Optional[Path], typer.Option(
+        show_default=False, help="Directory for checkpoints, history and plot [default: runs/NAME].")] = None,
+    name: Annotated[Optional[str], typer.Option(
+        show_default=False, help="Run name under runs/ [default: a fresh DATASET-nfN-TIMESTAMP].")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        show_default=False, help="Continue from a checkpoint (its last.pt); its settings are used.")] = None,
+    save_model: Annotated[bool, typer.Option(
+        "--save-model", help="Also write the final model to ./mnist_cnn.pt, like the original script.")] = False,
+    dataset: DatasetOpt = DatasetName.mnist,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Train the CNN, with a progress bar per epoch and a table of epochs; writes best.pt,
+    last.pt, history.json and loss.png to the run directory."""
+    with user_errors():
+        import shutil
+
+        from mnistctl import checkpoint, engine
+        from mnistctl.data import DataConfig
+        from mnistctl.errors import TrainingInterrupted
+        from mnistctl.fsutil import atomic_path
+        from mnistctl.model import ModelConfig
+        from mnistctl.plotting import history_figure, save_figure
+
+        resumed = None
+        if resume is not None:
+            resumed = checkpoint.load(resume)
+            model_cfg, data_cfg, train_cfg = engine.config_from_checkpoint(resumed)
+            out_dir = run_dir or resume.parent
+        else:
+            model_cfg = ModelConfig(nf=nf, dropout=dropout)
+            data_cfg = DataConfig(dataset=dataset.value, val_fraction=val_split)
+            train_cfg = engine.TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer.value,
+                                           schedule=schedule.value, weight_decay=weight_decay, seed=seed,
+                                           augment=augment)
+            out_dir = run_dir or Path("runs") / (name or engine.new_run_name(model_cfg, data_cfg, Path("runs")))
+            engine.check_run_dir(out_dir)
+        dev = engine.resolve_device(device.value)
+
+        view = _TrainView(train_cfg)
+
+        def ready(facts: dict) -> None:
+            what = "Resuming" if resumed else "Training"
+            where = f" from epoch {facts['start_epoch'] + 1}" + (
+                f", step {facts['start_step'] + 1}" if facts["start_step"] else "") if resumed else ""
+            console.print(
+                f"{what} nf={model_cfg.nf} CNN ({facts['parameters']:,} parameters) on {data_cfg.info.title}"
+                f"{where}: {facts['train_images']:,} training / {facts['val_images']:,} validation images, "
+                f"{train_cfg.epochs} epochs of {facts['steps']} steps, batch {train_cfg.batch_size}, "
+                f"{train_cfg.optimizer} lr {train_cfg.lr:g} ({train_cfg.schedule}), "
+                f"augment {'on' if train_cfg.augment else 'off'}, device {facts['device']}, "
+                f"run directory [bold]{out_dir}[/]", highlight=False)
+            for record in (resumed or {}).get("history", []):
+                view.add_row(record)
+            view.start()
+
+        try:
+            result = engine.fit(model_cfg, data_cfg, train_cfg, out_dir, dev, data_dir,
+                                resume=resumed, callbacks=view, on_ready=ready)
+        except TrainingInterrupted as exc:
+            view.stop()
+            err_console.print(Text.assemble(("Interrupted: ", "bold yellow"), str(exc)), soft_wrap=True)
+            err_console.print(f"Resume with: mnistctl train --resume {exc.checkpoint}", highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(130) from None
+        finally:
+            view.stop()
+
+        plot_path = save_figure(history_figure([(out_dir.name, result.history)]), out_dir / "loss.png")
+        extra = []
+        if save_model:
+            with atomic_path(Path("mnist_cnn.pt")) as tmp:
+                shutil.copyfile(result.last_path, tmp)
+            extra.append(Path("mnist_cnn.pt"))
+
+    best = result.history[result.best_epoch - 1]
+    console.print(
+        f"Done in {result.seconds:.1f} s. Best epoch {result.best_epoch}: validation accuracy "
+        f"[bold green]{_pct(best['val_acc'])}[/], loss {best['val_loss']:.4f}.", highlight=False)
+    console.print(f"Files: {', '.join(str(p) for p in [*result.files, plot_path, *extra])}", highlight=False,
+                  soft_wrap=True)
+    console.print(f"Next: mnistctl evaluate --checkpoint {result.best_path}", highlight=False, soft_wrap=True)
+
+
+class _TrainView:
+    """A growing table of epochs with the current epoch's progress bar under it."""
+
+    def __init__(self, cfg) -> None:
+        from rich.console import Group
+        from rich.live import Live
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        from mnistctl.engine import TrainCallbacks
+
+        self.table = Table(title=None, box=None if not console.is_terminal else None)
+        for col in ("epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds", "img/s"):
+            self.table.add_column(col, justify="right")
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:,.0f} img/s"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+        self.live = Live(Group(self.table, self.progress), console=console, refresh_per_second=8,
+                         transient=False)
+        self.task = None
+        self.best = -1.0
+        view = self
+
+        class Callbacks(TrainCallbacks):
+            def on_epoch_start(self, epoch, epochs, steps, start_step):
+                import time
+
+                if view.task is not None:
+                    view.progress.remove_task(view.task)
+                view.t0, view.images = time.perf_counter(), 0
+                view.task = view.progress.add_task("", total=steps, completed=start_step,
+                                                   epoch=f"{epoch}/{epochs}", loss=float("nan"), speed=0.0)
+
+            def on_batch(self, step, loss, images):
+                import time
+
+                view.images += images
+                speed = view.images / max(time.perf_counter() - view.t0, 1e-9)
+                view.progress.update(view.task, advance=1, loss=loss, speed=speed)
+
+            def on_epoch_end(self, record):
+                view.progress.remove_task(view.task)
+                view.task = None
+                view.add_row(record)
+
+        self.callbacks = Callbacks()
+        self.on_epoch_start = self.callbacks.on_epoch_start
+        self.on_batch = self.callbacks.on_batch
+        self.on_epoch_end = self.callbacks.on_epoch_end
+        self.started = False
+
+    def add_row(self, r: dict) -> None:
+        best = r["val_acc"] > self.best
+        self.best = max(self.best, r["val_acc"])
+        style = "bold green" if best else None
+        self.table.add_row(str(r["epoch"]), f"{r['train_loss']:.4f}", _pct(r["train_acc"]),
+                           f"{r['val_loss']:.4f}", _pct(r["val_acc"]), f"{r['lr']:.2e}",
+                           f"{r['seconds']:.1f}", f"{r['images_per_s']:,.0f}", style=style)
+
+    def start(self) -> None:
+        self.live.start()
+        self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            self.started = False
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+                self.task = None
+            self.live.stop()
+            if not console.is_terminal:  # Live's last frame ends without a newline there
+                console.line()
+
+
+@app.command()
+def evaluate(
+    checkpoint_path: Annotated[Path, typer.Option("--checkpoint", "-c", help="A checkpoint written by train.")],
+    split: Annotated[EvalSplit, typer.Option(help="Score on the test set or the validation part.")] = EvalSplit.test,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 1000,
+    device: DeviceOpt = Device.auto,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
+    plots: Annotated[Optional[Path], typer.Option(
+        show_default=False, help="Write confusion.png and mistakes.png into this directory.")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix of a checkpoint."""
+    with user_errors():
+        import json
+
+        from mnistctl import checkpoint, engine
+
+        dev = engine.resolve_device(device.value)
+        ckpt = checkpoint.load(checkpoint_path)
+        result, images = engine.evaluate_checkpoint(ckpt, split.value, batch_size, dev, data_dir,
+                                                    source=checkpoint_path)
+        written = []
+        if plots is not None:
+            from mnistctl.plotting import confusion_figure, digit_grid_figure, save_figure
+
+            title = f"{checkpoint_path}: {split.value} accuracy {_pct(result.accuracy)}"
+            written.append(save_figure(confusion_figure(result.confusion, result.classes, title),
+                                       plots / "confusion.png"))
+            if result.mistakes:
+                m = result.mistakes
+                titles = [f"true {result.classes[x['true']]}, pred {result.classes[x['predicted']]}\n"
+                          f"{100 * x['confidence']:.1f}%" for x in m]
+                written.append(save_figure(digit_grid_figure(
+                    images[[x["index"] for x in m]].numpy(), titles,
+                    suptitle="Most confidently wrong", title_colors=["firebrick"] * len(m)), plots / "mistakes.png"))
+
+    info = {"checkpoint": str(checkpoint_path), "dataset": ckpt["dataset"], "model_config": ckpt["model_config"],
+            "epoch": ckpt["epoch"]}
+    if as_json:
+        doc = {**info, **result.to_dict(), "plots": [str(p) for p in written]}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+
+    correct = round(result.accuracy * result.images)
+    console.print(
+        f"[bold]{checkpoint_path}[/] ({ckpt['dataset']}, nf={ckpt['model_config']['nf']}, epoch {ckpt['epoch']}): "
+        f"{split.value} accuracy [bold green]{_pct(result.accuracy)}[/] ({correct:,}/{result.images:,}), "
+        f"mean loss {result.loss:.4f}, {result.seconds:.2f} s", highlight=False, soft_wrap=True)
+    per_class = Table(title="Per class")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        per_class.add_column(col, justify="right")
+    for r in result.per_class:
+        per_class.add_row(r["class"], _pct(r["precision"]), _pct(r["recall"]), _pct(r["f1"]), f"{r['support']:,}")
+    console.print(per_class)
+    cm = Table(title="Confusion matrix (rows: true, columns: predicted)")
+    cm.add_column("")
+    for c in result.classes:
+        cm.add_column(c[:6], justify="right")
+    for i, row in enumerate(result.confusion):
+        cells = [f"[bold green]{v}[/]" if i == j else (f"[red]{v}[/]" if v else "[dim]·[/]")
+                 for j, v in enumerate(row)]
+        cm.add_row(f"[bold]{result.classes[i][:10]}[/]", *cells)
+    console.print(cm)
+    for path in written:
+        console.print(f"Saved {path}", highlight=False)
+
+
+@app.command()
+def plot(
+    paths: Annotated[list[Path], typer.Argument(help="Run directories, history.json files or checkpoints.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("loss.png"),
+    show: Annotated[bool, typer.Option(help="Also open the figure in a window, where there is a display.")] = False,
+) -> None:
+    """Training and validation loss (and accuracy) per epoch; several runs share the axes."""
+    with user_errors():
+        from mnistctl.plotting import history_figure, load_history, save_figure
+
+        runs = [load_history(p) for p in paths]
+        labels = [label for label, _ in runs]
+        if len(set(labels)) < len(labels):  # same run name twice: label by path instead
+            runs = [(str(p), h) for p, (_, h) in zip(paths, runs)]
+        fig = history_figure(runs)
+        path = save_figure(fig, output)
+    console.print(f"Saved {path} ({len(runs)} run{'s' if len(runs) > 1 else ''}: {', '.join(l for l, _ in runs)})",
+                  highlight=False, soft_wrap=True)
+    if show:
+        _show(fig, path)
+
+
+def _show(fig, path: Path) -> None:
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    if matplotlib.get_backend().lower() in ("agg", "pdf", "svg", "ps", "cairo", "template"):
+        err_console.print(f"No display to show the figure on; it is saved in {path}.", highlight=False)
+        return
+    manager = plt.figure().canvas.manager
+    manager.canvas.figure = fig
+    fig.set_canvas(manager.canvas)
+    plt.show()
 
 
 def main() -> None:

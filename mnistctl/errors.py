@@ -23,3 +23,14 @@ class CheckpointError(MnistctlError):
 
 class ConfigError(MnistctlError):
     """An option or setting has an invalid value."""
+
+
+class TrainingInterrupted(MnistctlError):
+    """Training stopped on Ctrl-C after saving a resumable checkpoint."""
+
+    def __init__(self, checkpoint: object, epoch: int, step: int):
+        super().__init__(f"training interrupted in epoch {epoch}, step {step}; "
+                         f"resumable checkpoint saved to {checkpoint}")
+        self.checkpoint = checkpoint
+        self.epoch = epoch
+        self.step = step

@@ -25,7 +25,8 @@ def digit_grid_figure(images, titles: Sequence[str], suptitle: str | None = None
     n = len(titles)
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(1.4 * cols, 1.55 * rows + (0.4 if suptitle else 0)), dpi=100)
+    row_height = 1.85 if any("\n" in t for t in titles) else 1.55
+    fig = Figure(figsize=(1.4 * cols, row_height * rows + (0.4 if suptitle else 0)), dpi=100)
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
@@ -37,3 +38,91 @@ def digit_grid_figure(images, titles: Sequence[str], suptitle: str | None = None
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def history_figure(runs: Sequence[tuple[str, Sequence[dict]]]) -> Figure:
+    """Training and validation loss per epoch (as the original project's figure) and accuracy,
+    for one or several runs on the same axes."""
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    several = len(runs) > 1
+    for i, (label, history) in enumerate(runs):
+        color = f"C{i}"
+        epochs = [r["epoch"] for r in history]
+        prefix = f"{label}: " if several else ""
+        loss_ax.plot(epochs, [r["train_loss"] for r in history], "-o", color=color, ms=3,
+                     label=f"{prefix}train loss")
+        loss_ax.plot(epochs, [r["val_loss"] for r in history], "--s", color=color, ms=3,
+                     label=f"{prefix}validation loss")
+        acc_ax.plot(epochs, [100 * r["train_acc"] for r in history], "-o", color=color, ms=3,
+                    label=f"{prefix}train")
+        acc_ax.plot(epochs, [100 * r["val_acc"] for r in history], "--s", color=color, ms=3,
+                    label=f"{prefix}validation")
+    loss_ax.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    acc_ax.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if not several and runs:
+        fig.suptitle(runs[0][0])
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> Figure:
+    import numpy as np
+
+    cm = np.asarray(confusion)
+    fig = Figure(figsize=(7, 6), dpi=100)
+    ax = fig.subplots()
+    # log-ish scaling so the few mistakes are visible next to ~1000 correct per class
+    shown = np.log1p(cm)
+    im = ax.imshow(shown, cmap="Blues")
+    k = len(classes)
+    ax.set_xticks(range(k), classes, rotation=45 if max(map(len, classes)) > 2 else 0, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    threshold = shown.max() * 0.6
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if shown[i, j] > threshold else "black")
+    fig.colorbar(im, ax=ax, label="log(1 + count)")
+    fig.tight_layout()
+    return fig
+
+
+def load_history(path: str | Path) -> tuple[str, list[dict]]:
+    """(label, history) from a run directory, a history.json or a checkpoint."""
+    import json
+
+    from mnistctl.errors import MnistctlError
+
+    path = Path(path)
+    if path.is_dir():
+        if (path / "history.json").is_file():
+            path = path / "history.json"
+        elif (path / "last.pt").is_file():
+            path = path / "last.pt"
+        else:
+            raise MnistctlError(f"{path} holds no history.json or last.pt: is it a run directory?")
+    if not path.exists():
+        raise MnistctlError(f"{path} does not exist")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            history, label = data["history"], data.get("run") or path.parent.name
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise MnistctlError(f"{path} is not a mnistctl history file ({type(exc).__name__})") from None
+    else:
+        from mnistctl import checkpoint
+
+        history, label = checkpoint.load(path)["history"], path.parent.name or path.stem
+    keys = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")
+    if not isinstance(history, list) or not all(isinstance(r, dict) and all(k in r for k in keys) for r in history):
+        raise MnistctlError(f"{path} does not hold a per-epoch history")
+    if not history:
+        raise MnistctlError(f"{path} has no completed epoch to plot yet")
+    return label, history
