@@ -81,3 +81,35 @@ def build_model(ckpt: dict[str, Any], source: str | Path = "checkpoint"):
         raise CheckpointError(f"{source}: weights do not fit the architecture its config "
                               f"describes (nf={cfg.nf}): {detail[:200]}") from None
     return model.eval()
+
+
+PRETRAINED_NAME = "mnist-nf32.pt"
+_TRAINING_STATE = ("optimizer", "scheduler", "partial_epoch")
+
+
+def pretrained_path() -> Path:
+    """The model shipped inside the package (trained by mnistctl on the real MNIST)."""
+    from importlib.resources import files
+
+    return Path(str(files("mnistctl") / "pretrained" / PRETRAINED_NAME))
+
+
+def load_or_pretrained(path: str | Path | None, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], str]:
+    """A checkpoint and a label saying where it came from: the given file, or the shipped model."""
+    if path is not None:
+        return load(path, map_location), str(path)
+    shipped = pretrained_path()
+    if not shipped.is_file():
+        raise CheckpointError(f"the built-in model is missing from this installation ({shipped}): "
+                              "reinstall mnistctl or pass --checkpoint")
+    return load(shipped, map_location), f"built-in model ({PRETRAINED_NAME})"
+
+
+def export(ckpt: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An inference-only copy: the same self-describing checkpoint without optimizer and
+    scheduler state (a third of the size); it can be evaluated and used, not resumed."""
+    state = {k: v for k, v in ckpt.items() if k not in _TRAINING_STATE and k not in
+             ("format", "format_version", "mnistctl_version")}
+    state["exported"] = True
+    state.update(extra or {})
+    return state

@@ -245,7 +245,7 @@ def train(
 
         from mnistctl import checkpoint, engine
         from mnistctl.data import DataConfig
-        from mnistctl.errors import TrainingInterrupted
+        from mnistctl.errors import ConfigError, TrainingInterrupted
         from mnistctl.fsutil import atomic_path
         from mnistctl.model import ModelConfig
         from mnistctl.plotting import history_figure, save_figure
@@ -253,6 +253,9 @@ def train(
         resumed = None
         if resume is not None:
             resumed = checkpoint.load(resume)
+            if resumed.get("optimizer") is None:
+                raise ConfigError(f"{resume} is an exported, inference-only checkpoint without optimizer "
+                                  "state: resume from the run's last.pt instead")
             model_cfg, data_cfg, train_cfg = engine.config_from_checkpoint(resumed)
             out_dir = run_dir or resume.parent
         else:
@@ -387,7 +390,9 @@ class _TrainView:
 
 @app.command()
 def evaluate(
-    checkpoint_path: Annotated[Path, typer.Option("--checkpoint", "-c", help="A checkpoint written by train.")],
+    checkpoint_path: Annotated[Optional[Path], typer.Option(
+        "--checkpoint", "-c", show_default=False,
+        help="A checkpoint written by train [default: the built-in model].")] = None,
     split: Annotated[EvalSplit, typer.Option(help="Score on the test set or the validation part.")] = EvalSplit.test,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 1000,
     device: DeviceOpt = Device.auto,
@@ -403,14 +408,13 @@ def evaluate(
         from mnistctl import checkpoint, engine
 
         dev = engine.resolve_device(device.value)
-        ckpt = checkpoint.load(checkpoint_path)
-        result, images = engine.evaluate_checkpoint(ckpt, split.value, batch_size, dev, data_dir,
-                                                    source=checkpoint_path)
+        ckpt, source = checkpoint.load_or_pretrained(checkpoint_path)
+        result, images = engine.evaluate_checkpoint(ckpt, split.value, batch_size, dev, data_dir, source=source)
         written = []
         if plots is not None:
             from mnistctl.plotting import confusion_figure, digit_grid_figure, save_figure
 
-            title = f"{checkpoint_path}: {split.value} accuracy {_pct(result.accuracy)}"
+            title = f"{source}: {split.value} accuracy {_pct(result.accuracy)}"
             written.append(save_figure(confusion_figure(result.confusion, result.classes, title),
                                        plots / "confusion.png"))
             if result.mistakes:
@@ -421,7 +425,7 @@ def evaluate(
                     images[[x["index"] for x in m]].numpy(), titles,
                     suptitle="Most confidently wrong", title_colors=["firebrick"] * len(m)), plots / "mistakes.png"))
 
-    info = {"checkpoint": str(checkpoint_path), "dataset": ckpt["dataset"], "model_config": ckpt["model_config"],
+    info = {"checkpoint": source, "dataset": ckpt["dataset"], "model_config": ckpt["model_config"],
             "epoch": ckpt["epoch"]}
     if as_json:
         doc = {**info, **result.to_dict(), "plots": [str(p) for p in written]}
@@ -430,7 +434,7 @@ def evaluate(
 
     correct = round(result.accuracy * result.images)
     console.print(
-        f"[bold]{checkpoint_path}[/] ({ckpt['dataset']}, nf={ckpt['model_config']['nf']}, epoch {ckpt['epoch']}): "
+        f"[bold]{source}[/] ({ckpt['dataset']}, nf={ckpt['model_config']['nf']}, epoch {ckpt['epoch']}): "
         f"{split.value} accuracy [bold green]{_pct(result.accuracy)}[/] ({correct:,}/{result.images:,}), "
         f"mean loss {result.loss:.4f}, {result.seconds:.2f} s", highlight=False, soft_wrap=True)
     per_class = Table(title="Per class")
@@ -472,6 +476,121 @@ def plot(
                   highlight=False, soft_wrap=True)
     if show:
         _show(fig, path)
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[str], typer.Argument(
+        help="Image files, directories (their images, sorted) or glob patterns: PNG, JPEG, BMP, GIF, TIFF, WebP.")],
+    checkpoint_path: Annotated[Optional[Path], typer.Option(
+        "--checkpoint", "-c", show_default=False, help="A checkpoint [default: the built-in model].")] = None,
+    preprocess: Annotated[bool, typer.Option(
+        "--preprocess/--no-preprocess",
+        help="Make each image look like an MNIST digit first (polarity, cleanup, 20 px box, centre of "
+             "mass); --no-preprocess only resizes it to 28x28.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: one object per image.")] = False,
+    show: Annotated[bool, typer.Option("--show", help="Draw the 28x28 input the model saw in the terminal.")] = False,
+    save_inputs: Annotated[Optional[Path], typer.Option(
+        show_default=False, help="Write the 28x28 inputs the model saw as PNGs into this directory.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 1000,
+    device: DeviceOpt = Device.cpu,
+) -> None:
+    """Read the digit in each image: a table of predictions with confidence and top 3.
+    Exit code 1 when any image could not be read (the others are still predicted)."""
+    with user_errors():
+        import json
+
+        from mnistctl import checkpoint, engine
+        from mnistctl.predict import predict_files
+
+        dev = engine.resolve_device(device.value)
+        ckpt, source = checkpoint.load_or_pretrained(checkpoint_path)
+        model = engine.prepare_model(checkpoint.build_model(ckpt, source), dev)
+        results = predict_files(paths, ckpt, model, preprocess, batch_size, dev)
+        classes = list(ckpt["classes"])
+        saved = _save_inputs(results, save_inputs) if save_inputs is not None else []
+
+    failed = sum(r.error is not None for r in results)
+    if as_json:
+        typer.echo(json.dumps([{**r.to_dict(classes), "model": source} for r in results], indent=2))
+    else:
+        about = f", {_pct(ckpt['test_accuracy'])} on the MNIST test set" if "test_accuracy" in ckpt else ""
+        console.print(f"Model: {source} (nf={ckpt['model_config']['nf']}, {ckpt['dataset']}{about})",
+                      highlight=False, soft_wrap=True)
+        table = Table()
+        for col, justify in (("file", "left"), ("digit" if ckpt["dataset"] == "mnist" else "class", "center"),
+                             ("confidence", "right"), ("top 3", "left")):
+            table.add_column(col, justify=justify, overflow="fold")
+        for r in results:
+            if r.error:
+                table.add_row(r.path, "[red]-[/]", "", Text(f"error: {r.error}", style="red"))
+            else:
+                top3 = "  ".join(f"{c} {100 * p:.1f}%" for c, p in r.top(3, classes))
+                table.add_row(r.path, f"[bold]{r.label}[/]", f"{100 * r.confidence:.1f}%", top3)
+        console.print(table)
+        if show:
+            from mnistctl.terminal import digit_text
+
+            for r in results:
+                if r.image is not None:
+                    grid = Table.grid(padding=(0, 2))
+                    grid.add_row(digit_text(r.image.tolist()), Text.assemble(
+                        (f"{r.path}\n", "dim"), ("→ ", ""), (str(r.label), "bold green"),
+                        f"  ({100 * r.confidence:.1f}%)"))
+                    console.print(grid)
+        for path in saved:
+            console.print(f"Saved input {path}", highlight=False)
+        if failed:
+            err_console.print(f"{failed} of {len(results)} image{'s' if len(results) > 1 else ''} could not be read.",
+                              highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _save_inputs(results, directory: Path) -> list[Path]:
+    from PIL import Image
+
+    from mnistctl.fsutil import atomic_path
+
+    out, used = [], set()
+    for r in results:
+        if r.image is None:
+            continue
+        stem = Path(r.path).stem
+        name, i = f"{stem}.png", 1
+        while name in used:
+            i += 1
+            name = f"{stem}-{i}.png"
+        used.add(name)
+        with atomic_path(directory / name) as tmp:
+            Image.fromarray(r.image).save(tmp, format="PNG")
+        out.append(directory / name)
+    return out
+
+
+@app.command()
+def export(
+    checkpoint_path: Annotated[Path, typer.Argument(help="A checkpoint written by train (best.pt).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the inference-only copy.")],
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Write an inference-only copy of a checkpoint (no optimizer state; a third of the size),
+    recording its test accuracy when the test set is downloaded."""
+    with user_errors():
+        from mnistctl import checkpoint, engine
+        from mnistctl.errors import DataError
+
+        ckpt = checkpoint.load(checkpoint_path)
+        extra = {}
+        try:
+            report, _ = engine.evaluate_checkpoint(ckpt, "test", data_dir=data_dir, source=checkpoint_path)
+            extra["test_accuracy"] = report.accuracy
+        except DataError:
+            pass
+        checkpoint.save(output, checkpoint.export(ckpt, extra))
+    size = output.stat().st_size
+    acc = f", test accuracy {_pct(extra['test_accuracy'])}" if extra else " (test set not downloaded: accuracy not recorded)"
+    console.print(f"Saved {output} ({_human_size(size)}{acc})", highlight=False, soft_wrap=True)
 
 
 def _show(fig, path: Path) -> None:

@@ -1,0 +1,228 @@
+"""`predict` and the built-in model: people's images, formats, bad input, pass-through."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import REPO
+from people import make_people_set
+from mnistctl import checkpoint, engine
+from mnistctl.cli import app
+from mnistctl.data import DataConfig, load_split
+from mnistctl.predict import predict_files, prepare
+
+runner = CliRunner()
+ASSETS = REPO / "assets"
+PAINT_4 = ASSETS / "digit-4-paint.png"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    ckpt, source = checkpoint.load_or_pretrained(None)
+    return ckpt, checkpoint.build_model(ckpt, source)
+
+
+def _predict(paths, shipped, **kw):
+    ckpt, model = shipped
+    return predict_files([str(p) for p in paths], ckpt, model, **kw)
+
+
+def test_shipped_model_is_small_and_self_describing(shipped):
+    path = checkpoint.pretrained_path()
+    assert path.stat().st_size <= 2_000_000
+    ckpt, _ = shipped
+    assert ckpt["dataset"] == "mnist" and ckpt["exported"] and "optimizer" not in ckpt
+    assert ckpt["test_accuracy"] >= 0.995
+
+
+@pytest.mark.realdata
+def test_shipped_model_scores_on_the_real_test_set(mnist_data_dir):
+    result = runner.invoke(app, ["evaluate", "--json", "--data-dir", str(mnist_data_dir)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["checkpoint"].startswith("built-in model") and report["images"] == 10000
+    assert report["accuracy"] >= 0.995
+
+
+@pytest.mark.realdata
+def test_people_style_digits_are_read_right(tmp_path, mnist_data_dir, shipped):
+    """Dark ink on white, scaled up, off-centre, RGB/RGBA/transparent/JPEG, noisy grey paper."""
+    images, labels = load_split(DataConfig(), "test", mnist_data_dir)
+    pick = torch.randperm(10000, generator=torch.Generator().manual_seed(0))[:400]
+    items = make_people_set(images[pick].numpy(), labels[pick].numpy(), tmp_path)
+    assert {p.suffix for p, _ in items} == {".png", ".jpg"}
+    with Image.open(items[0][0]) as img:
+        assert max(img.size) >= 150
+    results = _predict([p for p, _ in items], shipped)
+    assert all(r.error is None for r in results)
+    accuracy = np.mean([r.index == label for r, (_, label) in zip(results, items)])
+    assert accuracy >= 0.98, accuracy
+
+
+@pytest.mark.realdata
+def test_mnist_digits_pass_through_unchanged(tmp_path, mnist_data_dir, shipped):
+    """A real test digit saved as PNG gets exactly the prediction evaluate gives it."""
+    images, _ = load_split(DataConfig(), "test", mnist_data_dir)
+    paths = []
+    for i in range(300):
+        paths.append(tmp_path / f"{i:03d}.png")
+        Image.fromarray(images[i].numpy()).save(paths[-1])
+    results = _predict(paths, shipped)
+    for r, img in zip(results, images[:300]):
+        assert np.array_equal(r.image, img.numpy())
+    ckpt, model = shipped
+    expected = engine.predict_logits(model, images[:300], (ckpt["normalization"]["mean"], ckpt["normalization"]["std"]))
+    assert [r.index for r in results] == expected.argmax(1).tolist()
+
+
+def _bit16(path: Path) -> Path:
+    grey = np.asarray(Image.open(PAINT_4).convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(grey).save(path)  # 16-bit grey PNG
+    return path
+
+
+@pytest.mark.parametrize("name, make", [
+    ("png-rgb", lambda p: Image.open(PAINT_4).convert("RGB").save(p.with_suffix(".png"))),
+    ("jpeg", lambda p: Image.open(PAINT_4).convert("RGB").save(p.with_suffix(".jpg"), quality=70)),
+    ("bmp", lambda p: Image.open(PAINT_4).save(p.with_suffix(".bmp"))),
+    ("gif", lambda p: Image.open(PAINT_4).convert("P").save(p.with_suffix(".gif"))),
+    ("tiff", lambda p: Image.open(PAINT_4).save(p.with_suffix(".tiff"))),
+    ("webp", lambda p: Image.open(PAINT_4).save(p.with_suffix(".webp"), quality=80)),
+    ("palette", lambda p: Image.open(PAINT_4).convert("P", palette=Image.Palette.ADAPTIVE).save(p.with_suffix(".png"))),
+    ("grey-alpha", lambda p: Image.open(PAINT_4).convert("LA").save(p.with_suffix(".png"))),
+    ("16-bit", lambda p: _bit16(p.with_suffix(".png"))),
+    ("white-on-black", lambda p: Image.eval(Image.open(PAINT_4).convert("L"), lambda v: 255 - v).save(p.with_suffix(".png"))),
+])
+def test_formats_and_modes(tmp_path, shipped, name, make):
+    make(tmp_path / name)
+    [path] = list(tmp_path.iterdir())
+    [r] = _predict([path], shipped)
+    assert r.error is None and r.label == "4", (name, r.error, r.label)
+
+
+def test_transparent_background_counts_as_background(tmp_path, shipped):
+    grey = np.asarray(Image.open(PAINT_4).convert("L"))
+    rgba = np.zeros(grey.shape + (4,), np.uint8)  # black ink, transparent elsewhere
+    rgba[..., 3] = 255 - grey
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "ink.png")
+    [r] = _predict([tmp_path / "ink.png"], shipped)
+    assert r.label == "4"
+
+
+def _png_header(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _bad_inputs(d: Path) -> dict[str, tuple[str, str]]:
+    (d / "notes.png").write_text("this is not an image")
+    (d / "empty.png").write_bytes(b"")
+    good = d / "good.png"
+    Image.open(PAINT_4).save(good)
+    (d / "truncated.png").write_bytes(good.read_bytes()[:200])
+    Image.new("RGB", (300, 200), "white").save(d / "blank.png")
+    (d / "bomb.png").write_bytes(_png_header(100_000, 100_000))
+    frames = [Image.open(PAINT_4).convert("P"), Image.new("P", (420, 320))]
+    frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].convert("L").save(d / "pages.tiff", save_all=True, append_images=[frames[0].convert("L")])
+    (d / "empty-dir").mkdir()
+    return {
+        str(d / "missing.png"): ("missing.png", "no such file"),
+        str(d / "notes.png"): ("notes.png", "not an image"),
+        str(d / "empty.png"): ("empty.png", "empty file"),
+        str(d / "truncated.png"): ("truncated.png", "truncated or corrupt"),
+        str(d / "blank.png"): ("blank.png", "no ink found"),
+        str(d / "bomb.png"): ("bomb.png", "image too large"),
+        str(d / "anim.gif"): ("anim.gif", "animated or multi-page"),
+        str(d / "pages.tiff"): ("pages.tiff", "animated or multi-page"),
+        str(d / "empty-dir"): ("empty-dir", "holds no image files"),
+        str(d / "*.nothing"): ("*.nothing", "no file matches"),
+    }
+
+
+def test_bad_inputs_fail_one_by_one_and_never_the_batch(tmp_path, shipped):
+    bad = _bad_inputs(tmp_path)
+    specs = [str(tmp_path / "good.png"), *bad]
+    results = _predict(specs, shipped)
+    assert results[0].error is None and results[0].label == "4"
+    for r in results[1:]:
+        _, message = bad[r.path]
+        assert r.error is not None and message in r.error, (r.path, r.error)
+
+    out = runner.invoke(app, ["predict", "--json", *specs])
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    doc = json.loads(out.stdout)
+    assert len(doc) == len(specs) and doc[0]["prediction"] == "4" and doc[0]["error"] is None
+    assert set(doc[0]["probabilities"]) == {str(i) for i in range(10)}
+    assert abs(sum(doc[0]["probabilities"].values()) - 1) < 1e-4 and len(doc[0]["top3"]) == 3
+    assert all(o["error"] for o in doc[1:])
+
+    table = runner.invoke(app, ["predict", *specs])
+    assert table.exit_code == 1 and "10 of 11 images could not be read" in table.stderr
+    assert "no ink found" in table.stdout and "image too large" in table.stdout
+
+
+def test_directories_globs_and_all_good_exit_zero(tmp_path, shipped):
+    for i in range(3):
+        Image.open(PAINT_4).save(tmp_path / f"{i}.png")
+    (tmp_path / "readme.txt").write_text("not an image, and not picked up from a directory")
+    results = _predict([tmp_path, str(tmp_path / "*.png")], shipped)
+    assert [Path(r.path).name for r in results] == ["0.png", "1.png", "2.png"] * 2
+    out = runner.invoke(app, ["predict", str(tmp_path)])
+    assert out.exit_code == 0 and out.stdout.count(" 4 ") >= 3
+
+
+def test_no_preprocess_and_saved_inputs(tmp_path, shipped):
+    [raw] = _predict([PAINT_4], shipped, preprocess=False)
+    [prepared] = _predict([PAINT_4], shipped)
+    assert raw.image.shape == prepared.image.shape == (28, 28)
+    assert raw.image.mean() > 128 and prepared.image.mean() < 64  # as-is: white paper; prepared: black
+    out_dir = tmp_path / "inputs"
+    result = runner.invoke(app, ["predict", str(PAINT_4), str(PAINT_4), "--save-inputs", str(out_dir), "--show"])
+    assert result.exit_code == 0, result.output
+    saved = sorted(p.name for p in out_dir.iterdir())
+    assert saved == ["digit-4-paint-2.png", "digit-4-paint.png"]
+    assert np.array_equal(np.asarray(Image.open(out_dir / "digit-4-paint.png")), prepared.image)
+    assert "\u2580" in result.stdout and "built-in model" in result.stdout
+
+
+def test_preprocessing_centres_the_ink_like_mnist():
+    img = prepare(PAINT_4)
+    ys, xs = np.nonzero(img > 0)
+    assert ys.max() - ys.min() + 1 <= 20 and xs.max() - xs.min() + 1 <= 20
+    assert max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 == 20  # longer side fills the box
+    mass = img.astype(float)
+    cy = (mass.sum(1) * np.arange(28)).sum() / mass.sum()
+    cx = (mass.sum(0) * np.arange(28)).sum() / mass.sum()
+    assert abs(cy - 13.5) <= 1 and abs(cx - 13.5) <= 1
+
+
+def test_predict_examples_without_training_or_download(tmp_path):
+    """The README's example: straight after install, no data needed."""
+    env = {"MNISTCTL_DATA_DIR": str(tmp_path / "no-data"), "PATH": "", "HOME": str(tmp_path),
+           "COLUMNS": "120"}
+    result = subprocess.run([sys.executable, "-m", "mnistctl", "predict", "--json",
+                             *sorted(str(p) for p in ASSETS.glob("digit-*"))],
+                            capture_output=True, text=True, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    got = {Path(o["path"]).name: o["prediction"] for o in json.loads(result.stdout)}
+    assert got == {name: name.split("-")[1] for name in got} and len(got) == 4
+    assert not (tmp_path / "no-data").exists()
+
+
+def test_exported_checkpoints_cannot_be_resumed(tmp_path):
+    result = runner.invoke(app, ["train", "--resume", str(checkpoint.pretrained_path())])
+    assert result.exit_code == 1 and "inference-only" in result.stderr
