@@ -151,8 +151,8 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
     n = x.shape[0]
     dev = x.device
 
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        return torch.rand(n, generator=generator).to(dev) * (hi - lo) + lo
+    def uniform(lo: float, hi: float) -> torch.Tensor:  # drawn where the batch lives: no host copy
+        return torch.rand(n, generator=generator, device=dev) * (hi - lo) + lo
 
     angle = uniform(-cfg.degrees, cfg.degrees) * (math.pi / 180.0)
     scale = uniform(*cfg.scale)

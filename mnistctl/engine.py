@@ -8,8 +8,10 @@ step and resumed ends with exactly the weights of an uninterrupted one.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,6 +64,20 @@ class TrainConfig:
                 raise ConfigError(message)
 
 
+# Named recipes: every training option they set can still be overridden on the command line.
+PRESETS: dict[str, dict[str, Any]] = {
+    # the original project's recipe (cross-entropy, Adam at lr 0.01, batch 64), with a one-cycle
+    # schedule and batched augmentation: 99.5%+ on the test set at nf=32 in 10 epochs
+    "original": {"nf": 16, "epochs": 10, "lr": 0.01, "batch_size": 64, "optimizer": "adam",
+                 "schedule": "onecycle", "augment": True, "label_smoothing": 0.0, "weight_decay": 0.0},
+    # 99% in seconds on a laptop CPU: one epoch, batches of 128, a higher peak learning rate,
+    # label smoothing and no augmentation (too short a run to profit from it); chosen on the
+    # validation split (99.1-99.2% for seeds 1-5), never on the test set
+    "fast": {"nf": 16, "epochs": 1, "lr": 0.02, "batch_size": 128, "optimizer": "adam",
+             "schedule": "onecycle", "augment": False, "label_smoothing": 0.1, "weight_decay": 0.0},
+}
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; an explicit choice must be available."""
     cuda = torch.cuda.is_available()
@@ -108,6 +124,25 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: in
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def tune_allocator() -> None:
+    """Keep freed tensor memory in the process (glibc): without this every step's large buffers
+    go back to the OS and fault in again, about a second per epoch of page faults on a laptop CPU.
+    Peak memory does not change. A no-op elsewhere."""
+    global _allocator_tuned
+    if _allocator_tuned or not sys.platform.startswith("linux"):
+        return
+    _allocator_tuned = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_allocator_tuned = False
+
+
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     """Move a model to ``device``, in channels_last layout where that is faster."""
     model = model.to(device)
@@ -146,7 +181,8 @@ class TrainCallbacks:
 
     def on_epoch_start(self, epoch: int, epochs: int, steps: int, start_step: int) -> None: ...
 
-    def on_batch(self, step: int, loss: float, images: int) -> None: ...
+    def on_batch(self, step: int, loss: float | None, images: int) -> None:
+        """After each step; ``loss`` is None on steps where an accelerator was not synced."""
 
     def on_epoch_end(self, record: dict[str, Any]) -> None: ...
 
@@ -199,6 +235,10 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     steps = steps_per_epoch(n, bs)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(cfg.seed, epoch))).to(device)
     aug = AugmentConfig()
+    # on an accelerator, sums stay on the device and the host reads them every `sync` steps only
+    sync = 1 if device.type == "cpu" else 25
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
     start = time.perf_counter()
     try:
         for step in range(start_step, steps):
@@ -208,16 +248,23 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
             y = labels[idx]
             if cfg.augment:
                 x = augment(x, aug)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            with _autocast(device):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_value = loss.item()
-            stats.loss_sum += loss_value * len(idx)
-            stats.correct += int((logits.argmax(1) == y).sum())
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == y).sum()
             stats.seen += len(idx)
+            loss_value = None
+            if (step + 1) % sync == 0 or step + 1 == steps:
+                loss_value = loss.item()
+                stats.loss_sum += loss_sum.item()
+                stats.correct += int(correct.item())
+                loss_sum.zero_()
+                correct.zero_()
             try:
                 if callbacks:
                     callbacks.on_batch(step, loss_value, len(idx))
@@ -226,8 +273,15 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
             if stop is not None and stop.requested:
                 raise _Interrupted(step + 1)
     finally:
+        stats.loss_sum += loss_sum.item()
+        stats.correct += int(correct.item())
         stats.seconds += time.perf_counter() - start
     return stats
+
+
+def _autocast(device: torch.device):
+    """bf16 mixed precision on CUDA (where it is faster); full precision elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 @torch.inference_mode()
@@ -240,7 +294,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor, norm: tuple[float, fl
     out = []
     for start in range(0, len(images), batch_size):
         x = _inputs(images[start:start + batch_size].to(device, non_blocking=True), *norm, device)
-        out.append(model(x).float())
+        with _autocast(device):
+            out.append(model(x).float())
     model.train(was_training)
     return torch.cat(out).cpu() if out else torch.empty(0, model.cfg.num_classes)
 
@@ -314,11 +369,17 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     On Ctrl-C, saves a resumable last.pt after the current step and raises TrainingInterrupted.
     """
     callbacks = callbacks or TrainCallbacks()
+    if device.type == "cpu":
+        tune_allocator()
     info = data_cfg.info
     norm = (info.mean, info.std)
     train_x, train_y = load_split(data_cfg, "train", data_dir)
     val_x, val_y = load_split(data_cfg, "val", data_dir)
+    # the whole split lives on the training device: batches are gathered there, never copied
     train_x, train_y = train_x.to(device), train_y.to(device)
+    val_x = val_x.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
     torch.manual_seed(train_cfg.seed)
     model = prepare_model(Net(model_cfg), device)

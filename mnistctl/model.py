@@ -41,10 +41,11 @@ class ModelConfig:
 
 
 def _conv_block(cin: int, cout: int, batchnorm: bool) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=not batchnorm)]
+    # BatchNorm after the pooling: the same per-channel normalisation on a quarter of the pixels
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=not batchnorm), nn.MaxPool2d(2, 2)]
     if batchnorm:
         layers.append(nn.BatchNorm2d(cout))
-    layers += [nn.MaxPool2d(2, 2), nn.ReLU(inplace=True)]
+    layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 

@@ -319,3 +319,27 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, mnist_data_dir):
     result = runner.invoke(app, ["train", "--resume", str(run_dir / "last.pt"), "--data-dir", str(mnist_data_dir)])
     assert result.exit_code == 0, result.output
     assert "Resuming" in result.stdout and checkpoint.load(run_dir / "last.pt")["epoch"] == 2
+
+
+def test_presets_fill_in_only_what_was_not_given(tmp_path, fake_data_dir):
+    result = runner.invoke(app, ["train", "--preset", "fast", "--nf", "8", "--run-dir", str(tmp_path / "r"),
+                                 "--data-dir", str(fake_data_dir)])
+    assert result.exit_code == 0, result.output
+    ckpt = checkpoint.load(tmp_path / "r" / "last.pt")
+    fast = engine.PRESETS["fast"]
+    assert ckpt["model_config"]["nf"] == 8  # given explicitly
+    for key in ("epochs", "lr", "batch_size", "augment", "label_smoothing"):
+        assert ckpt["train_config"][key] == fast[key], key
+    result = runner.invoke(app, ["train", "--help"])
+    assert "original" in result.stdout and "fast" in result.stdout
+
+
+@pytest.mark.realdata
+def test_fast_preset_reaches_99_percent(tmp_path, mnist_data_dir):
+    """The benchmark suite checks three seeds and the time; CI checks one seed's accuracy."""
+    result = runner.invoke(app, ["train", "--preset", "fast", "--run-dir", str(tmp_path / "fast"),
+                                 "--data-dir", str(mnist_data_dir)])
+    assert result.exit_code == 0, result.output
+    report, _ = engine.evaluate_checkpoint(checkpoint.load(tmp_path / "fast" / "last.pt"), "test",
+                                           data_dir=mnist_data_dir)
+    assert report.accuracy >= 0.99

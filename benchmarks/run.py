@@ -1,0 +1,261 @@
+"""mnistctl's benchmark suite: every speed and memory figure, each beside a baseline measured
+in the same run, as the median of several repetitions, printed as a table and written as JSON.
+
+    python benchmarks/run.py                  # the full suite (about 6 minutes on 2 CPU cores)
+    python benchmarks/run.py --quick          # a smoke run: one repetition, small sizes
+
+Needs the real MNIST: run `mnistctl download` first (``--data-dir``/``MNISTCTL_DATA_DIR`` honoured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from benchmarks import baseline  # noqa: E402
+from mnistctl import __version__, checkpoint, engine  # noqa: E402
+from mnistctl.data import DataConfig, load_split  # noqa: E402
+from mnistctl.fsutil import write_json  # noqa: E402
+from mnistctl.model import ModelConfig, Net  # noqa: E402
+
+CPU = torch.device("cpu")
+MNISTCTL = [sys.executable, "-m", "mnistctl"]
+
+
+def _run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+    """(wall seconds, peak RSS in bytes) of a whole child process."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark command failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return seconds, _peak_rss_of_last_child()
+
+
+_children_peak = 0
+
+
+def _peak_rss_of_last_child() -> int:
+    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far; measure memory-sensitive
+    # commands first, smallest first, so the figure belongs to the command just run
+    global _children_peak
+    _children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return _children_peak
+
+
+def median_of(reps: int, fn):
+    values = [fn() for _ in range(reps)]
+    return statistics.median(values), values
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "mnistctl": __version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def row(name: str, value: float, unit: str, baseline_name: str, baseline_value: float, *,
+        higher_is_better: bool, target: str, samples: list | None = None, note: str = "") -> dict:
+    ratio = value / baseline_value if higher_is_better else baseline_value / value
+    return {"figure": name, "value": value, "unit": unit, "baseline": baseline_name,
+            "baseline_value": baseline_value, "ratio": ratio, "target": target, "samples": samples or [],
+            "note": note}
+
+
+def bench(args) -> dict:
+    data_dir = args.data_dir
+    reps = 1 if args.quick else args.reps
+    rows: list[dict] = []
+    scratch = Path(tempfile.mkdtemp(prefix="mnistctl-bench-"))
+    env = {"MNISTCTL_DATA_DIR": str(data_dir)} if data_dir else {}
+    load_split(DataConfig(), "test", data_dir)  # fails early, with advice, when data is missing
+
+    # 1. start-up: `mnistctl --help` against a bare interpreter
+    bare, _ = median_of(max(reps, 3), lambda: _run([sys.executable, "-c", "pass"])[0])
+    helpt, helps = median_of(max(reps, 3), lambda: _run([*MNISTCTL, "--help"])[0])
+    rows.append(row("mnistctl --help", helpt, "s", "python -c pass", bare, higher_is_better=False,
+                    target="<= 0.5 s", samples=helps, note="ratio < 1: slower than a bare interpreter"))
+
+    # 2. memory: peak RSS of training (one epoch, nf=32) against importing torch
+    torch_mem = _run([sys.executable, "-c", "import torch"])[1]
+    train_mem = _run([*MNISTCTL, "train", "--nf", "32", "--epochs", "1", "--run-dir", str(scratch / "mem")]
+                     + (["--batch-size", "256"] if args.quick else []), env)[1]
+    rows.append(row("peak memory of train (nf=32)", train_mem / 2**30, "GiB", "python -c 'import torch'",
+                    torch_mem / 2**30, higher_is_better=False, target="<= 1.5 GiB",
+                    note="ratio < 1: uses more than importing torch"))
+
+    # 3. predict one image, whole process, against importing torch
+    one = REPO / "assets" / "digit-7-photo.jpg"
+    imp, _ = median_of(reps, lambda: _run([sys.executable, "-c", "import torch"])[0])
+    pred1, pred1s = median_of(reps, lambda: _run([*MNISTCTL, "predict", str(one)])[0])
+    rows.append(row("mnistctl predict one.png", pred1, "s", "python -c 'import torch'", imp,
+                    higher_is_better=False, target="<= 3 s", samples=pred1s))
+
+    # 4. the fast preset: whole process and test accuracy per seed
+    seeds = [1] if args.quick else [1, 2, 3]
+    shipped, _ = checkpoint.load_or_pretrained(None)
+    for seed in seeds:
+        runs = iter(range(reps))
+
+        def fast_run() -> float:
+            run_dir = scratch / f"fast-{seed}-{next(runs)}"
+            return _run([*MNISTCTL, "train", "--preset", "fast", "--seed", str(seed), "--run-dir", str(run_dir)],
+                        env)[0]
+
+        seconds, samples = median_of(reps, fast_run)
+        # the same seed gives the same weights on this CPU: score the first run
+        report, _ = engine.evaluate_checkpoint(checkpoint.load(scratch / f"fast-{seed}-0" / "last.pt"), "test",
+                                               data_dir=data_dir)
+        rows.append(row(f"train --preset fast --seed {seed}", seconds, "s",
+                        "original script to 99% (published, not measured)", 270.0, higher_is_better=False,
+                        target="<= 12 s (stretch 8 s), test >= 99.0%", samples=samples,
+                        note=f"test accuracy {100 * report.accuracy:.2f}%"))
+        rows[-1]["test_accuracy"] = report.accuracy
+
+    # 5. training throughput, nf=32 batch 64 default settings, against the DataLoader loop
+    steps = 30 if args.quick else 300
+    cfg = engine.TrainConfig(batch_size=64)  # the original preset's settings, augmentation on
+    train_x, train_y = load_split(DataConfig(), "train", data_dir)
+    n = (steps + 10) * 64
+    sub_x, sub_y = train_x[:n], train_y[:n]
+    norm = (0.1307, 0.3081)
+    engine.tune_allocator()
+
+    def ours() -> float:
+        torch.manual_seed(0)
+        model = engine.prepare_model(Net(ModelConfig(nf=32)), CPU)
+        opt = engine.make_optimizer(model, cfg)
+        sched = engine.make_scheduler(opt, cfg, steps + 10)
+        warm = engine.EpochStats()
+        engine.train_one_epoch(model, opt, sched, sub_x[:640], sub_y[:640], cfg, norm, 0, warm)
+        stats = engine.EpochStats()
+        engine.train_one_epoch(model, opt, sched, sub_x[640:], sub_y[640:], cfg, norm, 1, stats)
+        return stats.seen / stats.seconds
+
+    root = baseline.torchvision_root(data_dir, scratch)
+
+    def theirs(workers: int) -> float:
+        torch.manual_seed(0)
+        return baseline.train_throughput(Net(ModelConfig(nf=32)), root, steps, 64, workers)
+
+    ours_v, ours_s = median_of(reps, ours)
+    base0, base0_s = median_of(reps, lambda: theirs(0))
+    base1, base1_s = median_of(reps, lambda: theirs(1))
+    best_base, workers = max((base0, 0), (base1, 1))
+    rows.append(row("train throughput (nf=32, batch 64)", ours_v, "img/s",
+                    f"DataLoader loop, per-item ToTensor/Normalize (num_workers={workers}, the faster)",
+                    best_base, higher_is_better=True, target="ratio >= 1.5", samples=ours_s,
+                    note=f"baseline samples: workers=0 {[round(v) for v in base0_s]}, "
+                         f"workers=1 {[round(v) for v in base1_s]}; ours includes augmentation"))
+
+    # 6. evaluation of the 10,000 test images with the built-in model, against the DataLoader loop
+    test_x, test_y = load_split(DataConfig(), "test", data_dir)
+    model_ours = engine.prepare_model(checkpoint.build_model(shipped), CPU)
+    model_base = checkpoint.build_model(shipped)
+
+    def eval_ours() -> float:
+        start = time.perf_counter()
+        engine.loss_and_accuracy(engine.predict_logits(model_ours, test_x, norm, 1000, CPU), test_y)
+        return time.perf_counter() - start
+
+    eval_ours(), baseline.evaluate(model_base, root)  # warm-up
+    ev, ev_s = median_of(max(reps, 3), eval_ours)
+    bv, bv_s = median_of(max(reps, 3), lambda: baseline.evaluate(model_base, root)[0])
+    rows.append(row("evaluate 10,000 test images", ev, "s", "DataLoader loop (batch 1000, no_grad)", bv,
+                    higher_is_better=False, target="ratio >= 1.5", samples=ev_s,
+                    note=f"baseline samples {[round(v, 2) for v in bv_s]}"))
+
+    # 7. predict a directory of PNG digits, after start-up, against one-image-at-a-time
+    from PIL import Image
+
+    from mnistctl.predict import predict_files
+
+    count = 1000 if args.quick else 10000
+    png_dir = scratch / "png"
+    png_dir.mkdir()
+    for i in range(count):
+        Image.fromarray(test_x[i].numpy()).save(png_dir / f"{i:05d}.png")
+
+    def dir_ours() -> float:
+        start = time.perf_counter()
+        predict_files([str(png_dir)], shipped, model_ours)
+        return count / (time.perf_counter() - start)
+
+    def dir_naive() -> float:  # how most scripts do it: open, ToTensor, Normalize, one forward each
+        to_tensor = baseline.transforms.Compose([baseline.transforms.ToTensor(),
+                                                 baseline.transforms.Normalize((0.1307,), (0.3081,))])
+        files = sorted(png_dir.iterdir())[: count // 5]
+        start = time.perf_counter()
+        with torch.no_grad():
+            for f in files:
+                with Image.open(f) as img:
+                    model_base(to_tensor(img.convert("L")).unsqueeze(0)).argmax(1)
+        return len(files) / (time.perf_counter() - start)
+
+    dv, dv_s = median_of(reps, dir_ours)
+    nv, _ = median_of(reps, dir_naive)
+    rows.append(row(f"predict a directory of {count:,} PNGs", dv, "img/s", "one image at a time (PIL, ToTensor)",
+                    nv, higher_is_better=True, target=">= 2,000 img/s", samples=dv_s))
+    return {"machine": machine(), "quick": args.quick, "repetitions": reps, "results": rows}
+
+
+def render(doc: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m = doc["machine"]
+    table = Table(title=f"mnistctl {m['mnistctl']} benchmarks: {m['cpu']}, {m['cores']} cores, torch {m['torch']}"
+                        + (" (quick smoke run)" if doc["quick"] else ""))
+    for col in ("figure", "mnistctl", "baseline", "ratio", "target", "note"):
+        table.add_column(col, overflow="fold")
+    for r in doc["results"]:
+        fmt = (lambda v: f"{v:,.0f}") if r["unit"] == "img/s" else (lambda v: f"{v:.2f}")
+        table.add_row(r["figure"], f"{fmt(r['value'])} {r['unit']}",
+                      f"{fmt(r['baseline_value'])} {r['unit']}: {r['baseline']}", f"{r['ratio']:.2f}x",
+                      r["target"], r["note"])
+    Console(width=160).print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one repetition, small sizes: a smoke run")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per figure (median reported)")
+    parser.add_argument("--output", type=Path, default=Path("benchmark-results.json"), help="JSON file to write")
+    parser.add_argument("--data-dir", default=os.environ.get("MNISTCTL_DATA_DIR"), help="mnistctl's data directory")
+    args = parser.parse_args(argv)
+    from mnistctl.errors import MnistctlError
+
+    try:
+        doc = bench(args)
+    except MnistctlError as exc:
+        raise SystemExit(f"Error: {exc}") from None
+    render(doc)
+    write_json(args.output, doc)
+    print(f"Wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
