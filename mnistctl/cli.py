@@ -20,6 +20,7 @@ from rich.text import Text
 from mnistctl import __version__
 from mnistctl.datasets import DATA_DIR_ENV, REGISTRY
 from mnistctl.errors import MnistctlError
+from mnistctl.recipes import DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, SPLITS
 
 app = typer.Typer(
     name="mnistctl",
@@ -31,37 +32,18 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-DatasetName = enum.Enum("DatasetName", {name: name for name in REGISTRY}, type=str)
+def _choices(name: str, values) -> type[enum.Enum]:
+    """A str Enum of ``values`` (Typer shows and checks them as the option's choices)."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
 
 
-class Split(str, enum.Enum):
-    train = "train"
-    val = "val"
-    test = "test"
-
-
-class EvalSplit(str, enum.Enum):
-    test = "test"
-    val = "val"
-
-
-class Optimizer(str, enum.Enum):
-    adam = "adam"
-    adamw = "adamw"
-    sgd = "sgd"
-
-
-class Schedule(str, enum.Enum):
-    onecycle = "onecycle"
-    cosine = "cosine"
-    constant = "constant"
-
-
-class Device(str, enum.Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
+DatasetName = _choices("DatasetName", REGISTRY)
+Split = _choices("Split", SPLITS)
+EvalSplit = _choices("EvalSplit", ("test", "val"))
+Optimizer = _choices("Optimizer", OPTIMIZERS)
+Schedule = _choices("Schedule", SCHEDULES)
+Device = _choices("Device", DEVICES)
+Preset = _choices("Preset", PRESETS)
 
 
 DatasetOpt = Annotated[DatasetName, typer.Option("--dataset", "-d", help="Which MNIST-format data set.")]
@@ -211,11 +193,6 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-class Preset(str, enum.Enum):
-    original = "original"
-    fast = "fast"
-
-
 @app.command()
 def train(
     preset: Annotated[Preset, typer.Option(
@@ -276,7 +253,7 @@ def train(
             given = {"nf": nf, "epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment,
                      "optimizer": optimizer.value if optimizer else None, "weight_decay": weight_decay,
                      "schedule": schedule.value if schedule else None, "label_smoothing": label_smoothing}
-            recipe = {**engine.PRESETS[preset.value], **{k: v for k, v in given.items() if v is not None}}
+            recipe = {**PRESETS[preset.value], **{k: v for k, v in given.items() if v is not None}}
             model_cfg = ModelConfig(nf=recipe.pop("nf"), dropout=dropout)
             data_cfg = DataConfig(dataset=dataset.value, val_fraction=val_split)
             train_cfg = engine.TrainConfig(seed=seed, **recipe)

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from mnistctl.datasets import DatasetInfo, IdxFile, dataset_dir, get_dataset
 from mnistctl.errors import ConfigError, DataError
+from mnistctl.recipes import SPLITS
 
 IMAGE_SIZE = 28
 _IDX_UBYTE = 0x08
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from mnistctl.cli import app
 from mnistctl.data import DataConfig
 from mnistctl.errors import CheckpointError, ConfigError, TrainingInterrupted
 from mnistctl.model import ModelConfig, Net
+from mnistctl.recipes import PRESETS
 
 runner = CliRunner()
 CPU = torch.device("cpu")
@@ -326,7 +327,7 @@ def test_presets_fill_in_only_what_was_not_given(tmp_path, fake_data_dir):
                                  "--data-dir", str(fake_data_dir)])
     assert result.exit_code == 0, result.output
     ckpt = checkpoint.load(tmp_path / "r" / "last.pt")
-    fast = engine.PRESETS["fast"]
+    fast = PRESETS["fast"]
     assert ckpt["model_config"]["nf"] == 8  # given explicitly
     for key in ("epochs", "lr", "batch_size", "augment", "label_smoothing"):
         assert ckpt["train_config"][key] == fast[key], key
