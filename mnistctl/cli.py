@@ -214,6 +214,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling and augmentation.")] = 1,
     device: DeviceOpt = Device.auto,
     val_split: Annotated[float, typer.Option(
+        show_default="0.0833: 5,000 of MNIST's 60,000",
         help="Fraction of the training file held out for validation.")] = 5000 / 60000,
     augment: Annotated[Optional[bool], typer.Option(
         "--augment/--no-augment", show_default=False,
