@@ -25,9 +25,12 @@ def torchvision_root(data_dir: str | Path | None, scratch: Path) -> Path:
     return scratch / "tv"
 
 
+# the original script's per-item transform
+TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST.mean,), (MNIST.std,))])
+
+
 def _dataset(root: Path, train: bool):
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
-    return datasets.MNIST(str(root), train=train, download=False, transform=transform)
+    return datasets.MNIST(str(root), train=train, download=False, transform=TRANSFORM)
 
 
 def train_throughput(model: torch.nn.Module, root: Path, steps: int, batch_size: int = 64,

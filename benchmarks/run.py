@@ -29,6 +29,7 @@ import torch  # noqa: E402
 from benchmarks import baseline  # noqa: E402
 from mnistctl import __version__, checkpoint, engine  # noqa: E402
 from mnistctl.data import DataConfig, load_split  # noqa: E402
+from mnistctl.datasets import MNIST  # noqa: E402
 from mnistctl.fsutil import write_json  # noqa: E402
 from mnistctl.model import ModelConfig, Net  # noqa: E402
 
@@ -43,18 +44,9 @@ def _run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"benchmark command failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return seconds, _peak_rss_of_last_child()
-
-
-_children_peak = 0
-
-
-def _peak_rss_of_last_child() -> int:
-    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far; measure memory-sensitive
-    # commands first, smallest first, so the figure belongs to the command just run
-    global _children_peak
-    _children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return _children_peak
+    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: bench() measures the memory
+    # figures first, smallest first, so the value belongs to the command just run
+    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
 def median_of(reps: int, fn):
@@ -141,7 +133,7 @@ def bench(args) -> dict:
     train_x, train_y = load_split(DataConfig(), "train", data_dir)
     n = (steps + 10) * 64
     sub_x, sub_y = train_x[:n], train_y[:n]
-    norm = (0.1307, 0.3081)
+    norm = (MNIST.mean, MNIST.std)
     engine.tune_allocator()
 
     def ours() -> float:
@@ -173,7 +165,7 @@ def bench(args) -> dict:
 
     # 6. evaluation of the 10,000 test images with the built-in model, against the DataLoader loop
     test_x, test_y = load_split(DataConfig(), "test", data_dir)
-    model_ours = engine.prepare_model(checkpoint.build_model(shipped), CPU)
+    model_ours = engine.model_from_checkpoint(shipped, CPU)
     model_base = checkpoint.build_model(shipped)
 
     def eval_ours() -> float:
@@ -205,14 +197,12 @@ def bench(args) -> dict:
         return count / (time.perf_counter() - start)
 
     def dir_naive() -> float:  # how most scripts do it: open, ToTensor, Normalize, one forward each
-        to_tensor = baseline.transforms.Compose([baseline.transforms.ToTensor(),
-                                                 baseline.transforms.Normalize((0.1307,), (0.3081,))])
         files = sorted(png_dir.iterdir())[: count // 5]
         start = time.perf_counter()
         with torch.no_grad():
             for f in files:
                 with Image.open(f) as img:
-                    model_base(to_tensor(img.convert("L")).unsqueeze(0)).argmax(1)
+                    model_base(baseline.TRANSFORM(img.convert("L")).unsqueeze(0)).argmax(1)
         return len(files) / (time.perf_counter() - start)
 
     dv, dv_s = median_of(reps, dir_ours)

@@ -65,6 +65,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return ckpt
 
 
+def normalization(ckpt: dict[str, Any]) -> tuple[float, float]:
+    """The (mean, std) the checkpoint's model was trained with."""
+    return ckpt["normalization"]["mean"], ckpt["normalization"]["std"]
+
+
 def build_model(ckpt: dict[str, Any], source: str | Path = "checkpoint"):
     """The model described by a loaded checkpoint, with its weights, in eval mode."""
     from mnistctl.model import ModelConfig, Net

@@ -493,7 +493,7 @@ def predict(
 
         dev = engine.resolve_device(device.value)
         ckpt, source = checkpoint.load_or_pretrained(checkpoint_path)
-        model = engine.prepare_model(checkpoint.build_model(ckpt, source), dev)
+        model = engine.model_from_checkpoint(ckpt, dev, source)
         results = predict_files(paths, ckpt, model, preprocess, batch_size, dev)
         classes = list(ckpt["classes"])
         saved = _save_inputs(results, save_inputs) if save_inputs is not None else []

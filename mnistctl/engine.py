@@ -26,11 +26,10 @@ from torch import nn
 
 from mnistctl import checkpoint
 from mnistctl.data import AugmentConfig, DataConfig, augment, load_split, normalize
-from mnistctl.errors import ConfigError, MnistctlError, TrainingInterrupted
+from mnistctl.errors import CheckpointError, ConfigError, TrainingInterrupted
 from mnistctl.fsutil import write_json
-from mnistctl.model import ModelConfig, Net
+from mnistctl.model import ModelConfig, Net, num_parameters
 from mnistctl.recipes import DEVICES, OPTIMIZERS, SCHEDULES
-
 
 
 @dataclass(frozen=True)
@@ -86,8 +85,9 @@ def _seed(*parts: int) -> int:
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Whole batches only (the shuffle differs each epoch, so every image is seen); at least one."""
-    return max(1, n // batch_size)
+    """Whole batches only (the shuffle differs each epoch, so every image is seen); at least one,
+    with the batch shrunk to ``n`` when there are fewer images than a batch."""
+    return max(1, n // min(batch_size, n))
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -127,17 +127,27 @@ def tune_allocator() -> None:
 _allocator_tuned = False
 
 
+def _channels_last(device: torch.device) -> bool:
+    """Where the channels_last layout makes the convolutions faster (models and inputs alike)."""
+    return device.type in ("cpu", "cuda")
+
+
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     """Move a model to ``device``, in channels_last layout where that is faster."""
     model = model.to(device)
-    if device.type in ("cpu", "cuda"):
+    if _channels_last(device):
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
+def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device, source: str | Path = "checkpoint") -> nn.Module:
+    """The checkpoint's model with its weights, in eval mode, ready on ``device``."""
+    return prepare_model(checkpoint.build_model(ckpt, source), device)
+
+
 def _inputs(images: torch.Tensor, mean: float, std: float, device: torch.device) -> torch.Tensor:
     x = normalize(images, mean, std)
-    if device.type in ("cpu", "cuda"):
+    if _channels_last(device):
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -216,7 +226,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     device = images.device
     n = len(labels)
     bs = min(cfg.batch_size, n)
-    steps = steps_per_epoch(n, bs)
+    steps = steps_per_epoch(n, cfg.batch_size)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(cfg.seed, epoch))).to(device)
     aug = AugmentConfig()
     # on an accelerator, sums stay on the device and the host reads them every `sync` steps only
@@ -368,7 +378,7 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     torch.manual_seed(train_cfg.seed)
     model = prepare_model(Net(model_cfg), device)
     optimizer = make_optimizer(model, train_cfg)
-    steps = steps_per_epoch(len(train_y), min(train_cfg.batch_size, len(train_y)))
+    steps = steps_per_epoch(len(train_y), train_cfg.batch_size)
     scheduler = make_scheduler(optimizer, train_cfg, steps)
     history: list[dict[str, Any]] = []
     best = {"epoch": 0, "val_acc": -1.0}
@@ -389,7 +399,7 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     best_path, last_path, history_path = run_dir / "best.pt", run_dir / "last.pt", run_dir / "history.json"
     if on_ready:
         on_ready({"train_images": len(train_y), "val_images": len(val_y), "steps": steps,
-                  "parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
+                  "parameters": num_parameters(model), "device": str(device),
                   "start_epoch": start_epoch, "start_step": start_step})
 
     started = time.perf_counter()
@@ -440,7 +450,7 @@ def config_from_checkpoint(ckpt: dict[str, Any]) -> tuple[ModelConfig, DataConfi
         return (ModelConfig(**ckpt["model_config"]), DataConfig(**ckpt["data_config"]),
                 TrainConfig(**ckpt["train_config"]))
     except (TypeError, KeyError) as exc:
-        raise MnistctlError(f"the checkpoint's configuration is not one this mnistctl knows ({exc})") from None
+        raise CheckpointError(f"the checkpoint's configuration is not one this mnistctl knows ({exc})") from None
 
 
 def evaluate_checkpoint(ckpt: dict[str, Any], split: str = "test", batch_size: int = 1000,
@@ -453,12 +463,11 @@ def evaluate_checkpoint(ckpt: dict[str, Any], split: str = "test", batch_size: i
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     device = device or torch.device("cpu")
-    data_cfg = DataConfig(**ckpt["data_config"])
+    _, data_cfg, _ = config_from_checkpoint(ckpt)
     images, labels = load_split(data_cfg, split, data_dir)
-    model = prepare_model(checkpoint.build_model(ckpt, source), device)
+    model = model_from_checkpoint(ckpt, device, source)
     start = time.perf_counter()
-    logits = predict_logits(model, images, (ckpt["normalization"]["mean"], ckpt["normalization"]["std"]),
-                            batch_size, device)
+    logits = predict_logits(model, images, checkpoint.normalization(ckpt), batch_size, device)
     result = report(logits, labels, list(ckpt["classes"]), split)
     result.seconds = time.perf_counter() - start
     return result, images

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mnistctl.checkpoint import normalization
 from mnistctl.engine import predict_logits
 from mnistctl.preprocess import ImageError, read_image, resize_as_is, to_mnist
 
@@ -68,7 +69,7 @@ def prepare(path: str | Path, preprocess: bool = True) -> np.ndarray:
 def predict_files(specs: list[str], ckpt: dict[str, Any], model: torch.nn.Module, preprocess: bool = True,
                   batch_size: int = 1000, device: torch.device | None = None) -> list[Prediction]:
     """One Prediction per input, in order; unreadable inputs carry an error instead."""
-    norm = (ckpt["normalization"]["mean"], ckpt["normalization"]["std"])
+    norm = normalization(ckpt)
     classes = list(ckpt["classes"])
     results = [Prediction(path, error=err) for path, err in expand_inputs(specs)]
     for start in range(0, len(results), CHUNK):
