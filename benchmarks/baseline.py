@@ -29,6 +29,12 @@ def torchvision_root(data_dir: str | Path | None, scratch: Path) -> Path:
 TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST.mean,), (MNIST.std,))])
 
 
+def bare(model: torch.nn.Module) -> torch.nn.Module:
+    """The network without its built-in normalisation: the baseline normalises per item instead."""
+    model.normalize = torch.nn.Identity()
+    return model
+
+
 def _dataset(root: Path, train: bool):
     return datasets.MNIST(str(root), train=train, download=False, transform=TRANSFORM)
 

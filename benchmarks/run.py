@@ -10,7 +10,6 @@ Needs the real MNIST: run `mnistctl download` first (``--data-dir``/``MNISTCTL_D
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -27,11 +26,12 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from benchmarks import baseline  # noqa: E402
-from mnistctl import __version__, checkpoint, engine  # noqa: E402
-from mnistctl.data import DataConfig, load_split  # noqa: E402
-from mnistctl.datasets import MNIST  # noqa: E402
+from mnistctl import __version__, accel, checkpoint, engine  # noqa: E402
+from mnistctl.config import DataConfig, ModelConfig  # noqa: E402
+from mnistctl.data import load_split  # noqa: E402
+from mnistctl.evaluation import evaluate_checkpoint  # noqa: E402
 from mnistctl.fsutil import write_json  # noqa: E402
-from mnistctl.model import ModelConfig, Net  # noqa: E402
+from mnistctl.model import Net  # noqa: E402
 
 CPU = torch.device("cpu")
 MNISTCTL = [sys.executable, "-m", "mnistctl"]
@@ -108,19 +108,19 @@ def bench(args) -> dict:
 
     # 4. the fast preset: whole process and test accuracy per seed
     seeds = [1] if args.quick else [1, 2, 3]
-    shipped, _ = checkpoint.load_or_pretrained(None)
+    shipped = checkpoint.load_or_pretrained(None)
     for seed in seeds:
         runs = iter(range(reps))
 
-        def fast_run() -> float:
+        def fast_run(seed: int = seed, runs=runs) -> float:
             run_dir = scratch / f"fast-{seed}-{next(runs)}"
             return _run([*MNISTCTL, "train", "--preset", "fast", "--seed", str(seed), "--run-dir", str(run_dir)],
                         env)[0]
 
         seconds, samples = median_of(reps, fast_run)
         # the same seed gives the same weights on this CPU: score the first run
-        report, _ = engine.evaluate_checkpoint(checkpoint.load(scratch / f"fast-{seed}-0" / "last.pt"), "test",
-                                               data_dir=data_dir)
+        report = evaluate_checkpoint(checkpoint.load(scratch / f"fast-{seed}-0" / "last.pt"), "test",
+                                     data_dir=data_dir).report
         rows.append(row(f"train --preset fast --seed {seed}", seconds, "s",
                         "original script to 99% (published, not measured)", 270.0, higher_is_better=False,
                         target="<= 12 s (stretch 8 s), test >= 99.0%", samples=samples,
@@ -133,25 +133,24 @@ def bench(args) -> dict:
     train_x, train_y = load_split(DataConfig(), "train", data_dir)
     n = (steps + 10) * 64
     sub_x, sub_y = train_x[:n], train_y[:n]
-    norm = (MNIST.mean, MNIST.std)
-    engine.tune_allocator()
+    accel.tune_allocator()
 
     def ours() -> float:
         torch.manual_seed(0)
-        model = engine.prepare_model(Net(ModelConfig(nf=32)), CPU)
+        model = accel.prepare_model(Net(ModelConfig(nf=32)), CPU)
         opt = engine.make_optimizer(model, cfg)
         sched = engine.make_scheduler(opt, cfg, steps + 10)
         warm = engine.EpochStats()
-        engine.train_one_epoch(model, opt, sched, sub_x[:640], sub_y[:640], cfg, norm, 0, warm)
+        engine.train_one_epoch(model, opt, sched, sub_x[:640], sub_y[:640], cfg, 0, warm)
         stats = engine.EpochStats()
-        engine.train_one_epoch(model, opt, sched, sub_x[640:], sub_y[640:], cfg, norm, 1, stats)
+        engine.train_one_epoch(model, opt, sched, sub_x[640:], sub_y[640:], cfg, 1, stats)
         return stats.seen / stats.seconds
 
     root = baseline.torchvision_root(data_dir, scratch)
 
     def theirs(workers: int) -> float:
         torch.manual_seed(0)
-        return baseline.train_throughput(Net(ModelConfig(nf=32)), root, steps, 64, workers)
+        return baseline.train_throughput(baseline.bare(Net(ModelConfig(nf=32))), root, steps, 64, workers)
 
     ours_v, ours_s = median_of(reps, ours)
     base0, base0_s = median_of(reps, lambda: theirs(0))
@@ -165,12 +164,12 @@ def bench(args) -> dict:
 
     # 6. evaluation of the 10,000 test images with the built-in model, against the DataLoader loop
     test_x, test_y = load_split(DataConfig(), "test", data_dir)
-    model_ours = engine.model_from_checkpoint(shipped, CPU)
-    model_base = checkpoint.build_model(shipped)
+    model_ours = accel.prepare_model(shipped.build_model(), CPU)
+    model_base = baseline.bare(shipped.build_model())  # fed normalised inputs by the per-item transform
 
     def eval_ours() -> float:
         start = time.perf_counter()
-        engine.loss_and_accuracy(engine.predict_logits(model_ours, test_x, norm, 1000, CPU), test_y)
+        engine.loss_and_accuracy(engine.predict_logits(model_ours, test_x, 1000, CPU), test_y)
         return time.perf_counter() - start
 
     eval_ours(), baseline.evaluate(model_base, root)  # warm-up
@@ -183,6 +182,7 @@ def bench(args) -> dict:
     # 7. predict a directory of PNG digits, after start-up, against one-image-at-a-time
     from PIL import Image
 
+    from mnistctl.inference import Classifier
     from mnistctl.predict import predict_files
 
     count = 1000 if args.quick else 10000
@@ -191,9 +191,11 @@ def bench(args) -> dict:
     for i in range(count):
         Image.fromarray(test_x[i].numpy()).save(png_dir / f"{i:05d}.png")
 
+    classifier = Classifier(shipped)
+
     def dir_ours() -> float:
         start = time.perf_counter()
-        predict_files([str(png_dir)], shipped, model_ours)
+        predict_files([str(png_dir)], classifier)
         return count / (time.perf_counter() - start)
 
     def dir_naive() -> float:  # how most scripts do it: open, ToTensor, Normalize, one forward each

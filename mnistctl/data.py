@@ -1,7 +1,8 @@
 """The data layer: IDX parsing, splits held in memory as uint8 tensors, batches by indexing.
 
 No per-item PIL work anywhere: a split is one ``[N, 28, 28]`` uint8 tensor, a batch is a
-slice or an index into it, and normalisation and augmentation are done on whole batches.
+slice or an index into it, and augmentation is done on whole batches (the network normalises
+its 0-255 input itself).
 """
 
 from __future__ import annotations
@@ -15,29 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mnistctl.config import DataConfig
 from mnistctl.datasets import DatasetInfo, IdxFile, dataset_dir, get_dataset
 from mnistctl.errors import ConfigError, DataError
 from mnistctl.recipes import SPLITS
 
 IMAGE_SIZE = 28
 _IDX_UBYTE = 0x08
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which data, and how the training file is split into train and validation parts."""
-
-    dataset: str = "mnist"
-    val_fraction: float = 5000 / 60000  # 55,000 / 5,000 for MNIST
-    split_seed: int = 0  # fixed, so every command agrees on which images are validation
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"--val-split must be between 0 and 1 (exclusive), got {self.val_fraction}")
-
-    @property
-    def info(self) -> DatasetInfo:
-        return get_dataset(self.dataset)
 
 
 def _missing(info: DatasetInfo, path: Path) -> DataError:
@@ -107,7 +92,8 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
     """A seeded permutation of ``range(n)`` cut into (train, val) index tensors."""
     n_val = max(1, round(n * val_fraction))
     if n_val >= n:
-        raise ConfigError(f"--val-split {val_fraction} leaves no training images out of {n}")
+        raise ConfigError.invalid("val_fraction", f"{val_fraction} leaves no training images out of {n}",
+                                  "the validation fraction")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
@@ -115,7 +101,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
 def load_split(cfg: DataConfig, split: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 [N, 28, 28], labels int64 [N]) of ``split``: train, val or test."""
     if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+        raise ConfigError.invalid("split", f"must be one of {', '.join(SPLITS)}, got {split!r}")
     file_split = "test" if split == "test" else "train"
     images, labels = _load_file_pair(cfg.dataset, file_split, str(data_dir) if data_dir else None)
     if split == "test":
@@ -123,14 +109,6 @@ def load_split(cfg: DataConfig, split: str, data_dir: str | Path | None = None) 
     train_idx, val_idx = split_indices(len(labels), cfg.val_fraction, cfg.split_seed)
     idx = train_idx if split == "train" else val_idx
     return images[idx], labels[idx]
-
-
-def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """uint8 [N, 28, 28] (or [N, 1, 28, 28]) -> float32 [N, 1, 28, 28], standardised."""
-    x = images.to(torch.float32)
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    return (x / 255.0 - mean) / std
 
 
 @dataclass(frozen=True)
@@ -146,7 +124,7 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
     """Apply a random rotation, shift and scaling to each image of a float batch [N, 1, H, W].
 
     One ``affine_grid`` + ``grid_sample`` for the whole batch; the background (the minimum of
-    the normalised batch) fills what moves in from outside.
+    the batch, the paper colour) fills what moves in from outside. Works on any value range.
     """
     n = x.shape[0]
     dev = x.device
@@ -171,7 +149,26 @@ def sample_digits(cfg: DataConfig, split: str, count: int, seed: int,
     """``count`` random (images, labels) of ``split``, drawn without replacement by ``seed``."""
     images, labels = load_split(cfg, split, data_dir)
     if count < 1:
-        raise ConfigError(f"--count must be at least 1, got {count}")
+        raise ConfigError.invalid("count", f"must be at least 1, got {count}", "the number of digits")
     count = min(count, len(labels))
     idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:count]
     return images[idx], labels[idx]
+
+
+@dataclass
+class SampleGrid:
+    images: torch.Tensor  # uint8 [N, 28, 28]
+    names: list[str]  # class name of each
+    path: Path  # the PNG written
+
+
+def write_samples(cfg: DataConfig, split: str, count: int, seed: int, output: str | Path,
+                  data_dir: str | Path | None = None) -> SampleGrid:
+    """Draw ``count`` random digits of ``split`` and save them as a labelled grid (PNG)."""
+    from mnistctl.plotting import digit_grid_figure, save_figure
+
+    images, labels = sample_digits(cfg, split, count, seed, data_dir)
+    names = [cfg.info.classes[int(y)] for y in labels]
+    title = f"{cfg.info.title}: {len(names)} random {split} images (seed {seed})"
+    path = save_figure(digit_grid_figure(images.numpy(), names, suptitle=title), output)
+    return SampleGrid(images, names, path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
 import socket
 import urllib.error
 import urllib.parse

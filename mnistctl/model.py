@@ -1,43 +1,37 @@
-"""The network: the original project's small CNN, built from a config dataclass.
+"""The network: the original project's small CNN, built from a ModelConfig.
 
-Three 3x3 'same' convolutions with nf, 2nf and 4nf filters, each followed by (optional)
-BatchNorm, 2x2 max pooling with stride 2, and ReLU: 28 -> 14 -> 7 -> 3. Then a dense part
-4nf*3*3 -> 4nf -> 2nf -> classes (576 -> 64 -> 32 -> 10 for the default nf=16).
+It takes what a user has: pixels in the 0-255 range (uint8 or float), ``[N, 1, 28, 28]``. The
+first step standardises them with the training set's mean and std (constants of the config,
+so they travel with every checkpoint and are baked into an exported graph). Then three 3x3
+'same' convolutions with nf, 2nf and 4nf filters, each followed by 2x2 max pooling with stride 2,
+(optional) BatchNorm and ReLU: 28 -> 14 -> 7 -> 3. Then a dense part 4nf*3*3 -> 4nf -> 2nf ->
+classes (576 -> 64 -> 32 -> 10 for the default nf=16).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
-from mnistctl.errors import ConfigError
+from mnistctl.config import ModelConfig
+
+__all__ = ["ModelConfig", "Net", "Normalize", "num_parameters"]
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    nf: int = 16
-    num_classes: int = 10
-    batchnorm: bool = True
-    dropout: float = 0.0
+class Normalize(nn.Module):
+    """0-255 pixels -> ``(x / 255 - mean) / std`` in float32. No state: the constants come
+    from the config."""
 
-    def __post_init__(self) -> None:
-        if self.nf < 1:
-            raise ConfigError(f"--nf must be at least 1, got {self.nf}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+    def __init__(self, mean: float, std: float):
+        super().__init__()
+        self.mean = float(mean)
+        self.std = float(std)
 
-    @property
-    def dense(self) -> int:
-        return 4 * self.nf
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.to(torch.float32) / 255.0 - self.mean) / self.std
 
-    @property
-    def hidden(self) -> int:
-        return 2 * self.nf
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def extra_repr(self) -> str:
+        return f"mean={self.mean}, std={self.std}"
 
 
 def _conv_block(cin: int, cout: int, batchnorm: bool) -> nn.Sequential:
@@ -54,6 +48,7 @@ class Net(nn.Module):
         super().__init__()
         self.cfg = cfg
         nf = cfg.nf
+        self.normalize = Normalize(cfg.mean, cfg.std)
         self.features = nn.Sequential(
             _conv_block(1, nf, cfg.batchnorm),  # 28 -> 14
             _conv_block(nf, 2 * nf, cfg.batchnorm),  # 14 -> 7
@@ -70,7 +65,28 @@ class Net(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        """Logits for pixels in the 0-255 range, ``[N, 1, 28, 28]``."""
+        return self.classifier(self.features(self.normalize(x)))
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in the state dict of ``Net(cfg)``, computed without building it
+    (so a checkpoint can be checked before anything is allocated)."""
+    nf, k = cfg.nf, cfg.num_classes
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, (cin, cout) in enumerate(((1, nf), (nf, 2 * nf), (2 * nf, 4 * nf))):
+        shapes[f"features.{i}.0.weight"] = (cout, cin, 3, 3)
+        if cfg.batchnorm:
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                shapes[f"features.{i}.2.{name}"] = (cout,)
+            shapes[f"features.{i}.2.num_batches_tracked"] = ()
+        else:
+            shapes[f"features.{i}.0.bias"] = (cout,)
+    for idx, (fan_in, fan_out) in zip((1, 4, 6), ((4 * nf * 9, cfg.dense), (cfg.dense, cfg.hidden),
+                                                 (cfg.hidden, k))):
+        shapes[f"classifier.{idx}.weight"] = (fan_out, fan_in)
+        shapes[f"classifier.{idx}.bias"] = (fan_out,)
+    return shapes
 
 
 def num_parameters(model: nn.Module) -> int:

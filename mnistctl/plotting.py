@@ -9,6 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from mnistctl.fsutil import atomic_path
+from mnistctl.history import EpochRecord, parse_history
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
@@ -40,7 +41,7 @@ def digit_grid_figure(images, titles: Sequence[str], suptitle: str | None = None
     return fig
 
 
-def history_figure(runs: Sequence[tuple[str, Sequence[dict]]]) -> Figure:
+def history_figure(runs: Sequence[tuple[str, Sequence[EpochRecord]]]) -> Figure:
     """Training and validation loss per epoch (as the original project's figure) and accuracy,
     for one or several runs on the same axes."""
     fig = Figure(figsize=(11, 4.2), dpi=100)
@@ -48,15 +49,15 @@ def history_figure(runs: Sequence[tuple[str, Sequence[dict]]]) -> Figure:
     several = len(runs) > 1
     for i, (label, history) in enumerate(runs):
         color = f"C{i}"
-        epochs = [r["epoch"] for r in history]
+        epochs = [r.epoch for r in history]
         prefix = f"{label}: " if several else ""
-        loss_ax.plot(epochs, [r["train_loss"] for r in history], "-o", color=color, ms=3,
+        loss_ax.plot(epochs, [r.train_loss for r in history], "-o", color=color, ms=3,
                      label=f"{prefix}train loss")
-        loss_ax.plot(epochs, [r["val_loss"] for r in history], "--s", color=color, ms=3,
+        loss_ax.plot(epochs, [r.val_loss for r in history], "--s", color=color, ms=3,
                      label=f"{prefix}validation loss")
-        acc_ax.plot(epochs, [100 * r["train_acc"] for r in history], "-o", color=color, ms=3,
+        acc_ax.plot(epochs, [100 * r.train_acc for r in history], "-o", color=color, ms=3,
                     label=f"{prefix}train")
-        acc_ax.plot(epochs, [100 * r["val_acc"] for r in history], "--s", color=color, ms=3,
+        acc_ax.plot(epochs, [100 * r.val_acc for r in history], "--s", color=color, ms=3,
                     label=f"{prefix}validation")
     loss_ax.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
     acc_ax.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
@@ -94,7 +95,7 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str],
     return fig
 
 
-def load_history(path: str | Path) -> tuple[str, list[dict]]:
+def load_history(path: str | Path) -> tuple[str, list[EpochRecord]]:
     """(label, history) from a run directory, a history.json or a checkpoint."""
     import json
 
@@ -113,16 +114,27 @@ def load_history(path: str | Path) -> tuple[str, list[dict]]:
     if path.suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            history, label = data["history"], data.get("run") or path.parent.name
+            rows, label = data["history"], data.get("run") or path.parent.name
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise MnistctlError(f"{path} is not a mnistctl history file ({type(exc).__name__})") from None
+        try:
+            history = parse_history(rows)
+        except MnistctlError as exc:
+            raise MnistctlError(f"{path} does not hold a per-epoch history ({exc})") from None
     else:
         from mnistctl import checkpoint
 
-        history, label = checkpoint.load(path)["history"], path.parent.name or path.stem
-    keys = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")
-    if not isinstance(history, list) or not all(isinstance(r, dict) and all(k in r for k in keys) for r in history):
-        raise MnistctlError(f"{path} does not hold a per-epoch history")
+        history, label = checkpoint.load(path).history, path.parent.name or path.stem
     if not history:
         raise MnistctlError(f"{path} has no completed epoch to plot yet")
     return label, history
+
+
+def plot_runs(paths: Sequence[str | Path], output: str | Path) -> tuple[Figure, list[str], Path]:
+    """Draw the histories of several runs on shared axes into ``output``: (figure, labels, path)."""
+    runs = [load_history(p) for p in paths]
+    labels = [label for label, _ in runs]
+    if len(set(labels)) < len(labels):  # same run name twice: label by path instead
+        runs = [(str(p), h) for p, (_, h) in zip(paths, runs)]
+    fig = history_figure(runs)
+    return fig, [label for label, _ in runs], save_figure(fig, output)

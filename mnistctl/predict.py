@@ -1,46 +1,38 @@
-"""Predict the digits in people's image files: gather, decode, preprocess, classify in batches."""
+"""Predict the digits in image files: a thin walker over ``mnistctl.inference``.
+
+Expands files, directories and glob patterns, prepares each image (``prepare_image``) and
+classifies them in batches (``Classifier.classify``); an input that cannot be read carries its
+error instead of stopping the others.
+"""
 
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from mnistctl.checkpoint import normalization
-from mnistctl.engine import predict_logits
-from mnistctl.preprocess import ImageError, read_image, resize_as_is, to_mnist
+from mnistctl.inference import Classifier, Prediction
+from mnistctl.preprocess import ImageError, prepare_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CHUNK = 4096  # files decoded before a round of classification
 
 
 @dataclass
-class Prediction:
+class FilePrediction:
     path: str
-    index: int | None = None  # predicted class index
-    label: str | None = None  # predicted class name
-    confidence: float | None = None
-    probabilities: list[float] = field(default_factory=list)
+    prediction: Prediction | None = None
     error: str | None = None
     image: np.ndarray | None = None  # the 28x28 uint8 input the model saw
 
-    def top(self, k: int, classes: list[str]) -> list[tuple[str, float]]:
-        order = np.argsort(self.probabilities)[::-1][:k]
-        return [(classes[i], float(self.probabilities[i])) for i in order]
-
-    def to_dict(self, classes: list[str]) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "prediction": self.label,
-            "confidence": self.confidence,
-            "top3": [{"class": c, "probability": p} for c, p in self.top(3, classes)] if not self.error else [],
-            "probabilities": dict(zip(classes, self.probabilities)) if not self.error else {},
-            "error": self.error,
-        }
+    def to_dict(self) -> dict[str, Any]:
+        if self.prediction is None:
+            return {"path": self.path, "prediction": None, "confidence": None, "top3": [], "probabilities": {},
+                    "error": self.error}
+        return {"path": self.path, **self.prediction.to_dict(), "error": None}
 
 
 def expand_inputs(specs: list[str]) -> list[tuple[str, str | None]]:
@@ -61,31 +53,43 @@ def expand_inputs(specs: list[str]) -> list[tuple[str, str | None]]:
     return out
 
 
-def prepare(path: str | Path, preprocess: bool = True) -> np.ndarray:
-    decoded = read_image(path)
-    return to_mnist(decoded) if preprocess else resize_as_is(decoded)
-
-
-def predict_files(specs: list[str], ckpt: dict[str, Any], model: torch.nn.Module, preprocess: bool = True,
-                  batch_size: int = 1000, device: torch.device | None = None) -> list[Prediction]:
-    """One Prediction per input, in order; unreadable inputs carry an error instead."""
-    norm = normalization(ckpt)
-    classes = list(ckpt["classes"])
-    results = [Prediction(path, error=err) for path, err in expand_inputs(specs)]
+def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = True) -> list[FilePrediction]:
+    """One FilePrediction per input, in order; unreadable inputs carry an error instead."""
+    results = [FilePrediction(path, error=err) for path, err in expand_inputs(specs)]
     for start in range(0, len(results), CHUNK):
-        chunk = [r for r in results[start:start + CHUNK] if r.error is None]
         ready = []
-        for r in chunk:
+        for r in results[start:start + CHUNK]:
+            if r.error is not None:
+                continue
             try:
-                r.image = prepare(r.path, preprocess)
+                r.image = prepare_image(r.path, preprocess)
                 ready.append(r)
             except ImageError as exc:
                 r.error = str(exc)
-        if not ready:
-            continue
-        images = torch.from_numpy(np.stack([r.image for r in ready]))
-        probs = torch.softmax(predict_logits(model, images, norm, batch_size, device), dim=1)
-        conf, idx = probs.max(1)
-        for r, p, c, i in zip(ready, probs.tolist(), conf.tolist(), idx.tolist()):
-            r.probabilities, r.confidence, r.index, r.label = p, c, i, classes[i]
+        if ready:
+            for r, p in zip(ready, classifier.classify(np.stack([r.image for r in ready]))):
+                r.prediction = p
     return results
+
+
+def save_inputs(results: list[FilePrediction], directory: Path) -> list[Path]:
+    """Write the 28x28 input of each readable file as ``directory/STEM.png`` (``STEM-2.png``, ...
+    when two files share a stem), atomically."""
+    from PIL import Image
+
+    from mnistctl.fsutil import atomic_path
+
+    out, used = [], set()
+    for r in results:
+        if r.image is None:
+            continue
+        stem = Path(r.path).stem
+        name, i = f"{stem}.png", 1
+        while name in used:
+            i += 1
+            name = f"{stem}-{i}.png"
+        used.add(name)
+        with atomic_path(directory / name) as tmp:
+            Image.fromarray(r.image).save(tmp, format="PNG")
+        out.append(directory / name)
+    return out

@@ -10,9 +10,11 @@ Everything here works on numpy arrays and Pillow images; no torch.
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageFilter, UnidentifiedImageError
@@ -34,35 +36,57 @@ class Decoded:
     raw: np.ndarray | None  # the uint8 grey pixels when the file was plain 8-bit grey, else None
 
 
-def read_image(path: str | Path) -> Decoded:
-    """Decode an image file of any common format and mode into grey levels.
+ImageSource = Union[str, Path, bytes, bytearray, memoryview, BinaryIO, Image.Image]  # noqa: UP007 (3.10 runtime)
+
+
+def read_image(source: ImageSource) -> Decoded:
+    """Decode an image of any common format and mode into grey levels: a file path, the bytes of
+    a file, a binary stream or an already open PIL image.
 
     Transparent pixels count as background: they are filled with the colour opposite to the ink.
+    Every problem (missing, empty, not an image, truncated, too large, animated) is an ImageError.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError("no such file" if not path.exists() else "not a file")
-    if path.stat().st_size == 0:
-        raise ImageError("empty file (0 bytes)")
+    if isinstance(source, Image.Image):
+        return _decode(source)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError("no such file" if not path.exists() else "not a file")
+        if path.stat().st_size == 0:
+            raise ImageError("empty file (0 bytes)")
+        opened = path
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("empty file (0 bytes)")
+        opened = io.BytesIO(bytes(source))
+    else:
+        opened = source
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageError(f"image too large ({img.width}x{img.height} pixels, over the "
-                                     f"{MAX_PIXELS // 1_000_000} million pixel limit): scale it down first")
-                frames = getattr(img, "n_frames", 1)
-                if frames > 1:
-                    raise ImageError(f"animated or multi-page image ({frames} frames): save the frame "
-                                     "you want as a single image")
-                img.load()
-                return _to_grey(img)
+            with Image.open(opened) as img:
+                return _decode(img)
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError("not an image (or a format Pillow cannot read)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"image too large (over the {MAX_PIXELS // 1_000_000} million pixel limit)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"truncated or corrupt image ({str(exc)[:80]})") from None
+
+
+def _decode(img: Image.Image) -> Decoded:
+    if img.width * img.height > MAX_PIXELS:
+        raise ImageError(f"image too large ({img.width}x{img.height} pixels, over the "
+                         f"{MAX_PIXELS // 1_000_000} million pixel limit): scale it down first")
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        raise ImageError(f"animated or multi-page image ({frames} frames): save the frame "
+                         "you want as a single image")
+    try:
+        img.load()
+        return _to_grey(img)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"truncated or corrupt image ({str(exc)[:80]})") from None
 
@@ -202,3 +226,10 @@ def resize_as_is(d: Decoded) -> np.ndarray:
     img = _pil(d.grey).resize((CANVAS, CANVAS), Image.Resampling.BOX if max(d.grey.shape) > CANVAS
                               else Image.Resampling.BILINEAR)
     return np.round(np.clip(_arr(img), 0, 1) * 255.0).astype(np.uint8)
+
+
+def prepare_image(source: ImageSource, preprocess: bool = True) -> np.ndarray:
+    """Any image (path, bytes, stream, PIL image) -> the 28x28 uint8 input a model takes: made to
+    look like an MNIST digit (``to_mnist``) or, with ``preprocess=False``, only resized."""
+    decoded = read_image(source)
+    return to_mnist(decoded) if preprocess else resize_as_is(decoded)

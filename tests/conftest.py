@@ -101,3 +101,13 @@ def mnist_data_dir(mnist_mirror: Path, tmp_path_factory: pytest.TempPathFactory)
     data_dir = tmp_path_factory.mktemp("data")
     download(MNIST, dataset_dir(MNIST, data_dir), [str(mnist_mirror)])
     return data_dir
+
+
+@pytest.fixture
+def fake_data_dir(tmp_path) -> Path:
+    """A data directory whose "mnist" is 600 random training and 100 test images."""
+    d = tmp_path / "data" / "mnist"
+    d.mkdir(parents=True)
+    for name, data in make_fake_dataset(n_train=600, n_test=100).items():
+        (d / name).write_bytes(data)
+    return tmp_path / "data"

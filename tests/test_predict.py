@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import subprocess
@@ -16,11 +17,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import REPO
-from people import make_people_set
-from mnistctl import checkpoint, engine
+from mnistctl import checkpoint
 from mnistctl.cli import app
-from mnistctl.data import DataConfig, load_split
-from mnistctl.predict import predict_files, prepare
+from mnistctl.config import DataConfig
+from mnistctl.data import load_split
+from mnistctl.inference import Classifier, load_classifier, prepare_image
+from mnistctl.predict import predict_files
+from people import make_people_set
 
 runner = CliRunner()
 ASSETS = REPO / "assets"
@@ -28,22 +31,24 @@ PAINT_4 = ASSETS / "digit-4-paint.png"
 
 
 @pytest.fixture(scope="module")
-def shipped():
-    ckpt, source = checkpoint.load_or_pretrained(None)
-    return ckpt, checkpoint.build_model(ckpt, source)
+def shipped() -> Classifier:
+    return load_classifier()
 
 
 def _predict(paths, shipped, **kw):
-    ckpt, model = shipped
-    return predict_files([str(p) for p in paths], ckpt, model, **kw)
+    return predict_files([str(p) for p in paths], shipped, **kw)
+
+
+def _label(r) -> str | None:
+    return r.prediction.label if r.prediction else None
 
 
 def test_shipped_model_is_small_and_self_describing(shipped):
     path = checkpoint.pretrained_path()
     assert path.stat().st_size <= 2_000_000
-    ckpt, _ = shipped
-    assert ckpt["dataset"] == "mnist" and ckpt["exported"] and "optimizer" not in ckpt
-    assert ckpt["test_accuracy"] >= 0.995
+    ckpt = shipped.checkpoint
+    assert ckpt.dataset == "mnist" and not ckpt.resumable and ckpt.model_config.nf == 32
+    assert ckpt.test_accuracy >= 0.995 and shipped.source.startswith("built-in model")
 
 
 @pytest.mark.realdata
@@ -66,7 +71,7 @@ def test_people_style_digits_are_read_right(tmp_path, mnist_data_dir, shipped):
         assert max(img.size) >= 150
     results = _predict([p for p, _ in items], shipped)
     assert all(r.error is None for r in results)
-    accuracy = np.mean([r.index == label for r, (_, label) in zip(results, items)])
+    accuracy = np.mean([r.prediction.index == label for r, (_, label) in zip(results, items)])
     assert accuracy >= 0.98, accuracy
 
 
@@ -81,9 +86,8 @@ def test_mnist_digits_pass_through_unchanged(tmp_path, mnist_data_dir, shipped):
     results = _predict(paths, shipped)
     for r, img in zip(results, images[:300]):
         assert np.array_equal(r.image, img.numpy())
-    ckpt, model = shipped
-    expected = engine.predict_logits(model, images[:300], (ckpt["normalization"]["mean"], ckpt["normalization"]["std"]))
-    assert [r.index for r in results] == expected.argmax(1).tolist()
+    expected = shipped.probabilities(images[:300].numpy())
+    assert [r.prediction.index for r in results] == expected.argmax(1).tolist()
 
 
 def _bit16(path: Path) -> Path:
@@ -102,13 +106,14 @@ def _bit16(path: Path) -> Path:
     ("palette", lambda p: Image.open(PAINT_4).convert("P", palette=Image.Palette.ADAPTIVE).save(p.with_suffix(".png"))),
     ("grey-alpha", lambda p: Image.open(PAINT_4).convert("LA").save(p.with_suffix(".png"))),
     ("16-bit", lambda p: _bit16(p.with_suffix(".png"))),
-    ("white-on-black", lambda p: Image.eval(Image.open(PAINT_4).convert("L"), lambda v: 255 - v).save(p.with_suffix(".png"))),
+    ("white-on-black", lambda p: Image.eval(Image.open(PAINT_4).convert("L"), lambda v: 255 - v).save(
+        p.with_suffix(".png"))),
 ])
 def test_formats_and_modes(tmp_path, shipped, name, make):
     make(tmp_path / name)
     [path] = list(tmp_path.iterdir())
     [r] = _predict([path], shipped)
-    assert r.error is None and r.label == "4", (name, r.error, r.label)
+    assert r.error is None and _label(r) == "4", (name, r.error, _label(r))
 
 
 def test_transparent_background_counts_as_background(tmp_path, shipped):
@@ -117,7 +122,7 @@ def test_transparent_background_counts_as_background(tmp_path, shipped):
     rgba[..., 3] = 255 - grey
     Image.fromarray(rgba, "RGBA").save(tmp_path / "ink.png")
     [r] = _predict([tmp_path / "ink.png"], shipped)
-    assert r.label == "4"
+    assert _label(r) == "4"
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -157,7 +162,7 @@ def test_bad_inputs_fail_one_by_one_and_never_the_batch(tmp_path, shipped):
     bad = _bad_inputs(tmp_path)
     specs = [str(tmp_path / "good.png"), *bad]
     results = _predict(specs, shipped)
-    assert results[0].error is None and results[0].label == "4"
+    assert results[0].error is None and _label(results[0]) == "4"
     for r in results[1:]:
         _, message = bad[r.path]
         assert r.error is not None and message in r.error, (r.path, r.error)
@@ -200,7 +205,7 @@ def test_no_preprocess_and_saved_inputs(tmp_path, shipped):
 
 
 def test_preprocessing_centres_the_ink_like_mnist():
-    img = prepare(PAINT_4)
+    img = prepare_image(PAINT_4)
     ys, xs = np.nonzero(img > 0)
     assert ys.max() - ys.min() + 1 <= 20 and xs.max() - xs.min() + 1 <= 20
     assert max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 == 20  # longer side fills the box
@@ -226,3 +231,23 @@ def test_predict_examples_without_training_or_download(tmp_path):
 def test_exported_checkpoints_cannot_be_resumed(tmp_path):
     result = runner.invoke(app, ["train", "--resume", str(checkpoint.pretrained_path())])
     assert result.exit_code == 1 and "inference-only" in result.stderr
+
+
+def test_array_first_api_gives_what_predict_gives(tmp_path, shipped):
+    """Path, bytes, stream and PIL image prepare to the same 28x28 input, and classify() on arrays
+    gives the predictions predict_files gives for the files."""
+    data = PAINT_4.read_bytes()
+    with Image.open(PAINT_4) as img:
+        from_pil = prepare_image(img)
+    inputs = [prepare_image(PAINT_4), prepare_image(data), prepare_image(io.BytesIO(data)), from_pil]
+    assert all(np.array_equal(inputs[0], x) for x in inputs[1:])
+    assert inputs[0].shape == (28, 28) and inputs[0].dtype == np.uint8
+    paths = sorted(ASSETS.glob("digit-*"))
+    batch = np.stack([prepare_image(p) for p in paths])
+    from_arrays = shipped.classify(batch)
+    from_files = _predict(paths, shipped)
+    assert [p.label for p in from_arrays] == [_label(r) for r in from_files] == [p.name.split("-")[1] for p in paths]
+    assert all(abs(a.confidence - r.prediction.confidence) < 1e-6 for a, r in zip(from_arrays, from_files))
+    probs = shipped.probabilities(batch)
+    assert probs.shape == (4, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert shipped.classify(torch.from_numpy(batch[:1]))[0].label == from_arrays[0].label  # tensors work too

@@ -1,0 +1,259 @@
+"""How results look in a terminal: progress displays, tables and summary lines, built with Rich.
+
+Torch-free. Each function takes the core's typed results and returns Rich renderables or
+strings; the views implement the core's progress hooks (``engine.TrainCallbacks``,
+``download.DownloadProgress``). The CLI prints what these return.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from mnistctl.download import DownloadProgress
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mnistctl.download import FileResult
+    from mnistctl.evaluation import Evaluation
+    from mnistctl.history import EpochRecord
+    from mnistctl.inference import Classifier
+    from mnistctl.metrics import EvalReport
+    from mnistctl.predict import FilePrediction
+    from mnistctl.runs import FitResult, RunInfo, RunPlan
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
+# --- download ---------------------------------------------------------------------------------
+
+class DownloadView(DownloadProgress):
+    """A bar per file; the display starts with the first fetch, so a run that fetches nothing
+    (or fails before any byte) prints no empty progress lines."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True)
+        self.live = False
+        self.task = None
+        self.done = 0
+
+    def start(self, name: str, source: str, total: int | None) -> None:
+        if not self.live:
+            self.progress.start()
+            self.live = True
+        self.task = self.progress.add_task(name, total=total)
+        self.done = 0
+
+    def advance(self, nbytes: int) -> None:
+        self.done += nbytes
+        self.progress.advance(self.task, nbytes)
+
+    def stop(self, ok: bool) -> None:
+        if ok:
+            self.progress.update(self.task, total=self.done, completed=self.done)
+        else:
+            self.progress.remove_task(self.task)
+
+    def close(self) -> None:
+        if self.live:
+            self.progress.stop()
+
+
+def download_table(title: str, results: Sequence[FileResult]) -> Table:
+    table = Table(title=title)
+    for col in ("file", "size", "source", "status"):
+        table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
+    for r in results:
+        status = "[green]downloaded[/]" if r.status == "downloaded" else "[cyan]present[/]"
+        table.add_row(r.name, human_size(r.size), r.source, status)
+    return table
+
+
+# --- train ------------------------------------------------------------------------------------
+
+def train_header(plan: RunPlan, info: RunInfo) -> str:
+    t, resumed = plan.train_config, plan.resume is not None
+    where = ""
+    if resumed:
+        where = f" from epoch {info.start_epoch + 1}" + (f", step {info.start_step + 1}" if info.start_step else "")
+    return (f"{'Resuming' if resumed else 'Training'} nf={plan.model_config.nf} CNN ({info.parameters:,} parameters) "
+            f"on {plan.data_config.info.title}{where}: {info.train_images:,} training / {info.val_images:,} "
+            f"validation images, {t.epochs} epochs of {info.steps} steps, batch {t.batch_size}, "
+            f"{t.optimizer} lr {t.lr:g} ({t.schedule}), augment {'on' if t.augment else 'off'}, "
+            f"device {info.device}, run directory [bold]{plan.run_dir}[/]")
+
+
+class TrainView:
+    """A growing table of epochs with the current epoch's progress bar under it; implements the
+    engine's TrainCallbacks hooks."""
+
+    COLUMNS = ("epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds", "img/s")
+
+    def __init__(self, console: Console) -> None:
+        from rich.live import Live
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console
+        self.table = Table(box=None)
+        for col in self.COLUMNS:
+            self.table.add_column(col, justify="right")
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:,.0f} img/s"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+        self.live = Live(Group(self.table, self.progress), console=console, refresh_per_second=8)
+        self.task = None
+        self.best = -1.0
+        self.started = False
+        self.t0, self.images = 0.0, 0
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int, start_step: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.t0, self.images = time.perf_counter(), 0
+        self.task = self.progress.add_task("", total=steps, completed=start_step,
+                                           epoch=f"{epoch}/{epochs}", loss=float("nan"), speed=0.0)
+
+    def on_batch(self, step: int, loss: float | None, images: int) -> None:
+        self.images += images
+        fields = {"speed": self.images / max(time.perf_counter() - self.t0, 1e-9)}
+        if loss is not None:
+            fields["loss"] = loss
+        self.progress.update(self.task, advance=1, **fields)
+
+    def on_epoch_end(self, record: EpochRecord) -> None:
+        self.progress.remove_task(self.task)
+        self.task = None
+        self.add_row(record)
+
+    def add_row(self, r: EpochRecord) -> None:
+        best = r.val_acc > self.best
+        self.best = max(self.best, r.val_acc)
+        self.table.add_row(str(r.epoch), f"{r.train_loss:.4f}", pct(r.train_acc), f"{r.val_loss:.4f}",
+                           pct(r.val_acc), f"{r.lr:.2e}", f"{r.seconds:.1f}", f"{r.images_per_s:,.0f}",
+                           style="bold green" if best else None)
+
+    def start(self, history: Sequence[EpochRecord] = ()) -> None:
+        for record in history:
+            self.add_row(record)
+        self.live.start()
+        self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            self.started = False
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+                self.task = None
+            self.live.stop()
+            if not self.console.is_terminal:  # Live's last frame ends without a newline there
+                self.console.line()
+
+
+def train_summary(result: FitResult) -> list[str]:
+    best = result.best_record
+    return [f"Done in {result.seconds:.1f} s. Best epoch {best.epoch}: validation accuracy "
+            f"[bold green]{pct(best.val_acc)}[/], loss {best.val_loss:.4f}.",
+            f"Files: {', '.join(str(p) for p in result.files)}",
+            f"Next: mnistctl evaluate --checkpoint {result.best_path}"]
+
+
+# --- evaluate ---------------------------------------------------------------------------------
+
+def eval_summary(evaluation: Evaluation) -> str:
+    ckpt, r = evaluation.checkpoint, evaluation.report
+    return (f"[bold]{ckpt.source}[/] ({ckpt.dataset}, nf={ckpt.model_config.nf}, epoch {ckpt.epoch}): "
+            f"{r.split} accuracy [bold green]{pct(r.accuracy)}[/] ({r.correct:,}/{r.images:,}), "
+            f"mean loss {r.loss:.4f}, {r.seconds:.2f} s")
+
+
+def per_class_table(r: EvalReport) -> Table:
+    table = Table(title="Per class")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="right")
+    for c in r.per_class:
+        table.add_row(c.name, pct(c.precision), pct(c.recall), pct(c.f1), f"{c.support:,}")
+    return table
+
+
+def confusion_table(r: EvalReport) -> Table:
+    table = Table(title="Confusion matrix (rows: true, columns: predicted)")
+    table.add_column("")
+    for c in r.classes:
+        table.add_column(c[:6], justify="right")
+    for i, row in enumerate(r.confusion):
+        cells = [f"[bold green]{v}[/]" if i == j else (f"[red]{v}[/]" if v else "[dim]·[/]")
+                 for j, v in enumerate(row)]
+        table.add_row(f"[bold]{r.classes[i][:10]}[/]", *cells)
+    return table
+
+
+# --- predict ----------------------------------------------------------------------------------
+
+def model_line(clf: Classifier) -> str:
+    from mnistctl.datasets import REGISTRY
+
+    title = REGISTRY[clf.dataset].title if clf.dataset in REGISTRY else clf.dataset
+    about = f", {pct(clf.test_accuracy)} on the {title} test set" if clf.test_accuracy is not None else ""
+    return f"Model: {clf.source} (nf={clf.nf}, {clf.dataset}{about})"
+
+
+def predictions_table(results: Sequence[FilePrediction], dataset: str) -> Table:
+    table = Table()
+    for col, justify in (("file", "left"), ("digit" if dataset == "mnist" else "class", "center"),
+                         ("confidence", "right"), ("top 3", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for r in results:
+        p = r.prediction
+        if p is None:
+            table.add_row(r.path, "[red]-[/]", "", Text(f"error: {r.error}", style="red"))
+        else:
+            top3 = "  ".join(f"{c} {100 * q:.1f}%" for c, q in p.top(3))
+            table.add_row(r.path, f"[bold]{p.label}[/]", f"{100 * p.confidence:.1f}%", top3)
+    return table
+
+
+def input_panels(results: Sequence[FilePrediction]) -> list[RenderableType]:
+    """The 28x28 input of each readable file drawn in the terminal, with its prediction."""
+    from mnistctl.terminal import digit_text
+
+    panels = []
+    for r in results:
+        if r.image is not None and r.prediction is not None:
+            grid = Table.grid(padding=(0, 2))
+            grid.add_row(digit_text(r.image.tolist()), Text.assemble(
+                (f"{r.path}\n", "dim"), ("→ ", ""), (r.prediction.label, "bold green"),
+                f"  ({100 * r.prediction.confidence:.1f}%)"))
+            panels.append(grid)
+    return panels

@@ -1,0 +1,272 @@
+"""Whole training runs: plan one (preset + overrides, or resume), fit it, write its files.
+
+``plan_run`` turns what a user asked for into typed configs and a run directory (warning about
+options a resumed run ignores); ``fit`` trains and writes ``best.pt``, ``last.pt`` and
+``history.json``, saving a resumable checkpoint on Ctrl-C; ``train`` does both and draws
+``loss.png``. Front ends call ``plan_run`` then ``train``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnistctl import accel, engine
+from mnistctl.checkpoint import Checkpoint, TrainingState
+from mnistctl.checkpoint import load as load_checkpoint
+from mnistctl.config import DataConfig, ModelConfig, TrainConfig
+from mnistctl.data import load_split
+from mnistctl.errors import ConfigError, RunExistsError, TrainingInterrupted
+from mnistctl.fsutil import atomic_path, write_json
+from mnistctl.history import Best, EpochRecord
+from mnistctl.model import Net, num_parameters
+from mnistctl.recipes import PRESETS
+
+RUNS_ROOT = Path("runs")
+# which config each user-settable name belongs to (num_classes, mean and std follow the data set)
+MODEL_SETTINGS = ("nf", "batchnorm", "dropout")
+DATA_SETTINGS = ("dataset", "val_fraction")
+TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig))
+
+
+@dataclass
+class RunPlan:
+    model_config: ModelConfig
+    data_config: DataConfig
+    train_config: TrainConfig
+    run_dir: Path
+    resume: Checkpoint | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. options a resumed run ignores
+
+
+def plan_run(preset: str = "original", settings: dict[str, Any] | None = None, *, resume: str | Path | None = None,
+             run_dir: str | Path | None = None, name: str | None = None, runs_root: Path = RUNS_ROOT) -> RunPlan:
+    """The configs and directory of a new run (``preset`` filled in by the explicitly given
+    ``settings``), or of a resumed one (its checkpoint's settings; any others given are reported
+    in ``warnings`` as ignored)."""
+    given = {k: v for k, v in (settings or {}).items() if v is not None}
+    unknown = sorted(set(given) - set(MODEL_SETTINGS + DATA_SETTINGS + TRAIN_SETTINGS))
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(unknown)}")
+    if resume is not None:
+        return _plan_resume(Path(resume), given, run_dir)
+    if preset not in PRESETS:
+        raise ConfigError.invalid("preset", f"must be one of {', '.join(PRESETS)}, got {preset!r}")
+    recipe = {**PRESETS[preset], **given}
+    pick = lambda keys: {k: recipe[k] for k in keys if k in recipe}  # noqa: E731
+    data_cfg = DataConfig(**pick(DATA_SETTINGS))
+    model_cfg = ModelConfig.for_dataset(data_cfg.dataset, **pick(MODEL_SETTINGS))
+    train_cfg = TrainConfig(**pick(TRAIN_SETTINGS))
+    if run_dir is None:
+        run_dir = runs_root / (name or new_run_name(model_cfg, data_cfg, runs_root))
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir)
+    return RunPlan(model_cfg, data_cfg, train_cfg, run_dir)
+
+
+def _plan_resume(path: Path, given: dict[str, Any], run_dir: str | Path | None) -> RunPlan:
+    ckpt = load_checkpoint(path)
+    if not ckpt.resumable:
+        raise ConfigError(f"{path} is an exported, inference-only checkpoint without optimizer state: "
+                          "resume from the run's last.pt instead")
+    if ckpt.epoch >= ckpt.train_config.epochs:
+        raise ConfigError(f"{path} already finished its {ckpt.train_config.epochs} epochs: nothing to resume")
+    current = {**ckpt.model_config.to_dict(), **ckpt.data_config.to_dict(), **ckpt.train_config.to_dict()}
+    warnings = [f"{k.replace('_', ' ')} {v!r} is ignored: a resumed run keeps its own ({current[k]!r})"
+                for k, v in given.items() if current.get(k) != v]
+    return RunPlan(ckpt.model_config, ckpt.data_config, ckpt.train_config,
+                   Path(run_dir) if run_dir is not None else path.parent, resume=ckpt, warnings=warnings)
+
+
+def new_run_name(model_cfg: ModelConfig, data_cfg: DataConfig, root: Path = RUNS_ROOT) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{data_cfg.dataset}-nf{model_cfg.nf}-{stamp}"
+    name, i = base, 1
+    while (root / name).exists():
+        i += 1
+        name = f"{base}-{i}"
+    return name
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """A new run must not overwrite the checkpoints of an earlier one."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError.invalid("run_dir", f"{run_dir} is a file, not a directory: choose another",
+                                  "the run directory")
+    taken = [p.name for p in (run_dir / "best.pt", run_dir / "last.pt") if p.exists()]
+    if taken:
+        raise RunExistsError(run_dir, taken)
+
+
+# --- fitting ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run is about to do, given to ``on_ready`` once data and model are in place."""
+
+    train_images: int
+    val_images: int
+    steps: int  # per epoch
+    parameters: int
+    device: str
+    start_epoch: int  # epochs already done (resumed runs)
+    start_step: int  # steps already done in the first epoch (runs resumed after Ctrl-C)
+    history: list[EpochRecord]  # the epochs already done
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    history: list[EpochRecord]
+    best: Best
+    best_path: Path
+    last_path: Path
+    seconds: float
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def best_record(self) -> EpochRecord:
+        return self.history[self.best.epoch - 1]
+
+
+class _StopFlag:
+    """Set by Ctrl-C while training, checked between steps so the state saved is consistent."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[_StopFlag]:
+    """The first Ctrl-C asks training to stop after the current step; a second one stops at once."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, run_dir: Path,
+        device: torch.device, data_dir: str | Path | None = None, resume: Checkpoint | None = None,
+        callbacks: engine.TrainCallbacks | None = None,
+        on_ready: Callable[[RunInfo], None] | None = None) -> FitResult:
+    """Train (or resume training) and write best.pt, last.pt and history.json into ``run_dir``.
+
+    On Ctrl-C, saves a resumable last.pt after the current step and raises TrainingInterrupted.
+    """
+    callbacks = callbacks or engine.TrainCallbacks()
+    accel.setup(device)
+    train_x, train_y = load_split(data_cfg, "train", data_dir)
+    val_x, val_y = load_split(data_cfg, "val", data_dir)
+    # the whole split lives on the training device: batches are gathered there, never copied
+    train_x, train_y, val_x = train_x.to(device), train_y.to(device), val_x.to(device)
+
+    torch.manual_seed(train_cfg.seed)
+    model = accel.prepare_model(Net(model_cfg), device)
+    optimizer = engine.make_optimizer(model, train_cfg)
+    steps = engine.steps_per_epoch(len(train_y), train_cfg.batch_size)
+    scheduler = engine.make_scheduler(optimizer, train_cfg, steps)
+    history: list[EpochRecord] = []
+    best = Best()
+    start_epoch, start_step, partial = 0, 0, None
+    if resume is not None:
+        if not resume.resumable:
+            raise ConfigError(f"{resume.source} is inference-only: it cannot be resumed")
+        model.load_state_dict(resume.weights)
+        optimizer.load_state_dict(resume.training.optimizer)
+        scheduler.load_state_dict(resume.training.scheduler)
+        history, best = list(resume.history), resume.best
+        start_epoch, start_step = resume.epoch, resume.training.step_in_epoch
+        partial = engine.EpochStats.from_dict(resume.training.partial_epoch) if resume.training.partial_epoch else None
+        if start_epoch >= train_cfg.epochs:
+            raise ConfigError(f"that run already finished its {train_cfg.epochs} epochs: nothing to resume")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    best_path, last_path, history_path = run_dir / "best.pt", run_dir / "last.pt", run_dir / "history.json"
+    if on_ready:
+        on_ready(RunInfo(len(train_y), len(val_y), steps, num_parameters(model), str(device),
+                         start_epoch, start_step, list(history)))
+
+    def snapshot(epoch: int, step: int = 0, stats: engine.EpochStats | None = None) -> Checkpoint:
+        return Checkpoint(
+            model_config=model_cfg, data_config=data_cfg, train_config=train_cfg,
+            weights={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+            classes=list(data_cfg.info.classes), dataset=data_cfg.dataset, epoch=epoch, history=list(history),
+            best=best, training=TrainingState(optimizer.state_dict(), scheduler.state_dict(), step,
+                                              stats.to_dict() if stats is not None else None))
+
+    started = time.perf_counter()
+    with _deferred_interrupt() as stop:
+        for epoch in range(start_epoch, train_cfg.epochs):
+            stats = partial or engine.EpochStats()
+            callbacks.on_epoch_start(epoch + 1, train_cfg.epochs, steps, start_step)
+            try:
+                engine.train_one_epoch(model, optimizer, scheduler, train_x, train_y, train_cfg, epoch,
+                                       stats, start_step, callbacks, stop)
+            except engine.Interrupted as exc:
+                snapshot(epoch, exc.step, stats).save(last_path)
+                raise TrainingInterrupted(last_path, epoch + 1, exc.step) from None
+            start_step, partial = 0, None
+
+            val_loss, val_acc = engine.loss_and_accuracy(
+                engine.predict_logits(model, val_x, train_cfg.eval_batch_size, device), val_y)
+            record = EpochRecord(epoch=epoch + 1, train_loss=stats.loss, train_acc=stats.accuracy,
+                                 val_loss=val_loss, val_acc=val_acc, lr=optimizer.param_groups[0]["lr"],
+                                 seconds=stats.seconds, images_per_s=stats.seen / max(stats.seconds, 1e-9))
+            history.append(record)
+            improved = val_acc > best.val_acc
+            if improved:
+                best = Best(epoch + 1, val_acc, val_loss)
+            state = snapshot(epoch + 1)
+            state.save(last_path)
+            if improved:
+                state.save(best_path)
+            write_json(history_path, {"run": run_dir.name, "dataset": data_cfg.dataset,
+                                      "history": [r.to_dict() for r in history]})
+            callbacks.on_epoch_end(record)
+            if stop.requested and epoch + 1 < train_cfg.epochs:
+                raise TrainingInterrupted(last_path, epoch + 2, 0)
+
+    return FitResult(run_dir=run_dir, history=history, best=best, best_path=best_path, last_path=last_path,
+                     seconds=time.perf_counter() - started, files=[best_path, last_path, history_path])
+
+
+def train(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None, *,
+          callbacks: engine.TrainCallbacks | None = None, on_ready: Callable[[RunInfo], None] | None = None,
+          save_model: Path | None = None) -> FitResult:
+    """Fit ``plan``, then draw ``loss.png`` into its run directory and, when asked, copy the final
+    checkpoint to ``save_model`` (the original script's ``mnist_cnn.pt``)."""
+    from mnistctl.plotting import history_figure, save_figure
+
+    result = fit(plan.model_config, plan.data_config, plan.train_config, plan.run_dir, device, data_dir,
+                 resume=plan.resume, callbacks=callbacks, on_ready=on_ready)
+    result.files.append(save_figure(history_figure([(plan.run_dir.name, result.history)]),
+                                    plan.run_dir / "loss.png"))
+    if save_model is not None:
+        with atomic_path(save_model) as tmp:
+            shutil.copyfile(result.last_path, tmp)
+        result.files.append(save_model)
+    return result
+

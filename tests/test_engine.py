@@ -1,0 +1,139 @@
+"""The network, the training loop and inference, on made-up tensors (no data set needed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnistctl import engine, recipes
+from mnistctl.cli import Optimizer, Schedule
+from mnistctl.config import ModelConfig, TrainConfig
+from mnistctl.errors import ConfigError
+from mnistctl.model import Net, expected_shapes
+
+CPU = torch.device("cpu")
+
+
+def test_network_shape_follows_the_original():
+    model = Net(ModelConfig(nf=16))
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (1, 16, (3, 3), (1, 1)), (16, 32, (3, 3), (1, 1)), (32, 64, (3, 3), (1, 1))]
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(pools) == 3 and all(p.kernel_size == 2 and p.stride == 2 for p in pools)
+    assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 64, 3, 3)  # 28 -> 14 -> 7 -> 3
+    dense = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert (dense[0].in_features, dense[0].out_features) == (576, 64)
+    assert dense[-1].out_features == 10
+    wide = [m for m in Net(ModelConfig(nf=32)).modules() if isinstance(m, torch.nn.Linear)]
+    assert (wide[0].in_features, wide[0].out_features) == (1152, 128)
+
+
+@pytest.mark.parametrize("cfg", [ModelConfig(nf=4), ModelConfig(nf=16, batchnorm=False),
+                                 ModelConfig(nf=8, num_classes=26)])
+def test_expected_shapes_match_the_real_network(cfg):
+    real = {k: tuple(v.shape) for k, v in Net(cfg).state_dict().items()}
+    assert expected_shapes(cfg) == real
+
+
+def test_the_network_normalises_its_0_255_input_itself():
+    torch.manual_seed(0)
+    model = Net(ModelConfig(nf=4)).eval()
+    pixels = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    by_hand = (pixels.float() / 255 - 0.1307) / 0.3081
+    with torch.no_grad():
+        assert torch.equal(model(pixels), model.classifier(model.features(by_hand)))
+        assert torch.equal(model(pixels), model(pixels.float()))  # uint8 or float, the same
+    other = Net(ModelConfig(nf=4, mean=0.5, std=0.5)).eval()
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.equal(model(pixels), other(pixels))
+
+
+def test_registries_match_the_choices_the_cli_offers():
+    assert tuple(engine.OPTIMIZER_REGISTRY) == recipes.OPTIMIZERS == tuple(o.value for o in Optimizer)
+    assert tuple(engine.SCHEDULE_REGISTRY) == recipes.SCHEDULES == tuple(s.value for s in Schedule)
+    model = Net(ModelConfig(nf=4))
+    for name in recipes.OPTIMIZERS:
+        opt = engine.make_optimizer(model, TrainConfig(optimizer=name, lr=0.1))
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
+        for schedule in recipes.SCHEDULES:
+            engine.make_scheduler(opt, TrainConfig(schedule=schedule, epochs=2), 5)
+
+
+def test_an_unknown_optimizer_or_schedule_is_an_error_not_a_fallback():
+    model = Net(ModelConfig(nf=4))
+    cfg = TrainConfig()
+    object.__setattr__(cfg, "optimizer", "adagrad")  # as a config built around validation would be
+    with pytest.raises(ConfigError, match="optimizer must be one of adam, adamw, sgd, got 'adagrad'"):
+        engine.make_optimizer(model, cfg)
+    cfg = TrainConfig()
+    object.__setattr__(cfg, "schedule", "step")
+    with pytest.raises(ConfigError, match="schedule must be one of"):
+        engine.make_scheduler(engine.make_optimizer(model, TrainConfig()), cfg, 10)
+
+
+@pytest.mark.parametrize("n, batch, steps", [(600, 64, 9), (64, 64, 1), (10, 64, 1), (129, 64, 2)])
+def test_steps_per_epoch_uses_whole_batches(n, batch, steps):
+    assert engine.steps_per_epoch(n, batch) == steps
+
+
+def test_derived_seeds_are_stable_and_distinct():
+    assert engine.derive_seed(1, 2) == engine.derive_seed(1, 2)
+    seeds = {engine.derive_seed(s, e, k) for s in range(3) for e in range(3) for k in range(3)}
+    assert len(seeds) == 27 and all(0 <= x < 2 ** 63 for x in seeds)
+
+
+def _toy_data(n: int = 512):
+    """Two classes anyone can tell apart: ink in the top half or in the bottom half."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    images = torch.randint(0, 30, (n, 28, 28), generator=g, dtype=torch.uint8)
+    for i, y in enumerate(labels.tolist()):
+        rows = slice(2, 12) if y == 0 else slice(16, 26)
+        images[i, rows, 8:20] = 255
+    return images, labels
+
+
+def test_one_epoch_learns_a_made_up_task_and_counts_every_image():
+    images, labels = _toy_data()
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.01, augment=False)
+    torch.manual_seed(0)
+    model = Net(ModelConfig(nf=4, num_classes=2))
+    opt = engine.make_optimizer(model, cfg)
+    sched = engine.make_scheduler(opt, cfg, engine.steps_per_epoch(len(labels), cfg.batch_size))
+    seen = []
+
+    class Count(engine.TrainCallbacks):
+        def on_batch(self, step, loss, n):
+            seen.append(n)
+
+    stats = engine.train_one_epoch(model, opt, sched, images, labels, cfg, 0, engine.EpochStats(), callbacks=Count())
+    assert stats.seen == sum(seen) == 512 and len(seen) == 16
+    logits = engine.predict_logits(model, images, batch_size=100)
+    loss, acc = engine.loss_and_accuracy(logits, labels)
+    assert acc > 0.95 and loss < 0.5  # chance: 50%, ln 2 = 0.69
+
+
+def test_predict_logits_does_not_depend_on_the_batch_size():
+    images, _ = _toy_data(250)
+    torch.manual_seed(0)
+    model = Net(ModelConfig(nf=4)).eval()
+    one = engine.predict_logits(model, images, batch_size=1000)
+    assert one.shape == (250, 10) and one.dtype == torch.float32
+    assert torch.allclose(one, engine.predict_logits(model, images, batch_size=7), atol=1e-5)
+    assert engine.predict_logits(model, images[:0]).shape == (0, 10)
+
+
+def test_stop_request_interrupts_after_a_whole_step():
+    images, labels = _toy_data(256)
+    cfg = TrainConfig(epochs=1, batch_size=32, augment=True)
+    model = Net(ModelConfig(nf=4, num_classes=2))
+    opt = engine.make_optimizer(model, cfg)
+    sched = engine.make_scheduler(opt, cfg, 8)
+    stats = engine.EpochStats()
+    calls = iter(range(100))
+    with pytest.raises(engine.Interrupted) as err:
+        engine.train_one_epoch(model, opt, sched, images, labels, cfg, 0, stats,
+                               should_stop=lambda: next(calls) == 2)
+    assert err.value.step == 3 and stats.seen == 96
