@@ -54,7 +54,7 @@ OPTION_OF = {"nf": "--nf", "dropout": "--dropout", "epochs": "--epochs", "lr": "
              "optimizer": "--optimizer", "schedule": "--schedule", "weight_decay": "--weight-decay",
              "label_smoothing": "--label-smoothing", "seed": "--seed", "augment": "--augment",
              "val_fraction": "--val-split", "dataset": "--dataset", "device": "--device", "run_dir": "--run-dir",
-             "split": "--split", "count": "--count", "preset": "--preset"}
+             "split": "--split", "count": "--count", "preset": "--preset", "output": "--output", "format": "--format"}
 
 
 DatasetOpt = Annotated[DatasetName, typer.Option("--dataset", "-d", help="Which MNIST-format data set.")]
@@ -62,9 +62,6 @@ DeviceOpt = Annotated[Device, typer.Option(help="Where to compute: auto picks cu
 DataDirOpt = Annotated[Path | None, typer.Option(
     "--data-dir", envvar=DATA_DIR_ENV, show_default=False,
     help="Where data sets are stored (default: the per-user cache directory).")]
-CheckpointOpt = Annotated[Path | None, typer.Option(
-    "--checkpoint", "-c", show_default=False, help="A checkpoint written by train (default: the built-in model).")]
-
 
 def _message(exc: MnistctlError) -> str:
     """The core's message, worded with this CLI's option names where it is about a setting."""
@@ -269,7 +266,10 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint_path: CheckpointOpt = None,
+    checkpoint_path: Annotated[Path | None, typer.Option(
+        "--checkpoint", "-c", show_default=False,
+        help="A checkpoint written by train, or a model.onnx written by export (default: the built-in "
+             "model).")] = None,
     split: Annotated[EvalSplit, typer.Option(help="Score on the test set or the validation part.")] = EvalSplit.test,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = default(TrainConfig, "eval_batch_size"),
     device: DeviceOpt = Device.auto,
@@ -280,16 +280,16 @@ def evaluate(
 ) -> None:
     """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix of a checkpoint."""
     with user_errors():
-        from mnistctl import accel, checkpoint, evaluation
+        from mnistctl import evaluation
+        from mnistctl.inference import load_classifier
         from mnistctl.render import confusion_table, eval_summary, per_class_table
 
-        ckpt = checkpoint.load_or_pretrained(checkpoint_path)
-        result = evaluation.evaluate_checkpoint(ckpt, split.value, batch_size, accel.resolve_device(device.value),
-                                                data_dir)
+        clf = load_classifier(checkpoint_path, device.value, batch_size)
+        result = evaluation.evaluate(clf, split.value, data_dir)
         written = evaluation.write_figures(result, plots) if plots is not None else []
     if as_json:
-        typer.echo(json.dumps({"checkpoint": ckpt.source, "dataset": ckpt.dataset,
-                               "model_config": ckpt.model_config.to_dict(), "epoch": ckpt.epoch,
+        typer.echo(json.dumps({"checkpoint": clf.source, "backend": clf.backend, "dataset": clf.dataset,
+                               "model_config": clf.model_config.to_dict(), "epoch": clf.epoch,
                                **result.report.to_dict(), "plots": [str(p) for p in written]}, indent=2))
         return
     _say(eval_summary(result))
@@ -319,7 +319,10 @@ def plot(
 def predict(
     paths: Annotated[list[str], typer.Argument(
         help="Image files, directories (their images, sorted) or glob patterns: PNG, JPEG, BMP, GIF, TIFF, WebP.")],
-    checkpoint_path: CheckpointOpt = None,
+    checkpoint_path: Annotated[Path | None, typer.Option(
+        "--checkpoint", "-c", show_default=False,
+        help="A checkpoint written by train, or a model.onnx written by export (default: the built-in model, "
+             "on ONNX Runtime when it is installed).")] = None,
     preprocess: Annotated[bool, typer.Option(
         "--preprocess/--no-preprocess",
         help="Make each image look like an MNIST digit first (polarity, cleanup, 20 px box, centre of "
@@ -360,25 +363,30 @@ def predict(
         raise typer.Exit(1)
 
 
+ExportFormat = _choices("ExportFormat", ("onnx", "mnistctl"))
+
+
 @app.command()
 def export(
     checkpoint_path: Annotated[Path, typer.Argument(help="A checkpoint written by train (best.pt).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the inference-only copy.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write: model.onnx or model.pt.")],
+    fmt: Annotated[ExportFormat | None, typer.Option(
+        "--format", "-f", show_default="from the extension of --output",
+        help="onnx: a model for ONNX Runtime and other runtimes; mnistctl: an inference-only checkpoint.")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Write an inference-only copy of a checkpoint, recording its test accuracy.
+    """Export a trained model for deployment: ONNX, or an inference-only mnistctl checkpoint.
 
-    The copy has no optimizer state (a third of the size); the test accuracy is measured when the
-    test set is downloaded.
+    Either records the model's test accuracy when the test set is downloaded.
     """
     with user_errors():
-        from mnistctl.export import export_checkpoint
+        from mnistctl.export import export_model
         from mnistctl.render import human_size, pct
 
-        exported = export_checkpoint(checkpoint_path, output, data_dir)
+        exported = export_model(checkpoint_path, output, fmt.value if fmt else None, data_dir)
     acc = exported.test_accuracy
     about = f", test accuracy {pct(acc)}" if acc is not None else " (test set not downloaded: accuracy not recorded)"
-    _say(f"Saved {output} ({human_size(output.stat().st_size)}{about})")
+    _say(f"Saved {output}: {exported.description} ({human_size(output.stat().st_size)}{about})")
 
 
 def _show(fig, path: Path) -> None:

@@ -1,17 +1,21 @@
-"""Score a checkpoint on a split of its own data set, and draw the figures of the result."""
+"""Score a model on a split of its own data set, and draw the figures of the result.
+
+Works for every ``inference.Classifier``: a checkpoint on PyTorch, or an exported model on ONNX
+Runtime (the test split is then read without importing torch).
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
+import numpy as np
 
-from mnistctl import accel, engine
-from mnistctl.checkpoint import Checkpoint
-from mnistctl.data import load_split
+from mnistctl import idx
 from mnistctl.errors import ConfigError
+from mnistctl.inference import Classifier
 from mnistctl.metrics import EvalReport, report
 
 EVAL_SPLITS = ("test", "val")
@@ -19,27 +23,42 @@ EVAL_SPLITS = ("test", "val")
 
 @dataclass
 class Evaluation:
-    checkpoint: Checkpoint
+    classifier: Classifier
     report: EvalReport
-    images: torch.Tensor  # the split's images (uint8 [N, 28, 28]), for figures of the mistakes
+    images: np.ndarray  # the split's images (uint8 [N, 28, 28]), for figures of the mistakes
 
 
-def evaluate_checkpoint(ckpt: Checkpoint, split: str = "test", batch_size: int = 1000,
-                        device: torch.device | None = None, data_dir: str | Path | None = None) -> Evaluation:
-    """Rebuild the model from ``ckpt`` and score it on ``split`` (test, or the validation part)
-    of the data set it was trained on."""
+def split_arrays(data_config, split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of ``split`` as numpy arrays; only the validation part needs torch (its
+    seeded permutation is torch's)."""
     if split not in EVAL_SPLITS:
         raise ConfigError.invalid("split", f"must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
+    if split == "test":
+        return idx.load_file_pair(data_config.dataset, "test", data_dir)
+    from mnistctl.data import load_split
+
+    images, labels = load_split(data_config, split, data_dir)
+    return images.numpy(), labels.numpy()
+
+
+def evaluate(clf: Classifier, split: str = "test", data_dir: str | Path | None = None) -> Evaluation:
+    """Score ``clf`` on ``split`` (test, or the validation part) of the data set it was trained on."""
+    images, labels = split_arrays(clf.data_config, split, data_dir)
+    start = time.perf_counter()
+    logits = clf.logits(images)
+    result = report(logits, labels, list(clf.classes), split)
+    result.seconds = time.perf_counter() - start
+    return Evaluation(clf, result, images)
+
+
+def evaluate_checkpoint(ckpt: Any, split: str = "test", batch_size: int = 1000, device: Any = None,
+                        data_dir: str | Path | None = None) -> Evaluation:
+    """Rebuild the model of a loaded checkpoint (on ``device``, CPU by default) and score it."""
+    from mnistctl.inference import TorchClassifier
+
     if batch_size < 1:
         raise ConfigError.invalid("batch_size", f"must be at least 1, got {batch_size}")
-    device = device or torch.device("cpu")
-    images, labels = load_split(ckpt.data_config, split, data_dir)
-    model = accel.prepare_model(ckpt.build_model(), device)
-    start = time.perf_counter()
-    logits = engine.predict_logits(model, images, batch_size, device)
-    result = report(logits, labels, ckpt.classes, split)
-    result.seconds = time.perf_counter() - start
-    return Evaluation(ckpt, result, images)
+    return evaluate(TorchClassifier(ckpt, device or "cpu", batch_size), split, data_dir)
 
 
 def write_figures(evaluation: Evaluation, directory: Path) -> list[Path]:
@@ -47,12 +66,12 @@ def write_figures(evaluation: Evaluation, directory: Path) -> list[Path]:
     from mnistctl.plotting import confusion_figure, digit_grid_figure, save_figure
 
     r = evaluation.report
-    title = f"{evaluation.checkpoint.source}: {r.split} accuracy {100 * r.accuracy:.2f}%"
+    title = f"{evaluation.classifier.source}: {r.split} accuracy {100 * r.accuracy:.2f}%"
     written = [save_figure(confusion_figure(r.confusion, r.classes, title), directory / "confusion.png")]
     if r.mistakes:
         m = r.mistakes
         titles = [f"true {r.classes[x.true]}, pred {r.classes[x.predicted]}\n{100 * x.confidence:.1f}%" for x in m]
-        figure = digit_grid_figure(evaluation.images[[x.index for x in m]].numpy(), titles,
+        figure = digit_grid_figure(evaluation.images[[x.index for x in m]], titles,
                                    suptitle="Most confidently wrong", title_colors=["firebrick"] * len(m))
         written.append(save_figure(figure, directory / "mistakes.png"))
     return written

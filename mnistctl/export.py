@@ -1,23 +1,67 @@
-"""Take a model out of a run: an inference-only checkpoint that records its test accuracy."""
+"""Take a model out of a run: as ONNX (for ONNX Runtime and other runtimes) or as an
+inference-only mnistctl checkpoint; either records the model's test accuracy."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from mnistctl.checkpoint import Checkpoint, load
-from mnistctl.errors import DataError
+from mnistctl.errors import ConfigError, DataError
+
+FORMATS = {"onnx": (".onnx",), "mnistctl": (".pt", ".pth")}
 
 
-def export_checkpoint(source: str | Path, output: str | Path, data_dir: str | Path | None = None) -> Checkpoint:
-    """Write ``source`` without its optimizer and scheduler state to ``output``; its test accuracy
-    is measured and recorded when the test set is downloaded. Returns what was written."""
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    format: str
+    test_accuracy: float | None
+
+    @property
+    def description(self) -> str:
+        return "ONNX model (uint8 pixels in, logits and probabilities out)" if self.format == "onnx" \
+            else "inference-only mnistctl checkpoint"
+
+
+def format_for(output: Path, fmt: str | None = None) -> str:
+    """The export format: ``fmt`` when given (the extension must agree), else from the extension."""
+    suffix = output.suffix.lower()
+    by_suffix = next((name for name, suffixes in FORMATS.items() if suffix in suffixes), None)
+    if fmt is None:
+        if by_suffix is None:
+            raise ConfigError.invalid("output", f"{output} has no known extension: name it .onnx (ONNX) or .pt "
+                                                "(mnistctl checkpoint), or choose the format", "the output file")
+        return by_suffix
+    if fmt not in FORMATS:
+        raise ConfigError.invalid("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if by_suffix != fmt:
+        wanted = FORMATS[fmt][0]
+        raise ConfigError.invalid("output", f"{output} does not match the {fmt} format: name it "
+                                            f"{output.with_suffix(wanted).name}, or choose the format its "
+                                            "extension implies", "the output file")
+    return fmt
+
+
+def export_model(source: str | Path, output: str | Path, fmt: str | None = None,
+                 data_dir: str | Path | None = None) -> Exported:
+    """Export the checkpoint ``source`` to ``output`` (atomically), measuring its test accuracy
+    first when the test set is downloaded."""
+    from mnistctl.checkpoint import load
     from mnistctl.evaluation import evaluate_checkpoint
 
+    output = Path(output)
+    fmt = format_for(output, fmt)
+    if Path(source).suffix.lower() == ".onnx":
+        raise ConfigError(f"{source} is already an ONNX model: export from the checkpoint it was made from")
     ckpt = load(source)
     try:
         accuracy = evaluate_checkpoint(ckpt, "test", data_dir=data_dir).report.accuracy
     except DataError:
-        accuracy = None
-    exported = ckpt.inference_only(accuracy)
-    exported.save(output)
-    return exported
+        accuracy = ckpt.test_accuracy
+    if fmt == "onnx":
+        from mnistctl.onnx_format import export_onnx
+
+        export_onnx(ckpt, output, accuracy)
+    else:
+        ckpt.inference_only(accuracy).save(output)
+    return Exported(output, fmt, accuracy)

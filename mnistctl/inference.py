@@ -1,7 +1,7 @@
 """Array-first inference: classify a batch of 28x28 digits held in memory.
 
     from mnistctl.inference import load_classifier, prepare_image
-    clf = load_classifier()                       # the built-in model, or load_classifier("best.pt")
+    clf = load_classifier()                       # the built-in model; or "best.pt", "model.onnx"
     x = prepare_image("five.png")                 # path, bytes, stream or PIL image -> 28x28 uint8
     [p] = clf.classify(x[None])                   # a batch [N, 28, 28] of 0-255 pixels
     p.label, p.confidence, p.top(3)
@@ -12,16 +12,20 @@ the same preprocessing, the same model, the same numbers. ``mnistctl.predict`` w
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnistctl.errors import MnistctlError
+from mnistctl.config import DataConfig, ModelConfig
+from mnistctl.errors import CheckpointError, MnistctlError
+from mnistctl.metrics import softmax
 from mnistctl.preprocess import ImageSource, prepare_image
 
-__all__ = ["Classifier", "Prediction", "load_classifier", "prepare_image", "ImageSource"]
+__all__ = ["Classifier", "OnnxClassifier", "Prediction", "TorchClassifier", "load_classifier", "prepare_image",
+           "ImageSource"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,42 @@ def predictions(probs: np.ndarray, classes: tuple[str, ...]) -> list[Prediction]
 
 
 class Classifier:
-    """A trained model ready to classify 0-255 digit images ``[N, 28, 28]`` (uint8 arrays)."""
+    """A trained model ready to classify 0-255 digit images ``[N, 28, 28]`` (uint8 arrays).
+
+    Two backends share this interface: ``TorchClassifier`` (a checkpoint run by PyTorch) and
+    ``OnnxClassifier`` (an exported model run by ONNX Runtime, without importing torch).
+    """
+
+    backend = ""
+    source: str  # where the model came from, for messages
+    classes: tuple[str, ...]
+    model_config: ModelConfig
+    data_config: DataConfig
+    epoch: int
+    test_accuracy: float | None
+
+    @property
+    def dataset(self) -> str:
+        return self.data_config.dataset
+
+    @property
+    def nf(self) -> int:
+        return self.model_config.nf
+
+    def logits(self, images: Any) -> np.ndarray:
+        """Logits ``[N, K]`` (float32) for ``images`` ``[N, 28, 28]`` of 0-255 pixels."""
+        raise NotImplementedError
+
+    def probabilities(self, images: Any) -> np.ndarray:
+        """Class probabilities ``[N, K]`` (float32)."""
+        return softmax(self.logits(images)).astype(np.float32)
+
+    def classify(self, images: Any) -> list[Prediction]:
+        return predictions(self.probabilities(images), self.classes)
+
+
+class TorchClassifier(Classifier):
+    backend = "pytorch"
 
     def __init__(self, checkpoint, device: str | Any = "cpu", batch_size: int = 1000):
         from mnistctl import accel
@@ -61,36 +100,64 @@ class Classifier:
         self.device = accel.resolve_device(device) if isinstance(device, str) else device
         self.batch_size = batch_size
         self.model = accel.prepare_model(checkpoint.build_model(), self.device)
+        self.source = checkpoint.source
         self.classes = tuple(checkpoint.classes)
+        self.model_config, self.data_config = checkpoint.model_config, checkpoint.data_config
+        self.epoch, self.test_accuracy = checkpoint.epoch, checkpoint.test_accuracy
 
-    @property
-    def source(self) -> str:
-        return self.checkpoint.source
-
-    @property
-    def dataset(self) -> str:
-        return self.checkpoint.dataset
-
-    @property
-    def test_accuracy(self) -> float | None:
-        return self.checkpoint.test_accuracy
-
-    @property
-    def nf(self) -> int:
-        return self.checkpoint.model_config.nf
-
-    def probabilities(self, images: Any) -> np.ndarray:
-        """Class probabilities ``[N, K]`` (float32) for ``images`` ``[N, 28, 28]`` of 0-255 pixels."""
+    def logits(self, images: Any) -> np.ndarray:
         import torch
 
         from mnistctl.engine import predict_logits
 
-        batch = _as_batch(images)
-        logits = predict_logits(self.model, torch.from_numpy(batch), self.batch_size, self.device)
-        return torch.softmax(logits, dim=1).numpy()
+        return predict_logits(self.model, torch.from_numpy(_as_batch(images)), self.batch_size, self.device).numpy()
 
-    def classify(self, images: Any) -> list[Prediction]:
-        return predictions(self.probabilities(images), self.classes)
+    def probabilities(self, images: Any) -> np.ndarray:
+        import torch
+
+        return torch.softmax(torch.from_numpy(self.logits(images)), dim=1).numpy()
+
+
+class OnnxClassifier(Classifier):
+    """An exported model (``mnistctl export -o model.onnx``) run by ONNX Runtime on the CPU."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, label: str | None = None, batch_size: int = 1000):
+        from mnistctl.onnx_format import read_metadata
+
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise CheckpointError(f"{path} is an ONNX model, and running it needs onnxruntime: "
+                                  "pip install 'mnistctl[onnx]'") from None
+        path = Path(path)
+        self.source = label or str(path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} " + ("does not exist" if not path.exists() else "is not a file"))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: no warnings on stderr
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own (pybind) error types for unreadable files
+            raise CheckpointError(f"{path} is not a readable ONNX model ({str(exc).splitlines()[0][:120]})") from None
+        meta = read_metadata(self.session.get_modelmeta().custom_metadata_map, self.source)
+        self.classes, self.model_config, self.data_config = meta.classes, meta.model_config, meta.data_config
+        self.epoch, self.test_accuracy = meta.epoch, meta.test_accuracy
+        self.batch_size = batch_size
+
+    def _run(self, images: Any, output: str) -> np.ndarray:
+        batch = _as_batch(images)[:, None]
+        k = len(self.classes)
+        parts = [self.session.run([output], {"pixels": batch[i:i + self.batch_size]})[0]
+                 for i in range(0, len(batch), self.batch_size)]
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, k), np.float32)
+
+    def logits(self, images: Any) -> np.ndarray:
+        return self._run(images, "logits")
+
+    def probabilities(self, images: Any) -> np.ndarray:
+        return self._run(images, "probabilities")
 
 
 def _as_batch(images: Any) -> np.ndarray:
@@ -109,9 +176,24 @@ def _as_batch(images: Any) -> np.ndarray:
     return np.ascontiguousarray(batch)
 
 
+def has_onnxruntime() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 def load_classifier(checkpoint: str | Path | None = None, device: str | Any = "cpu",
                     batch_size: int = 1000) -> Classifier:
-    """A Classifier for a checkpoint file, or for the built-in model when ``checkpoint`` is None."""
+    """A Classifier for a model file, or for the built-in model when ``checkpoint`` is None.
+
+    ``.onnx`` files run on ONNX Runtime, checkpoints on PyTorch. The built-in model runs on ONNX
+    Runtime when it is installed and ``device`` is ``cpu`` (the fast path: no torch import), on
+    PyTorch otherwise.
+    """
+    from mnistctl.onnx_format import PRETRAINED_ONNX, pretrained_onnx_path
+
+    if checkpoint is not None and Path(checkpoint).suffix.lower() == ".onnx":
+        return OnnxClassifier(checkpoint, batch_size=batch_size)
+    if checkpoint is None and device == "cpu" and has_onnxruntime() and pretrained_onnx_path().is_file():
+        return OnnxClassifier(pretrained_onnx_path(), f"built-in model ({PRETRAINED_ONNX})", batch_size)
     from mnistctl.checkpoint import load_or_pretrained
 
-    return Classifier(load_or_pretrained(checkpoint), device, batch_size)
+    return TorchClassifier(load_or_pretrained(checkpoint), device, batch_size)

@@ -1,12 +1,13 @@
-"""Classification metrics from logits: confusion matrix, per-class scores, confident mistakes."""
+"""Classification metrics from logits: confusion matrix, per-class scores, confident mistakes.
+
+Numpy only, so a torch-free front end (ONNX Runtime) scores models the same way."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -53,29 +54,45 @@ class EvalReport:
                 "seconds": self.seconds}
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    return torch.bincount(target * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts ``[K, K]``: rows are true classes, columns predicted ones."""
+    pred, target = np.asarray(pred, dtype=np.int64), np.asarray(target, dtype=np.int64)
+    return np.bincount(target * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
-def report(logits: torch.Tensor, labels: torch.Tensor, classes: list[str], split: str,
-           max_mistakes: int = 36) -> EvalReport:
-    """Scores of ``logits`` [N, K] against ``labels`` [N]. Precision of a class never predicted
-    and recall of a class absent from ``labels`` are 0, as are their F1."""
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of ``labels`` under ``softmax(logits)`` (in float64)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def report(logits: Any, labels: Any, classes: list[str], split: str, max_mistakes: int = 36) -> EvalReport:
+    """Scores of ``logits`` [N, K] against ``labels`` [N] (numpy arrays or CPU tensors). Precision
+    of a class never predicted and recall of a class absent from ``labels`` are 0, as are their F1."""
     k = len(classes)
-    labels = labels.long()
-    probs = F.softmax(logits.float(), dim=1)
-    conf, pred = probs.max(1)
-    cm = confusion_matrix(pred, labels, k)
-    tp = cm.diag().double()
-    precision = tp / cm.sum(0).clamp(min=1)
-    recall = tp / cm.sum(1).clamp(min=1)
-    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
-    per_class = [ClassScore(classes[i], precision[i].item(), recall[i].item(), f1[i].item(), int(cm[i].sum()))
-                 for i in range(k)]
-    wrong = (pred != labels).nonzero().flatten()
-    order = wrong[conf[wrong].argsort(descending=True)][:max_mistakes]
-    mistakes = [Mistake(int(i), int(labels[i]), int(pred[i]), conf[i].item()) for i in order]
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
-    return EvalReport(split=split, images=n, loss=F.cross_entropy(logits.float(), labels).item() if n else 0.0,
-                      accuracy=(pred == labels).double().mean().item() if n else 0.0,
+    probs = softmax(logits) if n else np.zeros((0, k))
+    pred = probs.argmax(1)
+    conf = probs.max(1) if n else np.zeros(0)
+    cm = confusion_matrix(pred, labels, k)
+    tp = np.diag(cm).astype(np.float64)
+    precision = tp / np.maximum(cm.sum(0), 1)
+    recall = tp / np.maximum(cm.sum(1), 1)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    per_class = [ClassScore(classes[i], float(precision[i]), float(recall[i]), float(f1[i]), int(cm[i].sum()))
+                 for i in range(k)]
+    wrong = np.flatnonzero(pred != labels)
+    order = wrong[np.argsort(-conf[wrong], kind="stable")][:max_mistakes]
+    mistakes = [Mistake(int(i), int(labels[i]), int(pred[i]), float(conf[i])) for i in order]
+    return EvalReport(split=split, images=n, loss=cross_entropy(logits, labels) if n else 0.0,
+                      accuracy=float((pred == labels).mean()) if n else 0.0,
                       classes=list(classes), confusion=cm.tolist(), per_class=per_class, mistakes=mistakes)

@@ -192,8 +192,8 @@ def train_summary(result: FitResult) -> list[str]:
 # --- evaluate ---------------------------------------------------------------------------------
 
 def eval_summary(evaluation: Evaluation) -> str:
-    ckpt, r = evaluation.checkpoint, evaluation.report
-    return (f"[bold]{ckpt.source}[/] ({ckpt.dataset}, nf={ckpt.model_config.nf}, epoch {ckpt.epoch}): "
+    clf, r = evaluation.classifier, evaluation.report
+    return (f"[bold]{clf.source}[/] ({clf.dataset}, nf={clf.nf}, epoch {clf.epoch}, {clf.backend}): "
             f"{r.split} accuracy [bold green]{pct(r.accuracy)}[/] ({r.correct:,}/{r.images:,}), "
             f"mean loss {r.loss:.4f}, {r.seconds:.2f} s")
 

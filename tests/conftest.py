@@ -111,3 +111,27 @@ def fake_data_dir(tmp_path) -> Path:
     for name, data in make_fake_dataset(n_train=600, n_test=100).items():
         (d / name).write_bytes(data)
     return tmp_path / "data"
+
+
+def make_checkpoint(nf: int = 4, resumable: bool = True, seed: int = 0):
+    """A real checkpoint of a freshly initialised network (no training needed)."""
+    import torch
+
+    from mnistctl import engine
+    from mnistctl.checkpoint import Checkpoint, TrainingState
+    from mnistctl.config import DataConfig, ModelConfig, TrainConfig
+    from mnistctl.history import Best, EpochRecord
+    from mnistctl.model import Net
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(nf=nf)
+    model = Net(cfg)
+    training = None
+    if resumable:
+        opt = engine.make_optimizer(model, TrainConfig())
+        sched = engine.make_scheduler(opt, TrainConfig(), 10)
+        training = TrainingState(opt.state_dict(), sched.state_dict(), 3,
+                                 {"loss_sum": 1.5, "correct": 2, "seen": 12, "seconds": 0.1})
+    history = [EpochRecord(1, 0.5, 0.8, 0.4, 0.85, 0.01, 2.0, 100.0)]
+    return Checkpoint(cfg, DataConfig(), TrainConfig(epochs=3), model.state_dict(), [str(i) for i in range(10)],
+                      "mnist", epoch=1, history=history, best=Best(1, 0.85, 0.4), training=training)

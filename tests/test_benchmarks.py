@@ -23,6 +23,7 @@ def test_benchmark_quick_smoke(tmp_path, mnist_data_dir):
     assert doc["quick"] and doc["machine"]["cores"] >= 1 and doc["machine"]["torch"]
     figures = {r["figure"] for r in doc["results"]}
     for expected in ("mnistctl --help", "peak memory of train (nf=32)", "mnistctl predict one.png",
+                     "mnistctl predict one.png (PyTorch)",
                      "train --preset fast --seed 1", "train throughput (nf=32, batch 64)",
                      "evaluate 10,000 test images"):
         assert expected in figures

@@ -9,31 +9,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import make_checkpoint
 from mnistctl import checkpoint, engine, runs
-from mnistctl.checkpoint import Checkpoint, TrainingState
+from mnistctl.checkpoint import Checkpoint
 from mnistctl.cli import app
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig
 from mnistctl.errors import CheckpointError, TrainingInterrupted
-from mnistctl.history import Best, EpochRecord
-from mnistctl.model import Net
 
 runner = CliRunner()
-
-
-def make_checkpoint(nf: int = 4, resumable: bool = True, seed: int = 0) -> Checkpoint:
-    """A real checkpoint of a freshly initialised network (no training needed)."""
-    torch.manual_seed(seed)
-    cfg = ModelConfig(nf=nf)
-    model = Net(cfg)
-    training = None
-    if resumable:
-        opt = engine.make_optimizer(model, TrainConfig())
-        sched = engine.make_scheduler(opt, TrainConfig(), 10)
-        training = TrainingState(opt.state_dict(), sched.state_dict(), 3, {"loss_sum": 1.5, "correct": 2,
-                                                                          "seen": 12, "seconds": 0.1})
-    history = [EpochRecord(1, 0.5, 0.8, 0.4, 0.85, 0.01, 2.0, 100.0)]
-    return Checkpoint(cfg, DataConfig(), TrainConfig(epochs=3), model.state_dict(), [str(i) for i in range(10)],
-                      "mnist", epoch=1, history=history, best=Best(1, 0.85, 0.4), training=training)
 
 
 def _same_weights(a: dict, b: dict) -> bool:

@@ -21,7 +21,7 @@ from mnistctl import checkpoint
 from mnistctl.cli import app
 from mnistctl.config import DataConfig
 from mnistctl.data import load_split
-from mnistctl.inference import Classifier, load_classifier, prepare_image
+from mnistctl.inference import TorchClassifier, prepare_image
 from mnistctl.predict import predict_files
 from people import make_people_set
 
@@ -31,8 +31,8 @@ PAINT_4 = ASSETS / "digit-4-paint.png"
 
 
 @pytest.fixture(scope="module")
-def shipped() -> Classifier:
-    return load_classifier()
+def shipped() -> TorchClassifier:
+    return TorchClassifier(checkpoint.load_or_pretrained(None))
 
 
 def _predict(paths, shipped, **kw):
