@@ -243,7 +243,8 @@ def train(
         from mnistctl import accel, runs
         from mnistctl.render import TrainView, train_header
 
-        plan = runs.plan_run(preset.value, settings, resume=resume, run_dir=run_dir, name=name)
+        plan = runs.plan_run(preset.value if _given(ctx, "preset") else None, settings, resume=resume,
+                             run_dir=run_dir, name=name)
         dev = accel.resolve_device(device.value)
         for warning in plan.warnings:
             err_console.print(Text.assemble(("Warning: ", "bold yellow"), warning), soft_wrap=True)

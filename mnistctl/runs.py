@@ -48,17 +48,21 @@ class RunPlan:
     warnings: list[str] = field(default_factory=list)  # e.g. options a resumed run ignores
 
 
-def plan_run(preset: str = "original", settings: dict[str, Any] | None = None, *, resume: str | Path | None = None,
+def plan_run(preset: str | None = None, settings: dict[str, Any] | None = None, *, resume: str | Path | None = None,
              run_dir: str | Path | None = None, name: str | None = None, runs_root: Path = RUNS_ROOT) -> RunPlan:
-    """The configs and directory of a new run (``preset`` filled in by the explicitly given
-    ``settings``), or of a resumed one (its checkpoint's settings; any others given are reported
-    in ``warnings`` as ignored)."""
+    """The configs and directory of a new run (``preset``, by default ``original``, filled in by the
+    explicitly given ``settings``), or of a resumed one (its checkpoint's settings; a preset, name or
+    other settings given are reported in ``warnings`` as ignored)."""
     given = {k: v for k, v in (settings or {}).items() if v is not None}
     unknown = sorted(set(given) - set(MODEL_SETTINGS + DATA_SETTINGS + TRAIN_SETTINGS))
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(unknown)}")
     if resume is not None:
-        return _plan_resume(Path(resume), given, run_dir)
+        plan = _plan_resume(Path(resume), given, run_dir)
+        plan.warnings += [f"{what} {value!r} is ignored: a resumed run keeps its own settings and directory"
+                          for what, value in (("preset", preset), ("name", name)) if value is not None]
+        return plan
+    preset = preset or "original"
     if preset not in PRESETS:
         raise ConfigError.invalid("preset", f"must be one of {', '.join(PRESETS)}, got {preset!r}")
     recipe = {**PRESETS[preset], **given}

@@ -18,29 +18,13 @@ from mnistctl.cli import app
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig
 from mnistctl.errors import ConfigError, RunExistsError, TrainingInterrupted
 from mnistctl.evaluation import evaluate_checkpoint
-from mnistctl.model import Net
 from mnistctl.recipes import PRESETS
 
 runner = CliRunner()
 CPU = torch.device("cpu")
 
 
-# --- the network -------------------------------------------------------------------------
-
-def test_network_shape_follows_the_original():
-    model = Net(ModelConfig(nf=16))
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
-        (1, 16, (3, 3), (1, 1)), (16, 32, (3, 3), (1, 1)), (32, 64, (3, 3), (1, 1))]
-    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
-    assert len(pools) == 3 and all(p.kernel_size == 2 and p.stride == 2 for p in pools)
-    assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 64, 3, 3)  # 28 -> 14 -> 7 -> 3
-    dense = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert (dense[0].in_features, dense[0].out_features) == (576, 64)
-    assert dense[-1].out_features == 10
-    wide = [m for m in Net(ModelConfig(nf=32)).modules() if isinstance(m, torch.nn.Linear)]
-    assert (wide[0].in_features, wide[0].out_features) == (1152, 128)
-
+# --- devices ------------------------------------------------------------------------------
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_unavailable_device_is_refused_in_domain_words():
@@ -151,8 +135,9 @@ def test_resume_warns_about_every_option_it_ignores(tmp_path, fake_data_dir):
         _fit(tmp_path / "cut", fake_data_dir, epochs=2, callbacks=_CtrlCAt(epoch=1, step=2))
     plan = runs.plan_run("fast", {"lr": 0.5, "nf": 4, "epochs": 7, "seed": 5}, resume=err.value.checkpoint)
     assert plan.train_config.lr == 0.01 and plan.train_config.epochs == 2 and plan.resume is not None
-    assert len(plan.warnings) == 2  # nf and seed were given with the run's own values
+    assert len(plan.warnings) == 3  # lr, epochs and the preset; nf and seed were given with the run's own values
     assert any(w.startswith("lr 0.5 is ignored") for w in plan.warnings)
+    assert any(w.startswith("preset 'fast' is ignored") for w in plan.warnings)
     result = runner.invoke(app, ["train", "--resume", str(err.value.checkpoint), "--lr", "0.5",
                                  "--data-dir", str(fake_data_dir)])
     assert result.exit_code == 0, result.output
