@@ -57,6 +57,9 @@ OPTION_OF = {"nf": "--nf", "dropout": "--dropout", "epochs": "--epochs", "lr": "
              "split": "--split", "count": "--count", "preset": "--preset", "output": "--output", "format": "--format"}
 
 
+CheckpointOpt = Annotated[Path | None, typer.Option(
+    "--checkpoint", "-c", show_default=False,
+    help="A checkpoint written by train, or a model.onnx written by export (default: the built-in model).")]
 DatasetOpt = Annotated[DatasetName, typer.Option("--dataset", "-d", help="Which MNIST-format data set.")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to compute: auto picks cuda, then mps, then cpu.")]
 DataDirOpt = Annotated[Path | None, typer.Option(
@@ -88,6 +91,13 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print(Text("Interrupted.", style="yellow"))
         raise typer.Exit(130) from None
+
+
+def _one_checkpoint(argument: Path | None, option: Path | None) -> Path | None:
+    """A model named as the command's argument or with --checkpoint (the same rule everywhere)."""
+    if argument is not None and option is not None and argument != option:
+        raise ConfigError(f"two checkpoints given ({argument} and --checkpoint {option}): give one")
+    return argument if argument is not None else option
 
 
 def _say(text: str) -> None:
@@ -267,10 +277,9 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint_path: Annotated[Path | None, typer.Option(
-        "--checkpoint", "-c", show_default=False,
-        help="A checkpoint written by train, or a model.onnx written by export (default: the built-in "
-             "model).")] = None,
+    checkpoint_arg: Annotated[Path | None, typer.Argument(
+        metavar="[CHECKPOINT]", show_default=False, help="The model to score (the same as --checkpoint).")] = None,
+    checkpoint_path: CheckpointOpt = None,
     split: Annotated[EvalSplit, typer.Option(help="Score on the test set or the validation part.")] = EvalSplit.test,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = default(TrainConfig, "eval_batch_size"),
     device: DeviceOpt = Device.auto,
@@ -285,7 +294,7 @@ def evaluate(
         from mnistctl.inference import load_classifier
         from mnistctl.render import confusion_table, eval_summary, per_class_table
 
-        clf = load_classifier(checkpoint_path, device.value, batch_size)
+        clf = load_classifier(_one_checkpoint(checkpoint_arg, checkpoint_path), device.value, batch_size)
         result = evaluation.evaluate(clf, split.value, data_dir)
         written = evaluation.write_figures(result, plots) if plots is not None else []
     if as_json:
@@ -319,16 +328,15 @@ def plot(
 @app.command()
 def predict(
     paths: Annotated[list[str], typer.Argument(
-        help="Image files, directories (their images, sorted) or glob patterns: PNG, JPEG, BMP, GIF, TIFF, WebP.")],
-    checkpoint_path: Annotated[Path | None, typer.Option(
-        "--checkpoint", "-c", show_default=False,
-        help="A checkpoint written by train, or a model.onnx written by export (default: the built-in model, "
-             "on ONNX Runtime when it is installed).")] = None,
+        help="Image files, directories (their images, sorted), glob patterns (PNG, JPEG, BMP, GIF, TIFF, WebP), "
+             "or - for one image on standard input.")],
+    checkpoint_path: CheckpointOpt = None,
     preprocess: Annotated[bool, typer.Option(
         "--preprocess/--no-preprocess",
         help="Make each image look like an MNIST digit first (polarity, cleanup, 20 px box, centre of "
              "mass); --no-preprocess only resizes it to 28x28.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: one object per image.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV: one row per image, for spreadsheets.")] = False,
     show: Annotated[bool, typer.Option("--show", help="Draw the 28x28 input the model saw in the terminal.")] = False,
     save_inputs: Annotated[Path | None, typer.Option(
         show_default=False, help="Write the 28x28 inputs the model saw as PNGs into this directory.")] = None,
@@ -337,26 +345,36 @@ def predict(
 ) -> None:
     """Read the digit in each image: a table of predictions with confidence and top 3.
 
-    Exit code 1 when any image could not be read (the others are still predicted).
+    A prediction is marked unsure (? in the table, "unsure" in JSON and CSV) when the model gives it
+    less than 80% or the picture does not look like a single digit. Exit code 1 when any image could
+    not be read (the others are still predicted).
     """
+    import sys
+
     with user_errors():
         from mnistctl import predict as core
         from mnistctl.inference import load_classifier
-        from mnistctl.render import input_panels, model_line, predictions_table
+        from mnistctl.render import PredictProgress, input_panels, model_line, predictions_table
 
+        if as_json and as_csv:
+            raise ConfigError("choose one of --json and --csv")
+        stdin = sys.stdin.buffer.read() if core.STDIN in paths and not sys.stdin.isatty() else None
         clf = load_classifier(checkpoint_path, device.value, batch_size)
-        results = core.predict_files(paths, clf, preprocess)
+        with PredictProgress(err_console) as progress:
+            results = core.predict_files(paths, clf, preprocess, stdin=stdin, progress=progress.update)
         saved = core.save_inputs(results, save_inputs) if save_inputs is not None else []
     failed = sum(r.error is not None for r in results)
     if as_json:
         typer.echo(json.dumps([{**r.to_dict(), "model": clf.source} for r in results], indent=2))
+    elif as_csv:
+        typer.echo(core.to_csv(results, clf.classes), nl=False)
     else:
         _say(model_line(clf))
         console.print(predictions_table(results, clf.dataset))
         for panel in input_panels(results) if show else []:
             console.print(panel)
-        for path in saved:
-            _say(f"Saved input {path}")
+        if save_inputs is not None:
+            _say(f"Saved {len(saved)} input{'s' if len(saved) != 1 else ''} the model saw to {save_inputs}")
         if failed:
             err_console.print(f"{failed} of {len(results)} image{'s' if len(results) > 1 else ''} could not be read.",
                               highlight=False)
@@ -369,8 +387,11 @@ ExportFormat = _choices("ExportFormat", ("onnx", "mnistctl"))
 
 @app.command()
 def export(
-    checkpoint_path: Annotated[Path, typer.Argument(help="A checkpoint written by train (best.pt).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The file to write: model.onnx or model.pt.")],
+    checkpoint_arg: Annotated[Path | None, typer.Argument(
+        metavar="CHECKPOINT", show_default=False, help="A checkpoint written by train (best.pt).")] = None,
+    checkpoint_path: Annotated[Path | None, typer.Option(
+        "--checkpoint", "-c", show_default=False, help="The same as the CHECKPOINT argument.")] = None,
     fmt: Annotated[ExportFormat | None, typer.Option(
         "--format", "-f", show_default="from the extension of --output",
         help="onnx: a model for ONNX Runtime and other runtimes; mnistctl: an inference-only checkpoint.")] = None,
@@ -384,7 +405,10 @@ def export(
         from mnistctl.export import export_model
         from mnistctl.render import human_size, pct
 
-        exported = export_model(checkpoint_path, output, fmt.value if fmt else None, data_dir)
+        source = _one_checkpoint(checkpoint_arg, checkpoint_path)
+        if source is None:
+            raise ConfigError("give the checkpoint to export: mnistctl export runs/NAME/best.pt -o model.onnx")
+        exported = export_model(source, output, fmt.value if fmt else None, data_dir)
     acc = exported.test_accuracy
     about = f", test accuracy {pct(acc)}" if acc is not None else " (test set not downloaded: accuracy not recorded)"
     _say(f"Saved {output}: {exported.description} ({human_size(output.stat().st_size)}{about})")

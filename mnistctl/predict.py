@@ -7,7 +7,10 @@ error instead of stopping the others.
 
 from __future__ import annotations
 
+import csv
 import glob
+import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mnistctl.inference import Classifier, Prediction
-from mnistctl.preprocess import ImageError, prepare_image
+from mnistctl.preprocess import ImageError, prepare
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CHUNK = 4096  # files decoded before a round of classification
@@ -27,18 +30,37 @@ class FilePrediction:
     prediction: Prediction | None = None
     error: str | None = None
     image: np.ndarray | None = None  # the 28x28 uint8 input the model saw
+    notes: tuple[str, ...] = ()  # what preprocessing found odd about the picture
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why this prediction should not be trusted blindly (empty: no reason)."""
+        low = ["low confidence"] if self.prediction is not None and self.prediction.unsure else []
+        return low + list(self.notes)
+
+    @property
+    def unsure(self) -> bool:
+        return bool(self.reasons)
 
     def to_dict(self) -> dict[str, Any]:
         if self.prediction is None:
-            return {"path": self.path, "prediction": None, "confidence": None, "top3": [], "probabilities": {},
-                    "error": self.error}
-        return {"path": self.path, **self.prediction.to_dict(), "error": None}
+            return {"path": self.path, "prediction": None, "confidence": None, "unsure": None, "reasons": [],
+                    "top3": [], "probabilities": {}, "error": self.error}
+        return {"path": self.path, **self.prediction.to_dict(), "unsure": self.unsure, "reasons": self.reasons,
+                "error": None}
+
+
+STDIN = "-"
 
 
 def expand_inputs(specs: list[str]) -> list[tuple[str, str | None]]:
-    """Files, directories (their images, sorted) and glob patterns -> (path, error or None)."""
+    """Files, directories (their images, sorted) and glob patterns -> (path, error or None);
+    ``-`` stands for one image on standard input."""
     out: list[tuple[str, str | None]] = []
     for spec in specs:
+        if spec == STDIN:
+            out.append((spec, None))
+            continue
         path = Path(spec)
         if path.is_dir():
             images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -53,16 +75,27 @@ def expand_inputs(specs: list[str]) -> list[tuple[str, str | None]]:
     return out
 
 
-def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = True) -> list[FilePrediction]:
-    """One FilePrediction per input, in order; unreadable inputs carry an error instead."""
+def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = True, *, stdin: bytes | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> list[FilePrediction]:
+    """One FilePrediction per input, in order; unreadable inputs carry an error instead.
+
+    ``stdin`` holds the bytes of the image named ``-``; ``progress(done, total)`` is called as
+    files are read.
+    """
     results = [FilePrediction(path, error=err) for path, err in expand_inputs(specs)]
     for start in range(0, len(results), CHUNK):
         ready = []
-        for r in results[start:start + CHUNK]:
+        for n, r in enumerate(results[start:start + CHUNK], start + 1):
+            if progress is not None:
+                progress(n, len(results))
             if r.error is not None:
                 continue
+            if r.path == STDIN and stdin is None:
+                r.error = "no image on standard input"
+                continue
             try:
-                r.image = prepare_image(r.path, preprocess)
+                prepared = prepare(stdin if r.path == STDIN else r.path, preprocess)
+                r.image, r.notes = prepared.image, prepared.notes
                 ready.append(r)
             except ImageError as exc:
                 r.error = str(exc)
@@ -83,7 +116,7 @@ def save_inputs(results: list[FilePrediction], directory: Path) -> list[Path]:
     for r in results:
         if r.image is None:
             continue
-        stem = Path(r.path).stem
+        stem = "stdin" if r.path == STDIN else Path(r.path).stem
         name, i = f"{stem}.png", 1
         while name in used:
             i += 1
@@ -93,3 +126,17 @@ def save_inputs(results: list[FilePrediction], directory: Path) -> list[Path]:
             Image.fromarray(r.image).save(tmp, format="PNG")
         out.append(directory / name)
     return out
+
+
+def to_csv(results: list[FilePrediction], classes: tuple[str, ...]) -> str:
+    """One row per input: path, prediction, confidence, unsure, reasons, error, then the probability
+    of each class (columns ``p_<class>``)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "prediction", "confidence", "unsure", "reasons", "error", *(f"p_{c}" for c in classes)])
+    for r in results:
+        p = r.prediction
+        probs = [f"{v:.6f}" for v in p.probabilities] if p else [""] * len(classes)
+        writer.writerow([r.path, p.label if p else "", f"{p.confidence:.6f}" if p else "",
+                         str(r.unsure).lower() if p else "", "; ".join(r.reasons), r.error or "", *probs])
+    return out.getvalue()

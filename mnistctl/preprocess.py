@@ -24,6 +24,7 @@ from mnistctl.errors import MnistctlError
 MAX_PIXELS = 50_000_000  # refuse larger images (decompression bombs) before decoding them
 WORK_SIZE = 320  # larger images are reduced to this longest side before the finer steps
 BOX, CANVAS = 20, 28
+THICK = 3.5  # px at the final size: strokes wider than this (a marker) are thinned
 
 
 class ImageError(MnistctlError):
@@ -127,25 +128,41 @@ def _arr(img: Image.Image) -> np.ndarray:
     return np.array(img, dtype=np.float32)  # a writable copy
 
 
-def _otsu(values: np.ndarray) -> float:
-    hist, edges = np.histogram(values, bins=64, range=(0.0, 1.0))
+def _otsu(values: np.ndarray, bins: int = 64) -> float:
+    """Otsu's threshold of values in [0, 1]: the cut that maximises the between-class variance.
+
+    When several cuts tie (a two-level image: every cut between the two levels separates the same
+    pixels) the middle of the tied range is taken, not the first (which would cut just above the
+    background and, in the first versions of this code, called every clean drawing blank).
+    """
+    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
     p = hist.astype(np.float64) / max(1, hist.sum())
-    w0 = np.cumsum(p)
+    w0 = np.cumsum(p)[:-1]
     mu = np.cumsum(p * (edges[:-1] + edges[1:]) / 2)
-    between = (mu[-1] * w0 - mu) ** 2 / np.maximum(w0 * (1 - w0), 1e-12)
-    return float(edges[int(np.argmax(between)) + 1])
+    between = (mu[-1] * w0 - mu[:-1]) ** 2 / np.maximum(w0 * (1 - w0), 1e-12)
+    best = between.max()
+    ties = np.flatnonzero(between >= best * (1 - 1e-9))
+    # the tied cuts form one run when the levels between them are empty: take its middle
+    i = int(ties[len(ties) // 2]) if np.all(np.diff(ties) == 1) else int(ties[0])
+    return float(edges[i + 1])
 
 
 def _background(ink: np.ndarray) -> np.ndarray:
-    """A smooth estimate of the background level (uneven light, paper tone), per pixel."""
+    """A smooth estimate of the background level (uneven light, paper tone), per pixel.
+
+    The 25th percentile of each of 8x8 blocks, the minimum over neighbouring blocks, upsampled.
+    It is capped at the levels found along the border: smooth lighting peaks at an edge, so a higher
+    estimate inside means a thick stroke filled its blocks (which must not be subtracted away).
+    """
     h, w = ink.shape
     cells = 8
     bh, bw = max(1, h // cells), max(1, w // cells)
     ch, cw = h // bh, w // bw
     blocks = ink[: ch * bh, : cw * bw].reshape(ch, bh, cw, bw)
-    low = np.percentile(blocks, 25, axis=(1, 3)).astype(np.float32)
-    smooth = _pil(low).filter(ImageFilter.MinFilter(3)).resize((w, h), Image.Resampling.BILINEAR)
-    return _arr(smooth)
+    low = _arr(_pil(np.percentile(blocks, 25, axis=(1, 3)).astype(np.float32)).filter(ImageFilter.MinFilter(3)))
+    border = np.concatenate([low[0], low[-1], low[:, 0], low[:, -1]])
+    low = np.minimum(low, float(border.max()) + 0.02)
+    return _arr(_pil(low).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def _mass_bounds(profile: np.ndarray, trim: float = 0.003) -> tuple[int, int]:
@@ -157,57 +174,170 @@ def _mass_bounds(profile: np.ndarray, trim: float = 0.003) -> tuple[int, int]:
     return lo, max(lo, min(hi, len(profile) - 1))
 
 
+@dataclass
+class Prepared:
+    """A 28x28 model input, and what preprocessing noticed about the image it came from."""
+
+    image: np.ndarray  # uint8 [28, 28], light ink on black
+    coverage: float = 0.0  # the fraction of the picture that is ink
+    notes: tuple[str, ...] = ()  # reasons to doubt it is a single digit
+
+
+INK_EVERYWHERE = 0.35  # coverage above which a picture probably is not one digit
+TOO_LITTLE_INK = 4  # pixels: an ink box smaller than this on both sides (work resolution) is a speck
+
+
 def to_mnist(d: Decoded) -> np.ndarray:
     """A 28x28 uint8 image of light ink on black, fitted and centred as MNIST digits are."""
-    if looks_like_mnist(d):
-        return d.raw.copy()
-    grey = d.grey
-    h, w = grey.shape
-    if max(h, w) > WORK_SIZE:
-        scale = WORK_SIZE / max(h, w)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        grey = _arr(_pil(grey).resize(size, Image.Resampling.BOX))
-        h, w = grey.shape
+    return analyse(d).image
 
-    # polarity: the border is background; MNIST wants light ink on dark
+
+def _reduce(a: np.ndarray, longest: int) -> np.ndarray:
+    h, w = a.shape
+    scale = longest / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return _arr(_pil(a).resize(size, Image.Resampling.BOX))
+
+
+def _as_ink(grey: np.ndarray) -> np.ndarray:
+    """Ink as light on dark: the border is paper, so light paper is inverted (any colours, any
+    number of grey levels)."""
+    h, w = grey.shape
     ring = max(1, round(0.04 * min(h, w)))
     border = np.concatenate([grey[:ring].ravel(), grey[-ring:].ravel(), grey[:, :ring].ravel(),
                              grey[:, -ring:].ravel()])
-    ink = 1.0 - grey if np.median(border) > 0.5 else grey.copy()
+    paper = float(np.median(border))
+    if paper > 0.5:
+        return (1.0 - grey).astype(np.float32)
+    return grey.astype(np.float32, copy=True)
 
+
+def _clean(ink: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ink in [0, 1] with the background removed and noise suppressed, and its Otsu threshold.
+    Raises ImageError when there is no ink."""
+    h, w = ink.shape
     # uneven light and paper tone: subtract a smooth background estimate
     if min(h, w) >= 16:
         ink = np.clip(ink - _background(ink), 0.0, None)
-    # faint noise and texture: a median filter, then keep what stands out from the background
-    if min(h, w) >= 9:
-        ink = _arr(_pil(ink).filter(ImageFilter.MedianFilter(3)))
     top = float(ink.max())
     if top < 0.08:
         raise ImageError("no ink found: the image looks blank")
-    ink /= top
+    ink = ink / top
+    # faint noise and texture: a 3x3 median filter -- unless it would erase the strokes themselves
+    # (a 1-2 px pen, a tiny canvas), which a clean drawing does not need anyway
+    if min(h, w) >= 9:
+        filtered = _arr(_pil(ink).filter(ImageFilter.MedianFilter(3)))
+        strong = int((ink > 0.5).sum())
+        if strong and (filtered > 0.5).sum() >= 0.6 * strong and filtered.max() >= 0.08:
+            ink = filtered / float(filtered.max())
     threshold = _otsu(ink)
     if threshold <= 0.02:
         raise ImageError("no ink found: the image looks blank")
-    mask = _arr(_pil((ink > threshold).astype(np.float32)).filter(ImageFilter.MaxFilter(3))) > 0
-    lo = threshold * 0.5
-    ink = np.where(mask, np.clip((ink - lo) / (1.0 - lo), 0.0, 1.0), 0.0).astype(np.float32)
-    if ink.sum() < 1.0:
-        raise ImageError("no ink found: the image looks blank")
+    return ink, threshold
 
-    # crop to the ink, scale the longer side to 20 px (anti-aliased), keep the aspect ratio
+
+def _soft_mask(ink: np.ndarray, threshold: float) -> np.ndarray:
+    """Keep what stands out (above the threshold, grown by a pixel to keep anti-aliased edges, except
+    on a small canvas where a pixel is a large part of a stroke), with soft edges."""
+    mask = ink > threshold
+    if min(ink.shape) >= 48:
+        mask = _arr(_pil(mask.astype(np.float32)).filter(ImageFilter.MaxFilter(3))) > 0
+    lo = threshold * 0.5
+    out = np.where(mask, np.clip((ink - lo) / (1.0 - lo), 0.0, 1.0), 0.0).astype(np.float32)
+    if out.sum() < 1.0:
+        raise ImageError("no ink found: the image looks blank")
+    return out
+
+
+def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1), inclusive: where the ink mass is, ignoring a trace of it at each end."""
     y0, y1 = _mass_bounds(ink.sum(1))
     x0, x1 = _mass_bounds(ink.sum(0))
+    return y0, y1, x0, x1
+
+
+def analyse(d: Decoded) -> Prepared:
+    """``to_mnist`` with what it noticed: how much of the picture is ink, and any reason to doubt
+    that it shows a single digit (ink everywhere, a mere speck)."""
+    if looks_like_mnist(d):
+        return Prepared(d.raw.copy(), float((d.raw > 127).mean()))
+    ink = _as_ink(d.grey)
+    # a look at the whole picture (reduced when large) finds where the digit is and how much ink there is
+    view = _reduce(ink, WORK_SIZE) if max(ink.shape) > WORK_SIZE else ink
+    view_ink, threshold = _clean(view)
+    view_ink = _soft_mask(view_ink, threshold)
+    coverage = float((view_ink > 0).mean())
+    y0, y1, x0, x1 = _ink_box(view_ink)
+    notes = []
+    if coverage > INK_EVERYWHERE:
+        notes.append(f"ink covers {100 * coverage:.0f}% of the picture: is it a single digit?")
+    if max(y1 - y0, x1 - x0) + 1 < TOO_LITTLE_INK:
+        notes.append("very little ink: is it a digit?")
+    if view is ink:
+        ink = view_ink
+    else:
+        # a large picture: cut the digit out at full resolution (a small digit on a large page
+        # keeps its strokes), with a margin, and prepare that
+        sy, sx = ink.shape[0] / view.shape[0], ink.shape[1] / view.shape[1]
+        margin = max(y1 - y0, x1 - x0) * 0.15 + 2
+        top, bottom = max(0, int((y0 - margin) * sy)), min(ink.shape[0], int(np.ceil((y1 + 1 + margin) * sy)))
+        left, right = max(0, int((x0 - margin) * sx)), min(ink.shape[1], int(np.ceil((x1 + 1 + margin) * sx)))
+        crop = ink[top:bottom, left:right]
+        if max(crop.shape) > WORK_SIZE:
+            crop = _reduce(crop, WORK_SIZE)
+        ink = _soft_mask(*_clean(crop))
+    return Prepared(_fit(ink), coverage, tuple(notes))
+
+
+def _stroke_width(ink: np.ndarray) -> float:
+    """The typical stroke width in pixels: twice the ink area over its boundary length (a 1 px
+    line reads as 2, a w px stroke as w)."""
+    mask = ink > 0.5
+    area = int(mask.sum())
+    if area == 0:
+        return 0.0
+    inner = _arr(_pil(mask.astype(np.float32)).filter(ImageFilter.MinFilter(3))) > 0
+    return 2.0 * area / max(1, area - int(inner.sum()))
+
+
+def _thin_gently(ink: np.ndarray, largest: int) -> np.ndarray:
+    """Erode with the largest odd window up to ``largest`` that keeps 60% of the ink, so that no
+    stroke breaks (a marker's strokes get thinner, its closed loops stay closed as they were)."""
+    area, best = float((ink > 0.5).sum()), ink
+    for size in range(3, largest + 1, 2):
+        thinner = _arr(_pil(ink).filter(ImageFilter.MinFilter(size)))
+        if (thinner > 0.5).sum() < 0.6 * area:
+            break
+        best = thinner
+    return best
+
+
+def _fit(ink: np.ndarray) -> np.ndarray:
+    """Crop to the ink, scale the longer side to 20 px (anti-aliased, aspect ratio kept), and place
+    it in 28x28 with its centre of mass at the centre, as MNIST digits are. Strokes that would come
+    out thinner than a pixel (a fine pen on a large canvas) are thickened first, as MNIST's are
+    about two pixels wide."""
+    y0, y1, x0, x1 = _ink_box(ink)
     crop = ink[y0:y1 + 1, x0:x1 + 1]
     ch, cw = crop.shape
     scale = BOX / max(ch, cw)
+    width = _stroke_width(crop) * scale  # as it would come out
+    if scale < 0.5 and (width < 1.0 or width > THICK):
+        # at four times the final size: a fine pen is thickened, a marker thinned, to MNIST's ~2.5 px
+        mid = _reduce(crop, 4 * BOX)
+        mid = mid / max(float(mid.max()), 1e-6)
+        if width < 1.0:
+            mid = _arr(_pil(mid).filter(ImageFilter.MaxFilter(7)))
+        else:
+            mid = _thin_gently(mid, 2 * int(round((width - 2.5) * 4 / 2)) + 1)
+        crop, (ch, cw) = mid, mid.shape
+        scale = BOX / max(ch, cw)
     size = (max(1, round(cw * scale)), max(1, round(ch * scale)))
     method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
     digit = np.clip(_arr(_pil(crop).resize(size, method)), 0.0, None)
     if digit.max() <= 0:
         raise ImageError("no ink found: the image looks blank")
     digit /= digit.max()
-
-    # place it in 28x28 with its centre of mass at the centre
     dh, dw = digit.shape
     ys, xs = np.mgrid[0:dh, 0:dw]
     mass = digit.sum()
@@ -231,5 +361,10 @@ def resize_as_is(d: Decoded) -> np.ndarray:
 def prepare_image(source: ImageSource, preprocess: bool = True) -> np.ndarray:
     """Any image (path, bytes, stream, PIL image) -> the 28x28 uint8 input a model takes: made to
     look like an MNIST digit (``to_mnist``) or, with ``preprocess=False``, only resized."""
+    return prepare(source, preprocess).image
+
+
+def prepare(source: ImageSource, preprocess: bool = True) -> Prepared:
+    """``prepare_image`` with what preprocessing noticed (``Prepared.notes``)."""
     decoded = read_image(source)
-    return to_mnist(decoded) if preprocess else resize_as_is(decoded)
+    return analyse(decoded) if preprocess else Prepared(resize_as_is(decoded))

@@ -229,7 +229,39 @@ def model_line(clf: Classifier) -> str:
     return f"Model: {clf.source} (nf={clf.nf}, {clf.dataset}{about})"
 
 
+class PredictProgress:
+    """A progress bar on stderr while many files are read (more than ``MIN_FILES``, on a terminal);
+    nothing otherwise, so that pipes and ``--json`` output stay clean."""
+
+    MIN_FILES = 200
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = None
+        self.task = None
+
+    def __enter__(self) -> PredictProgress:
+        return self
+
+    def update(self, done: int, total: int) -> None:
+        if self.progress is None:
+            if total <= self.MIN_FILES or not self.console.is_terminal:
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("reading images"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), console=self.console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("", total=total)
+        self.progress.update(self.task, completed=done)
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
 def predictions_table(results: Sequence[FilePrediction], dataset: str) -> Table:
+    """A row per file; an unsure prediction is marked with ? and its reasons."""
     table = Table()
     for col, justify in (("file", "left"), ("digit" if dataset == "mnist" else "class", "center"),
                          ("confidence", "right"), ("top 3", "left")):
@@ -238,9 +270,13 @@ def predictions_table(results: Sequence[FilePrediction], dataset: str) -> Table:
         p = r.prediction
         if p is None:
             table.add_row(r.path, "[red]-[/]", "", Text(f"error: {r.error}", style="red"))
-        else:
-            top3 = "  ".join(f"{c} {100 * q:.1f}%" for c, q in p.top(3))
-            table.add_row(r.path, f"[bold]{p.label}[/]", f"{100 * p.confidence:.1f}%", top3)
+            continue
+        top3 = Text("  ".join(f"{c} {100 * q:.1f}%" for c, q in p.top(3)))
+        label = Text(p.label, style="bold")
+        if r.unsure:
+            label = Text(f"{p.label}?", style="bold yellow")
+            top3.append(f"\nunsure: {'; '.join(r.reasons)}", style="yellow")
+        table.add_row(r.path, label, f"{100 * p.confidence:.1f}%", top3)
     return table
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 
 def paper_digit(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
@@ -62,4 +62,145 @@ def make_people_set(images: np.ndarray, labels: np.ndarray, directory: Path, see
     for i, (digit, label) in enumerate(zip(images, labels)):
         kind = KINDS[i % len(KINDS)]
         out.append((save_as_people_do(paper_digit(digit, rng), directory / f"digit-{i:04d}", kind, rng), int(label)))
+    return out
+
+
+# --- the people-style corpus: every way people hand a digit to a program ------------------------
+
+def _binary(digit: np.ndarray, threshold: int = 100) -> np.ndarray:
+    """An MNIST digit as a two-level mask (True: ink)."""
+    return digit >= threshold
+
+
+def _up(mask: np.ndarray, size: int) -> np.ndarray:
+    """A mask scaled to ``size`` x ``size`` pixels, hard-edged (as a paint program's pencil)."""
+    img = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img) >= 128
+
+
+def _thin(mask: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning: a one-pixel skeleton of a mask (for pen-like strokes)."""
+    m = np.pad(mask.astype(np.uint8), 1)
+    while True:
+        changed = False
+        for step in (0, 1):
+            p = [np.roll(np.roll(m, -dy, 0), -dx, 1) for dy, dx in
+                 ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))]
+            neighbours = sum(p)
+            transitions = sum(((p[i] == 0) & (p[(i + 1) % 8] == 1)).astype(np.uint8) for i in range(8))
+            if step == 0:
+                cond = (p[0] * p[2] * p[4] == 0) & (p[2] * p[4] * p[6] == 0)
+            else:
+                cond = (p[0] * p[2] * p[6] == 0) & (p[0] * p[4] * p[6] == 0)
+            remove = (m == 1) & (neighbours >= 2) & (neighbours <= 6) & (transitions == 1) & cond
+            if remove.any():
+                m[remove] = 0
+                changed = True
+        if not changed:
+            return m[1:-1, 1:-1].astype(bool)
+
+
+def _prune(skeleton: np.ndarray, steps: int) -> np.ndarray:
+    """Remove the last ``steps`` pixels of every branch: the short spurs thinning leaves vanish (and
+    real stroke ends get a little shorter)."""
+    m = skeleton.copy()
+    for _ in range(steps):
+        n = sum(np.roll(np.roll(m, dy, 0), dx, 1).astype(np.uint8)
+                for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+        ends = m & (n <= 1)
+        if not ends.any():
+            break
+        m &= ~ends
+    return m
+
+
+def _dilate(mask: np.ndarray, size: int) -> np.ndarray:
+    img = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(size))
+    return np.asarray(img) > 0
+
+
+def _on_canvas(mask: np.ndarray, h: int, w: int, rng: np.random.Generator, touch: bool = False) -> np.ndarray:
+    """``mask`` placed at a random spot of an ``h`` x ``w`` canvas (touching an edge if asked)."""
+    ys, xs = np.nonzero(mask)
+    crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    ch, cw = crop.shape
+    canvas = np.zeros((h, w), bool)
+    if touch:
+        side = rng.integers(4)
+        top = 0 if side == 0 else h - ch if side == 1 else rng.integers(0, h - ch + 1)
+        left = 0 if side == 2 else w - cw if side == 3 else rng.integers(0, w - cw + 1)
+    else:
+        top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    canvas[top:top + ch, left:left + cw] = crop
+    return canvas
+
+
+def _paint(mask: np.ndarray, ink, paper) -> Image.Image:
+    rgb = np.where(mask[..., None], np.array(ink, np.uint8), np.array(paper, np.uint8)).astype(np.uint8)
+    return Image.fromarray(rgb, "RGB")
+
+
+def _grey(mask: np.ndarray, ink: int = 0, paper: int = 255) -> Image.Image:
+    return Image.fromarray(np.where(mask, ink, paper).astype(np.uint8), "L")
+
+
+def _style(name: str, digit: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    """One MNIST digit drawn in style ``name``: (image, file suffix)."""
+    if name in ("photo", "jpeg", "rgba", "transparent"):
+        img = paper_digit(digit, rng)
+        return img, {"photo": "rgb", "jpeg": "jpeg", "rgba": "rgba", "transparent": "transparent"}[name]
+    size = int(rng.integers(180, 320))
+    shape = _up(_binary(digit), size)
+    if name == "two-level":  # 8-bit grey PNG, black pencil on white, no anti-aliasing
+        return _grey(_on_canvas(shape, int(size * 1.3), int(size * 1.5), rng)), "png"
+    if name == "1-bit":
+        return _grey(_on_canvas(shape, int(size * 1.4), int(size * 1.4), rng)).convert("1"), "png"
+    if name == "white-on-black":
+        return _grey(_on_canvas(shape, int(size * 1.4), int(size * 1.2), rng), ink=255, paper=0), "png"
+    if name == "coloured":
+        ink, paper = [((255, 0, 0), (255, 255, 0)), ((20, 40, 200), (200, 240, 200)),
+                      ((0, 120, 0), (250, 230, 240)), ((90, 0, 120), (255, 200, 120))][int(rng.integers(4))]
+        return _paint(_on_canvas(shape, int(size * 1.3), int(size * 1.3), rng), ink, paper), "png"
+    if name == "thin-pen":  # 1-2 px strokes
+        pen = _prune(_thin(shape), size // 30)  # the centre line of each stroke, without spurs
+        if rng.random() < 0.5:  # a 2 px pen
+            pen = pen | np.roll(pen, 1, 0) | np.roll(pen, 1, 1) | np.roll(np.roll(pen, 1, 0), 1, 1)
+        return _grey(_on_canvas(pen, int(size * 1.3), int(size * 1.3), rng)), "png"
+    if name == "marker":  # thick strokes
+        return _grey(_on_canvas(_dilate(shape, int(size * 0.06) | 1), int(size * 1.4), int(size * 1.4), rng)), "png"
+    if name in ("canvas-32", "canvas-64"):
+        side = 32 if name == "canvas-32" else 64
+        small = _up(_binary(digit, 60), int(side * rng.uniform(0.8, 1.0)))  # a lower cut keeps tiny strokes whole
+        return _grey(_on_canvas(small, side, side, rng)), "png"
+    if name == "edge":
+        return _grey(_on_canvas(shape, int(size * 1.5), int(size * 1.5), rng, touch=True)), "png"
+    if name == "sparse":  # a small digit on a large canvas
+        small = _up(_binary(digit), int(rng.integers(90, 160)))
+        return _grey(_on_canvas(small, 2000, 2000, rng)), "png"
+    raise ValueError(name)
+
+
+STYLES = ("photo", "jpeg", "rgba", "transparent", "two-level", "1-bit", "white-on-black", "coloured",
+          "thin-pen", "marker", "canvas-32", "canvas-64", "edge", "sparse")
+
+
+def make_corpus(images: np.ndarray, labels: np.ndarray, directory: Path, per_style: int,
+                styles: tuple[str, ...] = STYLES, seed: int = 0) -> dict[str, list[tuple[Path, int]]]:
+    """The first ``per_style`` digits drawn in each style, as files: the same digits in every style,
+    so that the styles compare like with like."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    out: dict[str, list[tuple[Path, int]]] = {}
+    for name in styles:
+        out[name] = []
+        for i in range(per_style):
+            k = i % len(labels)
+            img, kind = _style(name, images[k], rng)
+            stem = directory / f"{name}-{i:03d}"
+            if kind in ("rgb", "jpeg", "rgba", "transparent"):
+                path = save_as_people_do(img, stem, kind, rng)
+            else:
+                path = stem.with_suffix(".png")
+                img.save(path)
+            out[name].append((path, int(labels[k])))
     return out
