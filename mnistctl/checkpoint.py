@@ -28,7 +28,7 @@ import torch
 
 from mnistctl import __version__
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig
-from mnistctl.errors import CheckpointError, ConfigError, MnistctlError
+from mnistctl.errors import CheckpointError, MnistctlError
 from mnistctl.fsutil import atomic_path
 from mnistctl.history import Best, EpochRecord, parse_history
 
@@ -68,10 +68,6 @@ class Checkpoint:
     @property
     def resumable(self) -> bool:
         return self.training is not None
-
-    @property
-    def num_parameters(self) -> int:
-        return sum(t.numel() for k, t in self.weights.items() if not _is_buffer(k))
 
     def build_model(self):
         """The network with these weights, in eval mode, on the CPU."""
@@ -156,10 +152,6 @@ class Checkpoint:
         except MnistctlError as exc:  # ConfigError and history errors, in domain words
             raise CheckpointError(f"{source} does not hold a valid configuration: {exc}") from None
         return ckpt
-
-
-def _is_buffer(key: str) -> bool:
-    return key.endswith(("running_mean", "running_var", "num_batches_tracked"))
 
 
 def _checked_weights(weights: Any, cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -268,10 +260,7 @@ def load(path: str | Path, label: str | None = None) -> Checkpoint:
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError,
             TypeError, AttributeError, MemoryError):
         raise CheckpointError(unreadable) from None
-    try:
-        return Checkpoint.from_payload(payload, source)
-    except ConfigError as exc:  # pragma: no cover - from_payload words these already
-        raise CheckpointError(f"{source}: {exc}") from None
+    return Checkpoint.from_payload(payload, source)
 
 
 def pretrained_path() -> Path:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.text import Text
 
 from mnistctl import __version__
-from mnistctl.config import DataConfig, ModelConfig, TrainConfig, default
+from mnistctl.config import INFERENCE_BATCH, DataConfig, ModelConfig, TrainConfig, default
 from mnistctl.datasets import DATA_DIR_ENV, REGISTRY
 from mnistctl.errors import ConfigError, MnistctlError, RunExistsError, TrainingInterrupted
 from mnistctl.recipes import DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, SPLITS, describe_preset
@@ -188,12 +188,12 @@ def train(
         help="A recipe: " + "; ".join(f"'{k}' ({describe_preset(k)})" for k in PRESETS)
              + ". Options given explicitly override the preset.")] = Preset.original,
     epochs: Annotated[int, typer.Option(
- rich_help_panel=_RECIPE,
+        rich_help_panel=_RECIPE,
         help="Passes over the training images.")] = default(TrainConfig, "epochs"),
     lr: Annotated[float, typer.Option(
- rich_help_panel=_RECIPE, help="Peak learning rate.")] = default(TrainConfig, "lr"),
+        rich_help_panel=_RECIPE, help="Peak learning rate.")] = default(TrainConfig, "lr"),
     batch_size: Annotated[int, typer.Option(
- rich_help_panel=_RECIPE,
+        rich_help_panel=_RECIPE,
         help="Images per training step.")] = default(TrainConfig, "batch_size"),
     optimizer: Annotated[Optimizer, typer.Option(
         rich_help_panel=_RECIPE, help="Optimizer.")] = Optimizer(default(TrainConfig, "optimizer")),
@@ -201,21 +201,21 @@ def train(
         rich_help_panel=_RECIPE, help="Learning-rate schedule over the whole run.")] = Schedule(
         default(TrainConfig, "schedule")),
     weight_decay: Annotated[float, typer.Option(
- rich_help_panel=_RECIPE, help="Weight decay.")] = default(TrainConfig, "weight_decay"),
+        rich_help_panel=_RECIPE, help="Weight decay.")] = default(TrainConfig, "weight_decay"),
     label_smoothing: Annotated[float, typer.Option(
- rich_help_panel=_RECIPE,
+        rich_help_panel=_RECIPE,
         help="Label smoothing of the cross-entropy.")] = default(TrainConfig, "label_smoothing"),
     augment: Annotated[bool, typer.Option(
         "--augment/--no-augment", rich_help_panel=_RECIPE,
         help="Random small rotations, shifts and scaling, batched on tensors.")] = default(TrainConfig, "augment"),
     seed: Annotated[int, typer.Option(
- rich_help_panel=_RECIPE,
+        rich_help_panel=_RECIPE,
         help="Seed for initialisation, shuffling and augmentation.")] = default(TrainConfig, "seed"),
     nf: Annotated[int, typer.Option(
- rich_help_panel=_MODEL,
+        rich_help_panel=_MODEL,
         help="Filters of the first convolution (then 2nf, 4nf).")] = default(ModelConfig, "nf"),
     dropout: Annotated[float, typer.Option(
- rich_help_panel=_MODEL,
+        rich_help_panel=_MODEL,
         help="Dropout after the first dense layer.")] = default(ModelConfig, "dropout"),
     dataset: Annotated[DatasetName, typer.Option(
         "--dataset", "-d", rich_help_panel=_DATA, help="Which MNIST-format data set.")] = DatasetName(
@@ -281,7 +281,7 @@ def evaluate(
         metavar="[CHECKPOINT]", show_default=False, help="The model to score (the same as --checkpoint).")] = None,
     checkpoint_path: CheckpointOpt = None,
     split: Annotated[EvalSplit, typer.Option(help="Score on the test set or the validation part.")] = EvalSplit.test,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = default(TrainConfig, "eval_batch_size"),
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = INFERENCE_BATCH,
     device: DeviceOpt = Device.auto,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
     plots: Annotated[Path | None, typer.Option(
@@ -340,7 +340,7 @@ def predict(
     show: Annotated[bool, typer.Option("--show", help="Draw the 28x28 input the model saw in the terminal.")] = False,
     save_inputs: Annotated[Path | None, typer.Option(
         show_default=False, help="Write the 28x28 inputs the model saw as PNGs into this directory.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = INFERENCE_BATCH,
     device: DeviceOpt = Device.cpu,
 ) -> None:
     """Read the digit in each image: a table of predictions with confidence and top 3.

@@ -19,6 +19,7 @@ from mnistctl.recipes import OPTIMIZERS, SCHEDULES
 # anything is allocated (nf=512 is already a 40M-parameter model for 28x28 images)
 MAX_NF = 512
 MAX_CLASSES = 1000
+INFERENCE_BATCH = 1000  # images per forward pass when nothing is learned (evaluation, prediction)
 
 
 def _check(checks: list[tuple[bool, str, str]]) -> None:
@@ -129,7 +130,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 1
     augment: bool = True
-    eval_batch_size: int = 1000
+    eval_batch_size: int = INFERENCE_BATCH
 
     def __post_init__(self) -> None:
         _check([

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnistctl.accel import as_input, autocast
-from mnistctl.config import TrainConfig
+from mnistctl.config import INFERENCE_BATCH, TrainConfig
 from mnistctl.data import AugmentConfig, augment
 from mnistctl.errors import ConfigError
 from mnistctl.history import EpochRecord
@@ -186,7 +186,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
 # --- inference ------------------------------------------------------------------------------
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000,
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = INFERENCE_BATCH,
                    device: torch.device | None = None) -> torch.Tensor:
     """Logits (float32, on the CPU) for 0-255 ``images`` [N, 28, 28] or [N, 1, 28, 28], in batches."""
     device = device or next(model.parameters()).device

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mnistctl import idx
+from mnistctl.config import INFERENCE_BATCH
 from mnistctl.errors import ConfigError
 from mnistctl.inference import Classifier
 from mnistctl.metrics import EvalReport, report
@@ -51,7 +52,7 @@ def evaluate(clf: Classifier, split: str = "test", data_dir: str | Path | None =
     return Evaluation(clf, result, images)
 
 
-def evaluate_checkpoint(ckpt: Any, split: str = "test", batch_size: int = 1000, device: Any = None,
+def evaluate_checkpoint(ckpt: Any, split: str = "test", batch_size: int = INFERENCE_BATCH, device: Any = None,
                         data_dir: str | Path | None = None) -> Evaluation:
     """Rebuild the model of a loaded checkpoint (on ``device``, CPU by default) and score it."""
     from mnistctl.inference import TorchClassifier

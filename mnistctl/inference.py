@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mnistctl.config import DataConfig, ModelConfig
+from mnistctl.config import INFERENCE_BATCH, DataConfig, ModelConfig
 from mnistctl.errors import CheckpointError, MnistctlError
 from mnistctl.metrics import softmax
 from mnistctl.preprocess import ImageSource, prepare_image
@@ -102,7 +102,7 @@ class Classifier:
 class TorchClassifier(Classifier):
     backend = "pytorch"
 
-    def __init__(self, checkpoint, device: str | Any = "cpu", batch_size: int = 1000):
+    def __init__(self, checkpoint, device: str | Any = "cpu", batch_size: int = INFERENCE_BATCH):
         from mnistctl import accel
 
         self.checkpoint = checkpoint
@@ -132,7 +132,7 @@ class OnnxClassifier(Classifier):
 
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, label: str | None = None, batch_size: int = 1000):
+    def __init__(self, path: str | Path, label: str | None = None, batch_size: int = INFERENCE_BATCH):
         from mnistctl.onnx_format import read_metadata
 
         try:
@@ -190,7 +190,7 @@ def has_onnxruntime() -> bool:
 
 
 def load_classifier(checkpoint: str | Path | None = None, device: str | Any = "cpu",
-                    batch_size: int = 1000) -> Classifier:
+                    batch_size: int = INFERENCE_BATCH) -> Classifier:
     """A Classifier for a model file, or for the built-in model when ``checkpoint`` is None.
 
     ``.onnx`` files run on ONNX Runtime, checkpoints on PyTorch. The built-in model runs on ONNX

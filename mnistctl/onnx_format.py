@@ -84,6 +84,7 @@ def export_onnx(ckpt: Any, output: str | Path, test_accuracy: float | None = Non
         import onnxscript  # noqa: F401  (torch.onnx.export needs it)
     except ImportError:
         raise ConfigError("exporting to ONNX needs onnx and onnxscript: pip install 'mnistctl[onnx]'") from None
+    import contextlib
     import io
     import warnings
 
@@ -103,7 +104,9 @@ def export_onnx(ckpt: Any, output: str | Path, test_accuracy: float | None = Non
     model = WithProbabilities(ckpt.build_model()).eval()
     example = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), _quiet():
+    # the exporter prints progress lines and warnings: keep them out of mnistctl's output
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (example,), input_names=[INPUT], output_names=list(OUTPUTS),
                                     dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}}, opset_version=OPSET,
@@ -120,18 +123,3 @@ def export_onnx(ckpt: Any, output: str | Path, test_accuracy: float | None = Non
         onnx.save(proto, str(tmp))
     return output
 
-
-class _quiet:
-    """Silence what the exporter prints on stdout/stderr (progress lines), keeping our output clean."""
-
-    def __enter__(self):
-        import contextlib
-        import io
-
-        self._stack = contextlib.ExitStack()
-        self._stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-        self._stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stack.close()

@@ -216,7 +216,7 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     def snapshot(epoch: int, step: int = 0, stats: engine.EpochStats | None = None) -> Checkpoint:
         return Checkpoint(
             model_config=model_cfg, data_config=data_cfg, train_config=train_cfg,
-            weights={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+            weights=model.state_dict(),  # saved at once: to_payload copies them to the CPU
             classes=list(data_cfg.info.classes), dataset=data_cfg.dataset, epoch=epoch, history=list(history),
             best=best, training=TrainingState(optimizer.state_dict(), scheduler.state_dict(), step,
                                               stats.to_dict() if stats is not None else None))
