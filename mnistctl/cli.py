@@ -365,7 +365,7 @@ def predict(
         saved = core.save_inputs(results, save_inputs) if save_inputs is not None else []
     failed = sum(r.error is not None for r in results)
     if as_json:
-        typer.echo(json.dumps([{**r.to_dict(), "model": clf.source} for r in results], indent=2))
+        typer.echo(json.dumps([core.prediction_json(r, clf) for r in results], indent=2))
     elif as_csv:
         typer.echo(core.to_csv(results, clf.classes), nl=False)
     else:
@@ -412,6 +412,44 @@ def export(
     acc = exported.test_accuracy
     about = f", test accuracy {pct(acc)}" if acc is not None else " (test set not downloaded: accuracy not recorded)"
     _say(f"Saved {output}: {exported.description} ({human_size(output.stat().st_size)}{about})")
+
+
+@app.command()
+def serve(
+    checkpoint_path: CheckpointOpt = None,
+    host: Annotated[str, typer.Option(
+        help="The address to listen on. The default answers only this machine; 0.0.0.0 answers every "
+             "machine that can reach this one (see README before you do).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="The TCP port (0: any free port).")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(
+        "--max-upload-mb", min=0.001, help="Refuse larger uploads with 413 (megabytes).")] = 10.0,
+    access_log: Annotated[bool, typer.Option(
+        "--access-log/--no-access-log", help="Log each request on stderr.")] = True,
+    device: DeviceOpt = Device.cpu,
+) -> None:
+    """Serve a page to draw digits on and a JSON prediction API (POST /predict, GET /model, GET /health).
+
+    Needs the serve extra: pip install 'mnistctl\\[serve]'. Ctrl-C stops it.
+    """
+    with user_errors():
+        from mnistctl import serve as core
+        from mnistctl.inference import load_classifier
+        from mnistctl.render import model_line
+
+        clf = load_classifier(checkpoint_path, device.value)
+        web = core.create_app(clf, max_upload=int(max_upload_mb * 1024 * 1024))
+        listener = core.listen(host, port)
+        _say(model_line(clf))
+        _say(f"Serving at {listener.url}  (draw a digit there; POST an image to {listener.url}/predict; "
+             "Ctrl-C stops)")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            err_console.print(f"Listening on {host}: anyone who can reach this machine on port {port} can use "
+                              "the model.", style="yellow", highlight=False, soft_wrap=True)
+        try:
+            core.run(web, listener, access_log=access_log)
+        except KeyboardInterrupt:
+            pass  # uvicorn already stopped cleanly; it re-raises the signal afterwards
+    _say("Stopped.")
 
 
 def _show(fig, path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mnistctl.inference import Classifier, Prediction
-from mnistctl.preprocess import ImageError, prepare
+from mnistctl.preprocess import ImageError, ImageSource, prepare
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CHUNK = 4096  # files decoded before a round of classification
@@ -103,6 +103,26 @@ def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = T
             for r, p in zip(ready, classifier.classify(np.stack([r.image for r in ready]))):
                 r.prediction = p
     return results
+
+
+def predict_image(source: ImageSource, classifier: Classifier, path: str = "image",
+                  preprocess: bool = True) -> FilePrediction:
+    """One image held in memory (bytes, a stream, a PIL image) or on disk -> its FilePrediction,
+    the error in it when the image cannot be read."""
+    result = FilePrediction(path)
+    try:
+        prepared = prepare(source, preprocess)
+    except ImageError as exc:
+        result.error = str(exc)
+        return result
+    result.image, result.notes = prepared.image, prepared.notes
+    [result.prediction] = classifier.classify(prepared.image[None])
+    return result
+
+
+def prediction_json(result: FilePrediction, classifier: Classifier) -> dict[str, Any]:
+    """The JSON object of one input, as ``predict --json`` prints it and ``POST /predict`` returns it."""
+    return {**result.to_dict(), "model": classifier.source}
 
 
 def save_inputs(results: list[FilePrediction], directory: Path) -> list[Path]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import os
 import struct
 from dataclasses import replace
@@ -71,6 +72,16 @@ def fake_files() -> dict[str, bytes]:
     return make_fake_dataset()
 
 
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def missing(message: str) -> None:
+    """A test's requirement is not installed: skip it here, fail it under CI=true."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def _real_mirror() -> Path | None:
     configured = os.environ.get("MNISTCTL_TEST_MIRROR")
     path = Path(configured) if configured else REPO.parent / "shared" / "data" / "mnist"
@@ -84,11 +95,7 @@ def mnist_mirror() -> Path:
     """The directory of the real MNIST files (the offline mirror)."""
     path = _real_mirror()
     if path is None:
-        message = ("real MNIST not found: set MNISTCTL_TEST_MIRROR or put the files in "
-                   "../shared/data/mnist")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("real MNIST not found: set MNISTCTL_TEST_MIRROR or put the files in ../shared/data/mnist")
     return path
 
 
@@ -135,3 +142,70 @@ def make_checkpoint(nf: int = 4, resumable: bool = True, seed: int = 0):
     history = [EpochRecord(1, 0.5, 0.8, 0.4, 0.85, 0.01, 2.0, 100.0)]
     return Checkpoint(cfg, DataConfig(), TrainConfig(epochs=3), model.state_dict(), [str(i) for i in range(10)],
                       "mnist", epoch=1, history=history, best=Best(1, 0.85, 0.4), training=training)
+
+
+class Server:
+    """``mnistctl serve`` running in a child process on a free loopback port."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None):
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        for module in ("fastapi", "uvicorn", "multipart"):
+            if importlib.util.find_spec(module) is None:
+                missing(f"{module} is not installed: pip install -e '.[serve]'")
+        import tempfile
+
+        self.stderr = tempfile.TemporaryFile("w+")  # not a pipe: a chatty server cannot block on it
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mnistctl", "serve", "--port", "0", "--no-access-log", *args],
+            stdout=subprocess.PIPE, stderr=self.stderr, text=True, env={**os.environ, **(env or {})})
+        self.url = ""
+        for line in self.process.stdout:  # the URL is printed once the socket listens
+            if line.startswith("Serving at "):
+                self.url = line.split()[2]
+                break
+        if not self.url:
+            self.process.kill()
+            raise RuntimeError(f"mnistctl serve did not start: {self.errors()}")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def errors(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> tuple[int, str]:
+        """Ctrl-C the server; its exit code and what it wrote on stderr."""
+        import signal
+
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.communicate(timeout=20)
+        except Exception:
+            self.process.kill()
+            raise
+        return self.process.returncode, self.errors()
+
+
+@pytest.fixture(scope="session")
+def server() -> Server:
+    """One server with the built-in model for the whole session."""
+    srv = Server()
+    yield srv
+    if srv.alive:
+        srv.stop()
