@@ -16,6 +16,7 @@ normalisation stored beside it), which is upgraded on load.
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
 import re
@@ -108,9 +109,10 @@ class Checkpoint:
     def save(self, path: str | Path) -> Path:
         """Write atomically: a crash or Ctrl-C leaves the old file or the new one, never half."""
         path = Path(path)
-        payload = self.to_payload()
+        buffer = io.BytesIO()  # serialised first: a full disk is then a plain OSError (WriteError), not torch's
+        torch.save(self.to_payload(), buffer)
         with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+            tmp.write_bytes(buffer.getbuffer())
         return path
 
     @classmethod

@@ -22,7 +22,8 @@ from rich.text import Text
 from mnistctl import __version__
 from mnistctl.config import INFERENCE_BATCH, DataConfig, ModelConfig, TrainConfig, default
 from mnistctl.datasets import DATA_DIR_ENV, REGISTRY
-from mnistctl.errors import ConfigError, MnistctlError, RunExistsError, TrainingInterrupted
+from mnistctl.download import Pace
+from mnistctl.errors import FIXABLE_ERRNOS, ConfigError, MnistctlError, RunExistsError, Terminated, TrainingInterrupted
 from mnistctl.recipes import DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, SPLITS, describe_preset
 
 app = typer.Typer(
@@ -78,19 +79,30 @@ def _message(exc: MnistctlError) -> str:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn project errors into one line on stderr and exit code 1; Ctrl-C into exit 130."""
+    """Turn project errors, and OS errors a user can fix, into one line on stderr and exit code 1;
+    Ctrl-C into exit 130, SIGTERM into 143."""
     try:
         yield
     except TrainingInterrupted as exc:
         err_console.print(Text.assemble(("Interrupted: ", "bold yellow"), str(exc)), soft_wrap=True)
         err_console.print(f"Resume with: mnistctl train --resume {exc.checkpoint}", highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(exc.exit_code) from None
     except MnistctlError as exc:
-        err_console.print(Text.assemble(("Error: ", "bold red"), _message(exc)), soft_wrap=True)
+        _error(_message(exc))
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        err_console.print(Text("Interrupted.", style="yellow"))
-        raise typer.Exit(130) from None
+    except OSError as exc:
+        if exc.errno not in FIXABLE_ERRNOS:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        _error(f"{exc.strerror or exc}{where} ({FIXABLE_ERRNOS[exc.errno]})")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt as exc:
+        err_console.print(Text("Terminated." if isinstance(exc, Terminated) else "Interrupted.", style="yellow"))
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+
+
+def _error(message: str) -> None:
+    err_console.print(Text.assemble(("Error: ", "bold red"), message), soft_wrap=True)
 
 
 def _one_checkpoint(argument: Path | None, option: Path | None) -> Path | None:
@@ -127,7 +139,12 @@ def download(
         help="A mirror to try first: http(s)://, file:// or a local directory. Repeatable; "
              "$MNISTCTL_MIRROR (whitespace-separated) adds more.")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Fetch again even if valid files are present.")] = False,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Network timeout per request, in seconds.")] = 30.0,
+    timeout: Annotated[float, typer.Option(
+        min=0.1, help="Give up on a mirror that sends nothing for this many seconds.")] = Pace.timeout,
+    deadline: Annotated[float, typer.Option(
+        min=1, help="Give up on a mirror that takes longer than this per file (seconds), or that averages "
+                    f"under {Pace.min_rate / 1024:g} kB/s after {Pace.grace:g} s; the next mirror is tried.",
+    )] = Pace.deadline,
 ) -> None:
     """Fetch a data set's four IDX files, verify their checksums and store them."""
     from mnistctl import datasets
@@ -140,7 +157,7 @@ def download(
         directory = datasets.dataset_dir(info, data_dir)
         try:
             results = fetch_all(info, directory, datasets.resolve_mirrors(info, mirror), force=force,
-                                progress=view, timeout=timeout)
+                                progress=view, pace=Pace(timeout=timeout, deadline=deadline))
         finally:
             view.close()
     console.print(download_table(f"{info.title}: {directory}", results))
@@ -303,8 +320,8 @@ def evaluate(
                                **result.report.to_dict(), "plots": [str(p) for p in written]}, indent=2))
         return
     _say(eval_summary(result))
-    console.print(per_class_table(result.report))
-    console.print(confusion_table(result.report))
+    console.print(per_class_table(result.report, console))
+    console.print(confusion_table(result.report, console))
     for path in written:
         _say(f"Saved {path}")
 
@@ -375,10 +392,10 @@ def predict(
             console.print(panel)
         if save_inputs is not None:
             _say(f"Saved {len(saved)} input{'s' if len(saved) != 1 else ''} the model saw to {save_inputs}")
-        if failed:
-            err_console.print(f"{failed} of {len(results)} image{'s' if len(results) > 1 else ''} could not be read.",
-                              highlight=False)
     if failed:
+        first = next(r for r in results if r.error is not None)
+        many = f"{failed} of {len(results)} images could not be read; the first, " if failed > 1 else "could not read "
+        _error(f"{many}{first.path}: {first.error}")
         raise typer.Exit(1)
 
 
@@ -465,5 +482,38 @@ def _show(fig, path: Path) -> None:
     plt.show()
 
 
+def _terminate(signum, frame) -> None:  # noqa: ARG001
+    raise Terminated
+
+
 def main() -> None:
-    app()
+    """The console script: SIGTERM unwinds like Ctrl-C; an error that is not the user's (a bug)
+    keeps its traceback and asks to be reported."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app(standalone_mode=True)
+    except SystemExit:
+        raise
+    except BrokenPipeError:  # the reader went away (`mnistctl predict ... | head`): nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)  # 128 + SIGPIPE, as a shell reports it
+    except Exception as exc:
+        import traceback
+
+        if isinstance(exc, (MnistctlError, OSError)):  # a user error raised outside a command's own guard
+            try:
+                with user_errors():
+                    raise exc
+            except typer.Exit as done:
+                sys.exit(done.exit_code)
+            except OSError:
+                pass  # not one a user can fix: a bug
+        traceback.print_exception(exc)
+        print(f"\nThis is a bug in mnistctl {__version__} ({type(exc).__name__}), not something you did. Please "
+              "report it with the traceback above and the command you ran.", file=sys.stderr)
+        sys.exit(70)  # EX_SOFTWARE

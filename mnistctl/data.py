@@ -103,8 +103,9 @@ class SampleGrid:
 def write_samples(cfg: DataConfig, split: str, count: int, seed: int, output: str | Path,
                   data_dir: str | Path | None = None) -> SampleGrid:
     """Draw ``count`` random digits of ``split`` and save them as a labelled grid (PNG)."""
-    from mnistctl.plotting import digit_grid_figure, save_figure
+    from mnistctl.plotting import digit_grid_figure, figure_format, save_figure
 
+    figure_format(output)  # a bad output path fails before the work
     images, labels = sample_digits(cfg, split, count, seed, data_dir)
     names = [cfg.info.classes[int(y)] for y in labels]
     title = f"{cfg.info.title}: {len(names)} random {split} images (seed {seed})"

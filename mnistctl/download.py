@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import math
 import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,10 +27,13 @@ from typing import BinaryIO
 
 from mnistctl import __version__
 from mnistctl.datasets import DatasetInfo, IdxFile
-from mnistctl.errors import DownloadError
-from mnistctl.fsutil import atomic_path, write_json
+from mnistctl.errors import DownloadError, WriteError
+from mnistctl.fsutil import atomic_path, remove_stale_parts, write_json
 
 CHUNK = 1 << 16
+DEADLINE = 600.0  # seconds a file may take from one mirror before the next is tried
+MIN_RATE = 4096  # bytes/s: a mirror slower than this on average (after GRACE seconds) is abandoned
+GRACE = 15.0
 VERIFIED_FILE = "verified.json"  # MD5s of the stored (decompressed) files, as verified
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -97,6 +102,18 @@ def _describe_url_error(exc: BaseException) -> _Failed:
     return _Failed(str(reason))
 
 
+def _idx_length(header: bytes) -> int | None:
+    """The length an IDX file must have, from its first bytes (None until the whole header is
+    there); _Failed when what arrives is not an IDX file of bytes (an HTML page, say)."""
+    if header[:2] != b"\0\0" or header[2] != 0x08 or not 1 <= header[3] <= 4:
+        raise _Failed(f"not an IDX file (it starts with {header[:4]!r}; an error page?)")
+    ndim = header[3]
+    if len(header) < 4 + 4 * ndim:
+        return None
+    dims = [int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return 4 + 4 * ndim + math.prod(dims)
+
+
 @contextmanager
 def _open(mirror: str, name: str, timeout: float) -> Iterator[tuple[BinaryIO, int | None, str]]:
     """Open ``name`` on ``mirror``: yields (stream, size or None, where it came from)."""
@@ -125,30 +142,87 @@ def _open(mirror: str, name: str, timeout: float) -> Iterator[tuple[BinaryIO, in
         yield f, path.stat().st_size, str(path)
 
 
-def _copy_verified(stream: BinaryIO, tmp: Path, spec: IdxFile, progress: DownloadProgress) -> str:
+@dataclass(frozen=True)
+class Pace:
+    """How long a mirror may take: ``timeout`` per read, ``deadline`` per file, and at least
+    ``min_rate`` bytes/s on average once ``grace`` seconds have passed."""
+
+    timeout: float = 30.0
+    deadline: float = DEADLINE
+    min_rate: float = MIN_RATE
+    grace: float = GRACE
+
+    def check(self, started: float, received: int) -> None:
+        elapsed = time.monotonic() - started
+        if elapsed > self.deadline:
+            raise _Failed(f"too slow: not finished within the {self.deadline:g} s deadline "
+                          f"({received:,} bytes received)")
+        if elapsed > self.grace and received / elapsed < self.min_rate:
+            raise _Failed(f"too slow: {received / elapsed:,.0f} bytes/s over {elapsed:.0f} s, under the "
+                          f"minimum of {self.min_rate:,.0f}")
+
+
+class _Sink:
+    """The temporary file: a failed write (disk full, ...) is a WriteError, not a mirror's fault."""
+
+    def __init__(self, f: BinaryIO, path: Path):
+        self.f, self.path = f, path
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.f.write(data)
+        except OSError as exc:
+            raise WriteError(self.path, exc) from None
+
+
+def _copy_verified(stream: BinaryIO, tmp: Path, spec: IdxFile, progress: DownloadProgress,
+                   pace: Pace = Pace(), dest: Path | None = None, total: int | None = None) -> str:
     """Copy ``stream`` into ``tmp``, gunzipping if needed; return the MD5 of what was written.
 
-    Raises _Failed on a read error, corrupt gzip data or a checksum mismatch.
+    Raises _Failed on a read error, a mirror too slow for ``pace``, corrupt gzip data or a
+    checksum mismatch; WriteError when the file cannot be written.
     """
     raw_md5, out_md5 = hashlib.md5(), hashlib.md5()
     inflater = None
-    first = True
+    head = b""  # the first bytes, until there are enough to tell gzip from raw
+    written, expected, prefix = 0, None, b""  # the IDX header (prefix) says how long the file must be
+    started, received = time.monotonic(), 0
+    read = getattr(stream, "read1", stream.read)  # what has arrived, not a full chunk: a drip cannot stall us
+
+    def emit(data: bytes) -> None:
+        nonlocal written, expected, prefix
+        out_md5.update(data)
+        out.write(data)
+        written += len(data)
+        if expected is None:
+            prefix += data[:20]
+            if len(prefix) >= 4:
+                expected = _idx_length(prefix)
+        if expected is not None and written > expected:
+            raise _Failed(f"too long: more than the {expected:,} bytes its IDX header announces")
+
     try:
-        with open(tmp, "wb") as out:
-            while chunk := stream.read(CHUNK):
+        with open(tmp, "wb") as f:
+            out = _Sink(f, dest or tmp)
+            while chunk := read(CHUNK):
+                received += len(chunk)
+                pace.check(started, received)
                 progress.advance(len(chunk))
                 raw_md5.update(chunk)
-                if first:
-                    first = False
-                    if chunk[:2] == _GZIP_MAGIC:
+                if head is not None:
+                    head += chunk
+                    if len(head) < 2:
+                        continue
+                    if head[:2] == _GZIP_MAGIC:
                         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                data = inflater.decompress(chunk) if inflater else chunk
-                out_md5.update(data)
-                out.write(data)
+                    chunk, head = head, None
+                emit(inflater.decompress(chunk) if inflater else chunk)
+            if head:
+                emit(head)
+            if total is not None and received != total:
+                raise _Failed(f"connection broke off after {received:,} of {total:,} bytes")
             if inflater is not None:
-                tail = inflater.flush()
-                out_md5.update(tail)
-                out.write(tail)
+                emit(inflater.flush())
                 if not inflater.eof:
                     raise _Failed("truncated gzip data")
     except zlib.error as exc:
@@ -172,19 +246,19 @@ def _copy_verified(stream: BinaryIO, tmp: Path, spec: IdxFile, progress: Downloa
 
 
 def _fetch(spec: IdxFile, dest: Path, mirrors: list[str], progress: DownloadProgress,
-           timeout: float) -> tuple[str, str]:
+           pace: Pace) -> tuple[str, str]:
     """Fetch one file into ``dest``; return (source, md5). Raises DownloadError."""
     failures: list[tuple[str, _Failed]] = []
     for mirror in mirrors:
         reason: _Failed | None = None
         for candidate in (spec.name + ".gz", spec.name):
             try:
-                with _open(mirror, candidate, timeout) as (stream, total, where):
+                with _open(mirror, candidate, pace.timeout) as (stream, total, where):
                     progress.start(spec.name, where, total)
                     ok = False
                     try:
                         with atomic_path(dest) as tmp:
-                            md5 = _copy_verified(stream, tmp, spec, progress)
+                            md5 = _copy_verified(stream, tmp, spec, progress, pace, dest, total)
                         ok = True
                     finally:
                         progress.stop(ok)
@@ -222,11 +296,13 @@ def is_valid(spec: IdxFile, path: Path, verified: dict[str, str]) -> bool:
 
 
 def download(info: DatasetInfo, directory: Path, mirrors: list[str], *, force: bool = False,
-             progress: DownloadProgress | None = None, timeout: float = 30.0) -> list[FileResult]:
+             progress: DownloadProgress | None = None, pace: Pace = Pace()) -> list[FileResult]:
     """Make sure the four files of ``info`` are in ``directory``, verified.
 
     Files already present and valid are kept unless ``force``. Raises DownloadError when a
-    file cannot be had from any mirror; files fetched before that stay in place.
+    file cannot be had from any mirror; files fetched before that stay in place. ``pace`` says
+    when a slow mirror is abandoned for the next. Temporary files that killed downloads left are
+    removed.
     """
     if not mirrors:
         raise DownloadError("no mirror to download from: give one with --mirror")
@@ -234,7 +310,8 @@ def download(info: DatasetInfo, directory: Path, mirrors: list[str], *, force: b
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DownloadError(f"cannot create data directory {directory}: {exc.strerror}") from None
+        raise WriteError(directory, exc) from None
+    remove_stale_parts(directory, older_than=max(120.0, 4 * pace.timeout))
     verified = _read_verified(directory)
     results = []
     for spec in info.files:
@@ -242,7 +319,7 @@ def download(info: DatasetInfo, directory: Path, mirrors: list[str], *, force: b
         if not force and is_valid(spec, dest, verified):
             results.append(FileResult(spec.name, dest, dest.stat().st_size, "cache", "present"))
             continue
-        source, md5 = _fetch(spec, dest, mirrors, progress, timeout)
+        source, md5 = _fetch(spec, dest, mirrors, progress, pace)
         verified[spec.name] = md5
         write_json(directory / VERIFIED_FILE, verified)
         results.append(FileResult(spec.name, dest, dest.stat().st_size, source, "downloaded"))

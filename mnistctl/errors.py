@@ -9,6 +9,8 @@ which setting was wrong and ``ConfigError.problem`` what is wrong with it.
 
 from __future__ import annotations
 
+import errno
+import signal
 from pathlib import Path
 
 
@@ -59,11 +61,62 @@ class RunExistsError(ConfigError):
 
 
 class TrainingInterrupted(MnistctlError):
-    """Training stopped on Ctrl-C after saving a resumable checkpoint."""
+    """Training stopped on Ctrl-C (SIGINT) or SIGTERM after saving a resumable checkpoint."""
 
-    def __init__(self, checkpoint: object, epoch: int, step: int):
-        super().__init__(f"training interrupted in epoch {epoch}, step {step}; "
+    def __init__(self, checkpoint: object, epoch: int, step: int, signum: int = signal.SIGINT):
+        by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+        super().__init__(f"training interrupted{by} in epoch {epoch}, step {step}; "
                          f"resumable checkpoint saved to {checkpoint}")
         self.checkpoint = checkpoint
         self.epoch = epoch
         self.step = step
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
+        return 128 + int(self.signum)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived outside training: unwind as Ctrl-C does (temporary files removed), exit 143."""
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first of ``path``'s parents that is a file (so nothing can be written under it)."""
+    return next((p for p in reversed(path.parents) if p.is_file()), None)
+
+
+# the OS errors a user can fix: a full disk, a path that is not writable or not what it should be
+FIXABLE_ERRNOS = {
+    errno.ENOSPC: "free some space, or write somewhere else",
+    getattr(errno, "EDQUOT", errno.ENOSPC): "free some space, or write somewhere else",
+    errno.EFBIG: "write somewhere else",
+    errno.EACCES: "check the permissions, or write somewhere else",
+    errno.EPERM: "check the permissions, or write somewhere else",
+    errno.EROFS: "write somewhere else",
+    errno.EISDIR: "give a file name, not a directory",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another path",
+    errno.EEXIST: "a file is in the way of a directory: choose another path",
+    errno.ENOENT: "check the path",
+    errno.ENAMETOOLONG: "use a shorter path",
+    errno.ELOOP: "check the path (a symbolic link loops)",
+    errno.EMFILE: "close other programs, or raise the open-file limit (ulimit -n)",
+}
+
+
+class WriteError(MnistctlError):
+    """A file could not be written: the disk is full, the place is not writable, the path is wrong."""
+
+    def __init__(self, path: object, exc: OSError, context: str = ""):
+        self.path, self.errno, self.reason = path, exc.errno, (exc.strerror or str(exc)).rstrip(".")
+        hint = FIXABLE_ERRNOS.get(exc.errno or 0, "")
+        message = f"{self.reason.lower() if exc.errno == errno.ENOSPC else self.reason} while writing {path}"
+        blocker = _file_in_the_way(Path(str(path))) if exc.errno in (errno.EEXIST, errno.ENOTDIR) else None
+        if blocker is not None:
+            message, hint = f"cannot write {path}: {blocker} is a file, not a directory", "choose another path"
+        super().__init__(message + (f": {hint}" if hint else "") + (f"; {context}" if context else ""))
+
+    def add_context(self, context: str) -> WriteError:
+        """The same error, saying what this failure means for the user's work."""
+        return WriteError(self.path, OSError(self.errno, self.reason), context)

@@ -25,6 +25,9 @@ class Exported:
 
 def format_for(output: Path, fmt: str | None = None) -> str:
     """The export format: ``fmt`` when given (the extension must agree), else from the extension."""
+    if output.is_dir():
+        raise ConfigError.invalid("output", f"{output} is a directory: give a file name such as "
+                                            f"{output / 'model.onnx'}", label="the output")
     suffix = output.suffix.lower()
     by_suffix = next((name for name, suffixes in FORMATS.items() if suffix in suffixes), None)
     if fmt is None:

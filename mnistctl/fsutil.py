@@ -1,6 +1,9 @@
 """Atomic file writes: write to a temporary file beside the target, then rename.
 
-A crash or Ctrl-C leaves either the old file or the new one, never a partial one.
+A crash or Ctrl-C leaves either the old file or the new one, never a partial one. A write that
+fails for a reason the user can fix (disk full, read-only, a file where a directory should be)
+raises ``WriteError`` naming the file; the temporary files of processes that were killed
+(``.NAME.*.part``) are removed by ``remove_stale_parts`` on the next run.
 """
 
 from __future__ import annotations
@@ -8,9 +11,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from mnistctl.errors import FIXABLE_ERRNOS, WriteError
+
+PART_SUFFIX = ".part"
 
 
 def _umask() -> int:
@@ -27,9 +35,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     ``path`` is left as it was.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
+    try:
+        if target.is_dir():
+            raise IsADirectoryError(21, "Is a directory", str(target))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PART_SUFFIX, dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _fixable(exc, target) from None
     tmp = Path(tmp_name)
     try:
         yield tmp
@@ -37,9 +50,34 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in FIXABLE_ERRNOS:
+            raise WriteError(target, exc) from None
         raise
+
+
+def _fixable(exc: OSError, target: Path) -> BaseException:
+    return WriteError(target, exc) if exc.errno in FIXABLE_ERRNOS else exc
+
+
+def remove_stale_parts(directory: str | os.PathLike[str], older_than: float = 120.0) -> list[Path]:
+    """Remove the temporary files (``.NAME.*.part``) that killed processes left in ``directory``:
+    those untouched for ``older_than`` seconds (a live writer touches its own far more often)."""
+    removed = []
+    now = time.time()
+    try:
+        candidates = list(Path(directory).glob(f".*{PART_SUFFIX}"))
+    except OSError:
+        return removed
+    for part in candidates:
+        try:
+            if part.is_file() and now - part.stat().st_mtime > older_than:
+                part.unlink()
+                removed.append(part)
+        except OSError:
+            continue  # another process took it, or it is not ours to remove
+    return removed
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -133,7 +133,7 @@ class OnnxClassifier(Classifier):
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, label: str | None = None, batch_size: int = INFERENCE_BATCH):
-        from mnistctl.onnx_format import read_metadata
+        from mnistctl.onnx_format import check_self_contained, read_metadata
 
         try:
             import onnxruntime as ort
@@ -144,6 +144,7 @@ class OnnxClassifier(Classifier):
         self.source = label or str(path)
         if not path.is_file():
             raise CheckpointError(f"checkpoint {path} " + ("does not exist" if not path.exists() else "is not a file"))
+        check_self_contained(path, self.source)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: no warnings on stderr
         try:
@@ -151,6 +152,11 @@ class OnnxClassifier(Classifier):
         except Exception as exc:  # onnxruntime raises its own (pybind) error types for unreadable files
             raise CheckpointError(f"{path} is not a readable ONNX model ({str(exc).splitlines()[0][:120]})") from None
         meta = read_metadata(self.session.get_modelmeta().custom_metadata_map, self.source)
+        inputs = {i.name: i.shape[1:] for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        if inputs.get("pixels") != [1, 28, 28] or not {"logits", "probabilities"} <= outputs:
+            raise CheckpointError(f"{self.source} does not take pixels [N, 1, 28, 28] and give logits and "
+                                  "probabilities, as models written by `mnistctl export` do")
         self.classes, self.model_config, self.data_config = meta.classes, meta.model_config, meta.data_config
         self.epoch, self.test_accuracy = meta.epoch, meta.test_accuracy
         self.batch_size = batch_size

@@ -76,6 +76,36 @@ def read_metadata(props: dict[str, str], source: str) -> OnnxMetadata:
                         props.get("mnistctl_version", "unknown"))
 
 
+def check_self_contained(path: Path, source: str) -> None:
+    """Refuse an ONNX file whose tensors live in other files (ONNX "external data"): a model
+    someone sends must not make mnistctl read files beside it, or elsewhere. Needs the onnx
+    package; without it ONNX Runtime's own rule applies (external files only inside the model's
+    directory)."""
+    try:
+        import onnx
+    except ImportError:
+        return
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and onnx's own errors
+        raise CheckpointError(f"{source} is not a readable ONNX model ({str(exc).splitlines()[0][:100]})") from None
+
+    def tensors(graph) -> Any:
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    yield from tensors(sub)
+
+    external = [t.name for t in tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise CheckpointError(f"{source} keeps tensors in other files ({', '.join(external[:3])}): mnistctl "
+                              "runs self-contained models only; export it again with `mnistctl export`")
+
+
 def export_onnx(ckpt: Any, output: str | Path, test_accuracy: float | None = None) -> Path:
     """Write ``ckpt``'s network as an ONNX model with PyTorch's exporter (``torch.onnx.export``),
     atomically. Needs onnx and onnxscript (``pip install 'mnistctl[onnx]'``)."""

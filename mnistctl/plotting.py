@@ -8,16 +8,32 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from mnistctl.errors import ConfigError
 from mnistctl.fsutil import atomic_path
 from mnistctl.history import EpochRecord, parse_history
 
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
+def figure_format(path: str | Path) -> str:
+    """The image format ``path``'s extension names (png without one); a ConfigError for one that
+    matplotlib cannot write or a path that is a directory. Commands call it before their work."""
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
+    supported = Figure().canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ConfigError.invalid("output", f"{path} names an image type that cannot be written (.{fmt}): use one of "
+                                            f"{', '.join('.' + k for k in sorted(supported))}", label="the output")
+    if path.is_dir():
+        raise ConfigError.invalid("output", f"{path} is a directory: give a file name such as {path / 'out.png'}",
+                                  label="the output")
+    return fmt
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` atomically, in the format its extension names (PNG without one)."""
+    fmt = figure_format(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=fig.dpi, bbox_inches="tight")
-    return path
+    return Path(path)
 
 
 def digit_grid_figure(images, titles: Sequence[str], suptitle: str | None = None,
@@ -111,6 +127,9 @@ def load_history(path: str | Path) -> tuple[str, list[EpochRecord]]:
             raise MnistctlError(f"{path} holds no history.json or last.pt: is it a run directory?")
     if not path.exists():
         raise MnistctlError(f"{path} does not exist")
+    if not path.is_file():
+        raise MnistctlError(f"{path} is not a regular file (a FIFO or a device?): give a run directory, "
+                            "a history.json or a checkpoint")
     if path.suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -132,6 +151,7 @@ def load_history(path: str | Path) -> tuple[str, list[EpochRecord]]:
 
 def plot_runs(paths: Sequence[str | Path], output: str | Path) -> tuple[Figure, list[str], Path]:
     """Draw the histories of several runs on shared axes into ``output``: (figure, labels, path)."""
+    figure_format(output)
     runs = [load_history(p) for p in paths]
     labels = [label for label, _ in runs]
     if len(set(labels)) < len(labels):  # same run name twice: label by path instead

@@ -64,6 +64,7 @@ def read_image(source: ImageSource) -> Decoded:
         opened = source
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's remarks on odd files (corrupt EXIF, ...): not the user's concern
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(opened) as img:
                 return _decode(img)

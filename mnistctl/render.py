@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -198,25 +199,48 @@ def eval_summary(evaluation: Evaluation) -> str:
             f"mean loss {r.loss:.4f}, {r.seconds:.2f} s")
 
 
-def per_class_table(r: EvalReport) -> Table:
+def fits(console: Console, renderable: RenderableType) -> bool:
+    """Whether ``renderable`` can be drawn in the console's width without squeezing its cells."""
+    unbounded = console.options.update_width(1 << 16)  # measured without the clamp to the console's width
+    return Measurement.get(console, unbounded, renderable).minimum <= console.width
+
+
+def per_class_table(r: EvalReport, console: Console | None = None) -> RenderableType:
+    """Precision, recall, F1 and support per class; in a narrow terminal, a compact table of the
+    three scores (percent, without the % signs)."""
     table = Table(title="Per class")
     for col in ("class", "precision", "recall", "F1", "support"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     for c in r.per_class:
         table.add_row(c.name, pct(c.precision), pct(c.recall), pct(c.f1), f"{c.support:,}")
-    return table
+    if console is None or fits(console, table):
+        return table
+    compact = Table(title="Per class, %", box=None, pad_edge=False)
+    for col in ("", "P", "R", "F1"):
+        compact.add_column(col, justify="right", overflow="fold")
+    for c in r.per_class:
+        compact.add_row(c.name, f"{100 * c.precision:.1f}", f"{100 * c.recall:.1f}", f"{100 * c.f1:.1f}")
+    return compact
 
 
-def confusion_table(r: EvalReport) -> Table:
+def confusion_table(r: EvalReport, console: Console | None = None) -> RenderableType:
+    """The confusion matrix; in a terminal too narrow for it, the most frequent confusions as lines."""
     table = Table(title="Confusion matrix (rows: true, columns: predicted)")
-    table.add_column("")
+    table.add_column("", no_wrap=True)
     for c in r.classes:
-        table.add_column(c[:6], justify="right")
+        table.add_column(c[:6], justify="right", no_wrap=True)
     for i, row in enumerate(r.confusion):
         cells = [f"[bold green]{v}[/]" if i == j else (f"[red]{v}[/]" if v else "[dim]·[/]")
                  for j, v in enumerate(row)]
         table.add_row(f"[bold]{r.classes[i][:10]}[/]", *cells)
-    return table
+    if console is None or fits(console, table):
+        return table
+    pairs = sorted(((v, i, j) for i, row in enumerate(r.confusion) for j, v in enumerate(row) if i != j and v),
+                   reverse=True)[:10]
+    lines = Text("Most confused (true as predicted):\n" if pairs else "No confusions.\n", style="bold")
+    for v, i, j in pairs:
+        lines.append(f"{r.classes[i]} as {r.classes[j]}: {v}\n", style="")
+    return lines
 
 
 # --- predict ----------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from mnistctl.checkpoint import Checkpoint, TrainingState
 from mnistctl.checkpoint import load as load_checkpoint
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig
 from mnistctl.data import load_split
-from mnistctl.errors import ConfigError, RunExistsError, TrainingInterrupted
-from mnistctl.fsutil import atomic_path, write_json
+from mnistctl.errors import CheckpointError, ConfigError, RunExistsError, Terminated, TrainingInterrupted, WriteError
+from mnistctl.fsutil import atomic_path, remove_stale_parts, write_json
 from mnistctl.history import Best, EpochRecord
 from mnistctl.model import Net, num_parameters
 from mnistctl.recipes import PRESETS
@@ -143,10 +143,11 @@ class FitResult:
 
 
 class _StopFlag:
-    """Set by Ctrl-C while training, checked between steps so the state saved is consistent."""
+    """Set by Ctrl-C or SIGTERM while training, checked between steps so the state saved is consistent."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = signal.SIGINT
 
     def __call__(self) -> bool:
         return self.requested
@@ -154,7 +155,8 @@ class _StopFlag:
 
 @contextmanager
 def _deferred_interrupt() -> Iterator[_StopFlag]:
-    """The first Ctrl-C asks training to stop after the current step; a second one stops at once."""
+    """The first Ctrl-C or SIGTERM (what schedulers, containers and CI runners send before they kill)
+    asks training to stop after the current step; a second one stops at once."""
     flag = _StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -162,14 +164,15 @@ def _deferred_interrupt() -> Iterator[_StopFlag]:
 
     def handler(signum, frame):  # noqa: ARG001
         if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        flag.requested, flag.signum = True, signum
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, run_dir: Path,
@@ -198,17 +201,26 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     if resume is not None:
         if not resume.resumable:
             raise ConfigError(f"{resume.source} is inference-only: it cannot be resumed")
-        model.load_state_dict(resume.weights)
-        optimizer.load_state_dict(resume.training.optimizer)
-        scheduler.load_state_dict(resume.training.scheduler)
+        try:
+            model.load_state_dict(resume.weights)
+            optimizer.load_state_dict(resume.training.optimizer)
+            scheduler.load_state_dict(resume.training.scheduler)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise CheckpointError(f"{resume.source} cannot be resumed: its saved training state does not fit "
+                                  f"its network ({str(exc).splitlines()[0][:120]})") from None
         history, best = list(resume.history), resume.best
         start_epoch, start_step = resume.epoch, resume.training.step_in_epoch
         partial = engine.EpochStats.from_dict(resume.training.partial_epoch) if resume.training.partial_epoch else None
         if start_epoch >= train_cfg.epochs:
             raise ConfigError(f"that run already finished its {train_cfg.epochs} epochs: nothing to resume")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(run_dir, exc) from None
+    remove_stale_parts(run_dir)  # temporary files of a run that was killed
     best_path, last_path, history_path = run_dir / "best.pt", run_dir / "last.pt", run_dir / "history.json"
+    saved_epoch = start_epoch if resume is not None else None  # what last.pt holds
     if on_ready:
         on_ready(RunInfo(len(train_y), len(val_y), steps, num_parameters(model), str(device),
                          start_epoch, start_step, list(history)))
@@ -230,8 +242,11 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
                 engine.train_one_epoch(model, optimizer, scheduler, train_x, train_y, train_cfg, epoch,
                                        stats, start_step, callbacks, stop)
             except engine.Interrupted as exc:
-                snapshot(epoch, exc.step, stats).save(last_path)
-                raise TrainingInterrupted(last_path, epoch + 1, exc.step) from None
+                try:
+                    snapshot(epoch, exc.step, stats).save(last_path)
+                except WriteError as error:
+                    raise error.add_context(_on_disk(last_path, saved_epoch)) from None
+                raise TrainingInterrupted(last_path, epoch + 1, exc.step, stop.signum) from None
             start_step, partial = 0, None
 
             val_loss, val_acc = engine.loss_and_accuracy(
@@ -244,17 +259,29 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
             if improved:
                 best = Best(epoch + 1, val_acc, val_loss)
             state = snapshot(epoch + 1)
-            state.save(last_path)
-            if improved:
-                state.save(best_path)
-            write_json(history_path, {"run": run_dir.name, "dataset": data_cfg.dataset,
-                                      "history": [r.to_dict() for r in history]})
+            try:
+                state.save(last_path)
+                saved_epoch = epoch + 1
+                if improved:
+                    state.save(best_path)
+                write_json(history_path, {"run": run_dir.name, "dataset": data_cfg.dataset,
+                                          "history": [r.to_dict() for r in history]})
+            except WriteError as error:
+                raise error.add_context(_on_disk(last_path, saved_epoch)) from None
             callbacks.on_epoch_end(record)
             if stop.requested and epoch + 1 < train_cfg.epochs:
-                raise TrainingInterrupted(last_path, epoch + 2, 0)
+                raise TrainingInterrupted(last_path, epoch + 2, 0, stop.signum)
 
     return FitResult(run_dir=run_dir, history=history, best=best, best_path=best_path, last_path=last_path,
                      seconds=time.perf_counter() - started, files=[best_path, last_path, history_path])
+
+
+def _on_disk(last_path: Path, saved_epoch: int | None) -> str:
+    """What a failed save leaves the user with."""
+    if saved_epoch is None:
+        return "training stopped; no checkpoint of this run was saved"
+    return (f"training stopped; {last_path} still holds epoch {saved_epoch} (intact): make room, then "
+            f"resume from it")
 
 
 def train(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None, *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from mnistctl import checkpoint, engine, runs
 from mnistctl.checkpoint import Checkpoint
 from mnistctl.cli import app
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig
-from mnistctl.errors import CheckpointError, TrainingInterrupted
+from mnistctl.errors import CheckpointError, TrainingInterrupted, WriteError
 
 runner = CliRunner()
 
@@ -114,12 +115,13 @@ def test_crash_while_saving_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     path = make_checkpoint().save(tmp_path / "best.pt")
     before = path.read_bytes()
 
-    def broken_save(obj, f, *a, **k):
-        Path(f).write_bytes(b"half a checkpoint")
-        raise OSError("disk full")
+    def disk_fills_up(self, data):  # half the checkpoint is written, then the disk is full
+        with open(self, "wb") as f:
+            f.write(bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(Path, "write_bytes", disk_fills_up)
+    with pytest.raises(WriteError, match=f"no space left on device while writing {path}"):
         make_checkpoint(seed=1).save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []

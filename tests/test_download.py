@@ -13,7 +13,7 @@ import pytest
 
 from conftest import fake_info, make_fake_dataset, md5, write_mirror
 from mnistctl.datasets import MNIST, resolve_mirrors
-from mnistctl.download import DownloadProgress, download, md5_of_file
+from mnistctl.download import DownloadProgress, Pace, download, md5_of_file
 from mnistctl.errors import DownloadError
 
 
@@ -215,7 +215,7 @@ def test_unreachable_mirror_says_so_in_one_line(tmp_path):
         port = s.getsockname()[1]
     info = replace(MNIST, mirrors=())
     with pytest.raises(DownloadError) as err:
-        download(info, tmp_path, [f"http://127.0.0.1:{port}/"], timeout=5)
+        download(info, tmp_path, [f"http://127.0.0.1:{port}/"], pace=Pace(timeout=5))
     message = str(err.value)
     assert f"http://127.0.0.1:{port}/ -> connection refused" in message
     assert "no network connection?" in message and "--mirror" in message
