@@ -72,6 +72,15 @@ def setup(device: torch.device) -> None:
 _allocator_tuned = False
 
 
+def set_threads(n: int) -> None:
+    """Use ``n`` CPU threads for PyTorch's operations (and ``n`` for its inter-op pool, at most 4)."""
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(min(n, 4))
+    except RuntimeError:  # already fixed once parallel work has started: the intra-op count is what matters
+        pass
+
+
 def tune_allocator() -> None:
     """Keep freed tensor memory in the process (glibc): without this every step's large buffers
     go back to the OS and fault in again, about a second per epoch of page faults on a laptop CPU.

@@ -28,7 +28,8 @@ from mnistctl.recipes import DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, SPLITS, de
 
 app = typer.Typer(
     name="mnistctl",
-    help="Download MNIST, train a CNN on it, evaluate it, read your own digits, plot the curves.",
+    help="Download MNIST, train a CNN on it, evaluate it, read your own digits, plot the curves, export and "
+         "serve the model.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -55,6 +56,8 @@ OPTION_OF = {"nf": "--nf", "dropout": "--dropout", "epochs": "--epochs", "lr": "
              "optimizer": "--optimizer", "schedule": "--schedule", "weight_decay": "--weight-decay",
              "label_smoothing": "--label-smoothing", "seed": "--seed", "augment": "--augment",
              "val_fraction": "--val-split", "dataset": "--dataset", "device": "--device", "run_dir": "--run-dir",
+             "patience": "--patience", "tensorboard": "--tensorboard", "init": "--init", "resume": "--resume",
+             "config": "--config",
              "split": "--split", "count": "--count", "preset": "--preset", "output": "--output", "format": "--format"}
 
 
@@ -105,6 +108,18 @@ def _error(message: str) -> None:
     err_console.print(Text.assemble(("Error: ", "bold red"), message), soft_wrap=True)
 
 
+def command(*args: Any, **kwargs: Any):
+    """``app.command``, with the docstring's paragraphs unwrapped so that --help wraps them to the
+    terminal's width instead of breaking lines where the source does."""
+    import inspect
+
+    def register(func):
+        paragraphs = inspect.cleandoc(func.__doc__ or "").split("\n\n")
+        func.__doc__ = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+        return app.command(*args, **kwargs)(func)
+    return register
+
+
 def _one_checkpoint(argument: Path | None, option: Path | None) -> Path | None:
     """A model named as the command's argument or with --checkpoint (the same rule everywhere)."""
     if argument is not None and option is not None and argument != option:
@@ -113,7 +128,8 @@ def _one_checkpoint(argument: Path | None, option: Path | None) -> Path | None:
 
 
 def _say(text: str) -> None:
-    console.print(text, highlight=False, soft_wrap=True)
+    """A line of output: wrapped at words on a terminal, left whole in a pipe or a file."""
+    console.print(text, highlight=False, soft_wrap=not console.is_terminal)
 
 
 def _version(value: bool) -> None:
@@ -130,7 +146,7 @@ def _main(
     """mnistctl: from nothing to a trained handwritten-digit classifier, in the terminal."""
 
 
-@app.command()
+@command()
 def download(
     dataset: DatasetOpt = DatasetName.mnist,
     data_dir: DataDirOpt = None,
@@ -163,7 +179,7 @@ def download(
     console.print(download_table(f"{info.title}: {directory}", results))
 
 
-@app.command()
+@command()
 def samples(
     count: Annotated[int, typer.Option("--count", "-n", min=1, max=400, help="How many digits.")] = 25,
     split: Annotated[Split, typer.Option(help="Which split to draw from.")] = Split.train,
@@ -179,9 +195,9 @@ def samples(
 
         grid = write_samples(DataConfig(dataset=dataset.value), split.value, count, seed, output, data_dir)
     if terminal:
-        from mnistctl.terminal import digit_grid
+        from mnistctl.terminal import colourless, digit_grid
 
-        console.print(digit_grid(grid.images.tolist(), grid.names, width=console.width))
+        console.print(digit_grid(grid.images.tolist(), grid.names, width=console.width, plain=colourless(console)))
     _say(f"Saved {len(grid.names)} {split.value} digits to [bold]{grid.path}[/]")
 
 
@@ -197,7 +213,7 @@ def _given(ctx: typer.Context, param: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
-@app.command()
+@command()
 def train(
     ctx: typer.Context,
     preset: Annotated[Preset, typer.Option(
@@ -249,41 +265,75 @@ def train(
         show_default="runs/NAME", rich_help_panel=_RUN, help="Directory for checkpoints, history and plot.")] = None,
     name: Annotated[str | None, typer.Option(
         show_default="DATASET-nfN-TIMESTAMP", rich_help_panel=_RUN, help="Run name under runs/.")] = None,
+    patience: Annotated[int, typer.Option(
+        min=0, rich_help_panel=_RECIPE,
+        help="Stop after this many epochs without a better validation accuracy (0: never).")]
+    = default(TrainConfig, "patience"),
+    config: Annotated[Path | None, typer.Option(
+        "--config", show_default=False, rich_help_panel=_RUN,
+        help="Read the settings from a JSON file (a run's config.json, or {\"nf\": 32, ...}); options given "
+             "here override it.")] = None,
+    print_config: Annotated[bool, typer.Option(
+        "--print-config", rich_help_panel=_RUN,
+        help="Print the resolved settings as JSON (config.json's format) and exit without training.")] = False,
     resume: Annotated[Path | None, typer.Option(
         show_default=False, rich_help_panel=_RUN,
-        help="Continue an interrupted run from its last.pt, with the run's own settings.")] = None,
+        help="Continue a run from its last.pt, with the run's own settings; a finished run goes on "
+             "when given more --epochs.")] = None,
+    init: Annotated[str | None, typer.Option(
+        show_default=False, rich_help_panel=_RUN, metavar="<path|builtin>",
+        help="Fine-tune: start a new run from this checkpoint's weights ('builtin': the built-in model's), "
+             "with a fresh optimizer and schedule.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        min=1, show_default="PyTorch's choice", rich_help_panel=_RUN,
+        help="CPU threads for PyTorch (fewer on a shared machine).")] = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", rich_help_panel=_RUN, help="No progress or epoch lines; only the final summary.")] = False,
+    tensorboard: Annotated[bool, typer.Option(
+        "--tensorboard", rich_help_panel=_RUN,
+        help="Also write the losses, learning rate and accuracies as TensorBoard event files in the run "
+             "directory (tensorboard --logdir runs).")] = False,
     save_model: Annotated[bool, typer.Option(
         "--save-model", rich_help_panel=_RUN,
         help="Also write the final model to ./mnist_cnn.pt, like the original script.")] = False,
 ) -> None:
     """Train the CNN, with a progress bar per epoch and a growing table of epochs.
 
-    Writes best.pt, last.pt, history.json and loss.png to the run directory.
+    Writes config.json, best.pt, last.pt, history.json, metrics.csv and loss.png to the run directory.
     """
     values: dict[str, Any] = {
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer.value, "schedule": schedule.value,
         "weight_decay": weight_decay, "label_smoothing": label_smoothing, "augment": augment, "seed": seed, "nf": nf,
-        "dropout": dropout, "dataset": dataset.value, "val_fraction": val_split}
-    # only what was given on the command line: the preset (or a resumed run) supplies the rest
+        "dropout": dropout, "dataset": dataset.value, "val_fraction": val_split, "patience": patience}
+    # only what was given on the command line: a config file, the preset or a resumed run supplies the rest
     settings = {k: v for k, v in values.items() if _given(ctx, _PARAM.get(k, k))}
     with user_errors():
         from mnistctl import accel, runs
-        from mnistctl.render import TrainView, train_header
+        from mnistctl.render import train_header, train_view
 
-        plan = runs.plan_run(preset.value if _given(ctx, "preset") else None, settings, resume=resume,
-                             run_dir=run_dir, name=name)
-        dev = accel.resolve_device(device.value)
+        chosen = preset.value if _given(ctx, "preset") else None
+        if config is not None:
+            from_file, file_settings = runs.read_config(config)
+            chosen, settings = chosen or from_file, {**file_settings, **settings}
+        plan = runs.plan_run(chosen, settings, resume=resume, run_dir=run_dir, name=name, init=init)
         for warning in plan.warnings:
             err_console.print(Text.assemble(("Warning: ", "bold yellow"), warning), soft_wrap=True)
-        view = TrainView(console)
+        if print_config:
+            typer.echo(json.dumps(plan.config(), indent=2))
+            return
+        if threads is not None:
+            accel.set_threads(threads)
+        dev = accel.resolve_device(device.value)
+        view = train_view(console, quiet)
 
         def ready(info: runs.RunInfo) -> None:
-            _say(train_header(plan, info))
+            if not quiet:
+                _say(train_header(plan, info))
             view.start(info.history)
 
         try:
             result = runs.train(plan, dev, data_dir, callbacks=view, on_ready=ready,
-                                save_model=Path("mnist_cnn.pt") if save_model else None)
+                                save_model=Path("mnist_cnn.pt") if save_model else None, tensorboard=tensorboard)
         finally:
             view.stop()
     from mnistctl.render import train_summary
@@ -292,7 +342,7 @@ def train(
         _say(line)
 
 
-@app.command()
+@command()
 def evaluate(
     checkpoint_arg: Annotated[Path | None, typer.Argument(
         metavar="[CHECKPOINT]", show_default=False, help="The model to score (the same as --checkpoint).")] = None,
@@ -311,11 +361,13 @@ def evaluate(
         from mnistctl.inference import load_classifier
         from mnistctl.render import confusion_table, eval_summary, per_class_table
 
-        clf = load_classifier(_one_checkpoint(checkpoint_arg, checkpoint_path), device.value, batch_size)
+        source = _one_checkpoint(checkpoint_arg, checkpoint_path)
+        clf = load_classifier(source, device.value, batch_size)
         result = evaluation.evaluate(clf, split.value, data_dir)
         written = evaluation.write_figures(result, plots) if plots is not None else []
     if as_json:
-        typer.echo(json.dumps({"checkpoint": clf.source, "backend": clf.backend, "dataset": clf.dataset,
+        typer.echo(json.dumps({"checkpoint": str(source) if source is not None else None, "model": clf.source,
+                               "backend": clf.backend, "dataset": clf.dataset,
                                "model_config": clf.model_config.to_dict(), "epoch": clf.epoch,
                                **result.report.to_dict(), "plots": [str(p) for p in written]}, indent=2))
         return
@@ -326,25 +378,32 @@ def evaluate(
         _say(f"Saved {path}")
 
 
-@app.command()
+@command()
 def plot(
     paths: Annotated[list[Path], typer.Argument(help="Run directories, history.json files or checkpoints.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("loss.png"),
     show: Annotated[bool, typer.Option(help="Also open the figure in a window, where there is a display.")] = False,
+    error_log: Annotated[bool, typer.Option(
+        "--error-log", help="Plot the error rate on a log axis instead of the accuracy (where 98-99.7% differ).")]
+    = False,
 ) -> None:
-    """Training and validation loss (and accuracy) per epoch; several runs share the axes."""
+    """Training and validation loss (and accuracy) per epoch; several runs share the axes.
+
+    A run directory's per-step training loss (metrics.csv) is drawn under its per-epoch points.
+    """
     with user_errors():
         from mnistctl.plotting import plot_runs
 
-        fig, labels, path = plot_runs(paths, output)
+        fig, labels, path = plot_runs(paths, output, error_log)
     _say(f"Saved {path} ({len(labels)} run{'s' if len(labels) > 1 else ''}: {', '.join(labels)})")
     if show:
         _show(fig, path)
 
 
-@app.command()
+@command()
 def predict(
     paths: Annotated[list[str], typer.Argument(
+        metavar="IMAGE",
         help="Image files, directories (their images, sorted), glob patterns (PNG, JPEG, BMP, GIF, TIFF, WebP), "
              "or - for one image on standard input.")],
     checkpoint_path: CheckpointOpt = None,
@@ -388,7 +447,9 @@ def predict(
     else:
         _say(model_line(clf))
         console.print(predictions_table(results, clf.dataset))
-        for panel in input_panels(results) if show else []:
+        from mnistctl.terminal import colourless
+
+        for panel in input_panels(results, colourless(console)) if show else []:
             console.print(panel)
         if save_inputs is not None:
             _say(f"Saved {len(saved)} input{'s' if len(saved) != 1 else ''} the model saw to {save_inputs}")
@@ -402,7 +463,7 @@ def predict(
 ExportFormat = _choices("ExportFormat", ("onnx", "mnistctl"))
 
 
-@app.command()
+@command()
 def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="The file to write: model.onnx or model.pt.")],
     checkpoint_arg: Annotated[Path | None, typer.Argument(
@@ -431,7 +492,7 @@ def export(
     _say(f"Saved {output}: {exported.description} ({human_size(output.stat().st_size)}{about})")
 
 
-@app.command()
+@command()
 def serve(
     checkpoint_path: CheckpointOpt = None,
     host: Annotated[str, typer.Option(

@@ -130,6 +130,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 1
     augment: bool = True
+    patience: int = 0  # stop after this many epochs without a better validation accuracy (0: never)
     eval_batch_size: int = INFERENCE_BATCH
 
     def __post_init__(self) -> None:
@@ -147,6 +148,8 @@ class TrainConfig:
              f"must be in [0, 1), got {self.label_smoothing!r}"),
             (type(self.seed) is int, "seed", f"must be a whole number, got {self.seed!r}"),
             (isinstance(self.augment, bool), "augment", f"must be true or false, got {self.augment!r}"),
+            (type(self.patience) is int and self.patience >= 0, "patience",
+             f"must be 0 (off) or a number of epochs, got {self.patience!r}"),
             (type(self.eval_batch_size) is int and self.eval_batch_size >= 1, "eval_batch_size",
              f"must be at least 1, got {self.eval_batch_size!r}"),
         ])

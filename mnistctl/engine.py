@@ -80,14 +80,19 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 class EpochStats:
     """Running sums of one epoch; kept in an interrupted checkpoint so the epoch can go on."""
 
-    loss_sum: float = 0.0
+    loss_sum: float = 0.0  # plain cross-entropy, comparable with the validation loss
     correct: int = 0
     seen: int = 0
     seconds: float = 0.0
+    objective_sum: float = 0.0  # the loss minimised, when it differs (label smoothing)
 
     @property
     def loss(self) -> float:
         return self.loss_sum / max(1, self.seen)
+
+    @property
+    def objective(self) -> float:
+        return self.objective_sum / max(1, self.seen)
 
     @property
     def accuracy(self) -> float:
@@ -101,7 +106,7 @@ class EpochStats:
         if not data:
             return cls()
         return cls(float(data.get("loss_sum", 0.0)), int(data.get("correct", 0)), int(data.get("seen", 0)),
-                   float(data.get("seconds", 0.0)))
+                   float(data.get("seconds", 0.0)), float(data.get("objective_sum", 0.0)))
 
 
 class TrainCallbacks:
@@ -110,7 +115,8 @@ class TrainCallbacks:
     def on_epoch_start(self, epoch: int, epochs: int, steps: int, start_step: int) -> None: ...
 
     def on_batch(self, step: int, loss: float | None, images: int) -> None:
-        """After each step; ``loss`` is None on steps where an accelerator was not synced."""
+        """After each step; ``loss`` (the batch's plain cross-entropy) is None on steps where an
+        accelerator was not synced."""
 
     def on_epoch_end(self, record: EpochRecord) -> None: ...
 
@@ -141,7 +147,9 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     aug = AugmentConfig()
     # on an accelerator, sums stay on the device and the host reads them every `sync` steps only
     sync = 1 if device.type == "cpu" else 25
+    smoothing = cfg.label_smoothing > 0  # then the loss minimised is not the cross-entropy reported
     loss_sum = torch.zeros((), device=device)
+    objective_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     start = time.perf_counter()
     try:
@@ -159,15 +167,20 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
             loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_sum += loss.detach() * len(idx)
+            ce = F.cross_entropy(logits.detach().float(), y) if smoothing else loss.detach()
+            loss_sum += ce * len(idx)
+            if smoothing:
+                objective_sum += loss.detach() * len(idx)
             correct += (logits.argmax(1) == y).sum()
             stats.seen += len(idx)
             loss_value = None
             if (step + 1) % sync == 0 or step + 1 == steps:
-                loss_value = loss.item()
+                loss_value = ce.item()
                 stats.loss_sum += loss_sum.item()
+                stats.objective_sum += objective_sum.item()
                 stats.correct += int(correct.item())
                 loss_sum.zero_()
+                objective_sum.zero_()
                 correct.zero_()
             try:
                 if callbacks:
@@ -178,6 +191,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
                 raise Interrupted(step + 1)
     finally:
         stats.loss_sum += loss_sum.item()
+        stats.objective_sum += objective_sum.item()
         stats.correct += int(correct.item())
         stats.seconds += time.perf_counter() - start
     return stats

@@ -85,5 +85,16 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_csv(path: str | os.PathLike[str], columns: tuple[str, ...], rows: list[dict]) -> None:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, out.getvalue())
+
+
 def write_json(path: str | os.PathLike[str], obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")

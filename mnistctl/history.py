@@ -11,7 +11,10 @@ from mnistctl.errors import MnistctlError
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """One finished epoch: training figures (running means over the epoch) and validation ones."""
+    """One finished epoch: training figures (running means over the epoch) and validation ones.
+
+    Both losses are the plain cross-entropy, so they compare; with label smoothing the loss that
+    was minimised is ``train_objective`` (NaN without smoothing)."""
 
     epoch: int
     train_loss: float
@@ -21,9 +24,13 @@ class EpochRecord:
     lr: float = math.nan  # the learning rate at the end of the epoch
     seconds: float = 0.0  # training time of the epoch (validation not included)
     images_per_s: float = 0.0
+    train_objective: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if math.isnan(self.train_objective):
+            del out["train_objective"]  # strict JSON has no NaN
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> EpochRecord:
@@ -64,3 +71,63 @@ def parse_history(rows: Any) -> list[EpochRecord]:
     if not isinstance(rows, list):
         raise MnistctlError("the history is not a list of per-epoch records")
     return [EpochRecord.from_dict(r) for r in rows]
+
+
+# --- per-step metrics: metrics.csv in a run directory ------------------------------------------
+
+METRICS_FILE = "metrics.csv"
+METRICS_COLUMNS = ("kind", "epoch", "step", "progress", "train_loss", "lr", "train_acc", "val_loss", "val_acc")
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """The training loss (plain cross-entropy of one batch) and learning rate after a step;
+    ``progress`` is in epochs (2.5: half-way through epoch 3)."""
+
+    epoch: int
+    step: int
+    progress: float
+    train_loss: float
+    lr: float
+
+
+def metrics_rows(steps: list[StepRecord], history: list[EpochRecord]) -> list[dict[str, Any]]:
+    """metrics.csv's rows: the step rows, each epoch's row after its steps."""
+    rows: list[dict[str, Any]] = []
+    by_epoch = {r.epoch: r for r in history}
+    done = set()
+    for s in steps:
+        for e in sorted(k for k in by_epoch if k < s.epoch and k not in done):
+            rows.append(_epoch_row(by_epoch[e]))
+            done.add(e)
+        rows.append({"kind": "step", "epoch": s.epoch, "step": s.step, "progress": f"{s.progress:.4f}",
+                     "train_loss": f"{s.train_loss:.6f}", "lr": f"{s.lr:.6g}"})
+    rows += [_epoch_row(by_epoch[e]) for e in sorted(by_epoch) if e not in done]
+    return rows
+
+
+def _epoch_row(r: EpochRecord) -> dict[str, Any]:
+    return {"kind": "epoch", "epoch": r.epoch, "step": "", "progress": f"{r.epoch:.4f}",
+            "train_loss": f"{r.train_loss:.6f}", "lr": f"{r.lr:.6g}", "train_acc": f"{r.train_acc:.6f}",
+            "val_loss": f"{r.val_loss:.6f}", "val_acc": f"{r.val_acc:.6f}"}
+
+
+def read_steps(text: str) -> list[StepRecord]:
+    """The step rows of a metrics.csv; MnistctlError when it is not one."""
+    import csv
+    import io
+
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or not {"kind", "epoch", "step", "progress", "train_loss", "lr"} <= set(
+            reader.fieldnames):
+        raise MnistctlError("not an mnistctl metrics.csv (its header lacks kind, epoch, step, progress, "
+                            "train_loss, lr)")
+    out = []
+    try:
+        for row in reader:
+            if row["kind"] == "step":
+                out.append(StepRecord(int(row["epoch"]), int(row["step"]), float(row["progress"]),
+                                      float(row["train_loss"]), float(row["lr"])))
+    except (TypeError, ValueError):
+        raise MnistctlError("a metrics.csv row holds a value that is not a number") from None
+    return out

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from mnistctl.errors import ConfigError
 from mnistctl.fsutil import atomic_path
-from mnistctl.history import EpochRecord, parse_history
+from mnistctl.history import METRICS_FILE, EpochRecord, parse_history, read_steps
 
 
 def figure_format(path: str | Path) -> str:
@@ -57,28 +57,48 @@ def digit_grid_figure(images, titles: Sequence[str], suptitle: str | None = None
     return fig
 
 
-def history_figure(runs: Sequence[tuple[str, Sequence[EpochRecord]]]) -> Figure:
+RunCurves = tuple  # (label, per-epoch records) or (label, records, per-step records)
+
+
+def history_figure(runs: Sequence[RunCurves], error_log: bool = False) -> Figure:
     """Training and validation loss per epoch (as the original project's figure) and accuracy,
-    for one or several runs on the same axes."""
+    for one or several runs on the same axes. A run's per-step training loss (metrics.csv) is
+    drawn as a thin line under its per-epoch points, so a one-epoch run has a curve too.
+    ``error_log``: the right panel shows the error rate on a log axis, where 98-99.7% can be told
+    apart."""
     fig = Figure(figsize=(11, 4.2), dpi=100)
     loss_ax, acc_ax = fig.subplots(1, 2)
     several = len(runs) > 1
-    for i, (label, history) in enumerate(runs):
+    for i, (label, history, *rest) in enumerate(runs):
+        steps = rest[0] if rest else []
         color = f"C{i}"
         epochs = [r.epoch for r in history]
         prefix = f"{label}: " if several else ""
+        if steps:
+            loss_ax.plot([s.progress for s in steps], [s.train_loss for s in steps], "-", color=color, lw=0.8,
+                         alpha=0.35, label=f"{prefix}train loss per step")
         loss_ax.plot(epochs, [r.train_loss for r in history], "-o", color=color, ms=3,
                      label=f"{prefix}train loss")
         loss_ax.plot(epochs, [r.val_loss for r in history], "--s", color=color, ms=3,
                      label=f"{prefix}validation loss")
-        acc_ax.plot(epochs, [100 * r.train_acc for r in history], "-o", color=color, ms=3,
+        shown = (lambda acc: 100 * (1 - acc)) if error_log else (lambda acc: 100 * acc)  # noqa: E731
+        acc_ax.plot(epochs, [shown(r.train_acc) for r in history], "-o", color=color, ms=3,
                     label=f"{prefix}train")
-        acc_ax.plot(epochs, [100 * r.val_acc for r in history], "--s", color=color, ms=3,
+        acc_ax.plot(epochs, [shown(r.val_acc) for r in history], "--s", color=color, ms=3,
                     label=f"{prefix}validation")
-    loss_ax.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
-    acc_ax.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    loss_ax.set(title="Loss (cross-entropy, both)", xlabel="epoch", ylabel="cross-entropy")
+    if error_log:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        acc_ax.set_yscale("log")
+        acc_ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        acc_ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+        acc_ax.yaxis.set_minor_formatter(NullFormatter())
+        acc_ax.set(title="Error rate", xlabel="epoch", ylabel="error (log scale)")
+    else:
+        acc_ax.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
         ax.xaxis.get_major_locator().set_params(integer=True)
     if not several and runs:
@@ -111,8 +131,9 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str],
     return fig
 
 
-def load_history(path: str | Path) -> tuple[str, list[EpochRecord]]:
-    """(label, history) from a run directory, a history.json or a checkpoint."""
+def load_history(path: str | Path) -> tuple[str, list[EpochRecord], list]:
+    """(label, per-epoch history, per-step records) from a run directory, a history.json or a
+    checkpoint; the per-step records come from the run directory's metrics.csv, when there is one."""
     import json
 
     from mnistctl.errors import MnistctlError
@@ -146,15 +167,20 @@ def load_history(path: str | Path) -> tuple[str, list[EpochRecord]]:
         history, label = checkpoint.load(path).history, path.parent.name or path.stem
     if not history:
         raise MnistctlError(f"{path} has no completed epoch to plot yet")
-    return label, history
+    try:
+        steps = read_steps((path.parent / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, MnistctlError):
+        steps = []  # no per-step record (an older run, or a checkpoint copied elsewhere)
+    return label, history, steps
 
 
-def plot_runs(paths: Sequence[str | Path], output: str | Path) -> tuple[Figure, list[str], Path]:
+def plot_runs(paths: Sequence[str | Path], output: str | Path,
+              error_log: bool = False) -> tuple[Figure, list[str], Path]:
     """Draw the histories of several runs on shared axes into ``output``: (figure, labels, path)."""
     figure_format(output)
     runs = [load_history(p) for p in paths]
-    labels = [label for label, _ in runs]
+    labels = [label for label, *_ in runs]
     if len(set(labels)) < len(labels):  # same run name twice: label by path instead
-        runs = [(str(p), h) for p, (_, h) in zip(paths, runs)]
-    fig = history_figure(runs)
-    return fig, [label for label, _ in runs], save_figure(fig, output)
+        runs = [(str(p), *rest) for p, (_, *rest) in zip(paths, runs)]
+    fig = history_figure(runs, error_log)
+    return fig, [label for label, *_ in runs], save_figure(fig, output)

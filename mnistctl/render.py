@@ -7,6 +7,7 @@ strings; the views implement the core's progress hooks (``engine.TrainCallbacks`
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -105,7 +106,15 @@ def train_header(plan: RunPlan, info: RunInfo) -> str:
             f"on {plan.data_config.info.title}{where}: {info.train_images:,} training / {info.val_images:,} "
             f"validation images, {t.epochs} epochs of {info.steps} steps, batch {t.batch_size}, "
             f"{t.optimizer} lr {t.lr:g} ({t.schedule}), augment {'on' if t.augment else 'off'}, "
-            f"device {info.device}, run directory [bold]{plan.run_dir}[/]")
+            f"device {info.device}"
+            + (f" ({info.threads} thread{'s' if info.threads != 1 else ''})" if info.device == "cpu" else "")
+            + (f", from the weights of {plan.init.source}" if plan.init is not None else "")
+            + (f", extended to {t.epochs} epochs (a new {t.schedule} schedule over the added ones)" if plan.extends
+               else "")
+            + (f", label smoothing {t.label_smoothing:g} (losses shown are plain cross-entropy)"
+               if t.label_smoothing else "")
+            + (f", early stopping after {t.patience} epochs without improvement" if t.patience else "")
+            + f", run directory [bold]{plan.run_dir}[/]")
 
 
 class TrainView:
@@ -126,13 +135,17 @@ class TrainView:
         )
 
         self.console = console
+        # a narrow terminal (under 80 columns) drops the learning rate and the seconds: the rest fits in 60
+        narrow = console.width < 80
+        self.columns = tuple(c for c in self.COLUMNS if not (narrow and c in ("lr", "seconds")))
         self.table = Table(box=None)
-        for col in self.COLUMNS:
-            self.table.add_column(col, justify="right")
+        for col in self.columns:
+            self.table.add_column(col, justify="right", no_wrap=True)
+        wide = () if narrow else (TextColumn("{task.fields[speed]:,.0f} img/s"), TimeElapsedColumn())
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:,.0f} img/s"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+            TextColumn("loss {task.fields[loss]:.4f}"), *wide, TextColumn("ETA"), TimeRemainingColumn(),
+            console=console)
         self.live = Live(Group(self.table, self.progress), console=console, refresh_per_second=8)
         self.task = None
         self.best = -1.0
@@ -161,9 +174,9 @@ class TrainView:
     def add_row(self, r: EpochRecord) -> None:
         best = r.val_acc > self.best
         self.best = max(self.best, r.val_acc)
-        self.table.add_row(str(r.epoch), f"{r.train_loss:.4f}", pct(r.train_acc), f"{r.val_loss:.4f}",
-                           pct(r.val_acc), f"{r.lr:.2e}", f"{r.seconds:.1f}", f"{r.images_per_s:,.0f}",
-                           style="bold green" if best else None)
+        cells = dict(zip(self.COLUMNS, (str(r.epoch), f"{r.train_loss:.4f}", pct(r.train_acc), f"{r.val_loss:.4f}",
+                                        pct(r.val_acc), f"{r.lr:.2e}", f"{r.seconds:.1f}", f"{r.images_per_s:,.0f}")))
+        self.table.add_row(*(cells[c] for c in self.columns), style="bold green" if best else None)
 
     def start(self, history: Sequence[EpochRecord] = ()) -> None:
         for record in history:
@@ -182,9 +195,70 @@ class TrainView:
                 self.console.line()
 
 
+class PlainTrainView:
+    """Training progress as plain lines, for pipes, log files and CI: one line per epoch, and one
+    every ``every`` seconds within a long epoch."""
+
+    def __init__(self, console: Console, every: float = 30.0) -> None:
+        self.console, self.every = console, every
+        self.best = -1.0
+        self.epoch, self.epochs, self.steps = 0, 0, 0
+        self.t0 = self.last = 0.0
+        self.images = 0
+
+    def _say(self, text: str) -> None:
+        self.console.print(text, highlight=False, soft_wrap=True, markup=False)
+        self.console.file.flush()
+
+    def start(self, history: Sequence[EpochRecord] = ()) -> None:
+        for record in history:
+            self.best = max(self.best, record.val_acc)
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int, start_step: int) -> None:
+        self.epoch, self.epochs, self.steps = epoch, epochs, steps
+        self.t0 = self.last = time.perf_counter()
+        self.images = 0
+
+    def on_batch(self, step: int, loss: float | None, images: int) -> None:
+        self.images += images
+        now = time.perf_counter()
+        if now - self.last >= self.every and loss is not None:
+            self.last = now
+            self._say(f"epoch {self.epoch}/{self.epochs}: step {step + 1}/{self.steps}, loss {loss:.4f}, "
+                      f"{self.images / max(now - self.t0, 1e-9):,.0f} img/s")
+
+    def on_epoch_end(self, r: EpochRecord) -> None:
+        best = r.val_acc > self.best
+        self.best = max(self.best, r.val_acc)
+        objective = "" if math.isnan(r.train_objective) else f" (smoothed {r.train_objective:.4f})"
+        self._say(f"epoch {r.epoch}/{self.epochs}: train loss {r.train_loss:.4f}{objective} acc {pct(r.train_acc)}, "
+                  f"val loss {r.val_loss:.4f} acc {pct(r.val_acc)}{' (best)' if best else ''}, lr {r.lr:.2e}, "
+                  f"{r.seconds:.1f} s, {r.images_per_s:,.0f} img/s")
+
+    def stop(self) -> None:
+        pass
+
+
+class QuietTrainView(PlainTrainView):
+    """--quiet: nothing while training."""
+
+    def _say(self, text: str) -> None:
+        pass
+
+
+def train_view(console: Console, quiet: bool = False) -> TrainView | PlainTrainView:
+    """The live table and progress bar on a terminal; plain lines in a pipe, a file or CI."""
+    if quiet:
+        return QuietTrainView(console)
+    return TrainView(console) if console.is_terminal else PlainTrainView(console)
+
+
 def train_summary(result: FitResult) -> list[str]:
     best = result.best_record
-    return [f"Done in {result.seconds:.1f} s. Best epoch {best.epoch}: validation accuracy "
+    waited = result.history[-1].epoch - best.epoch
+    early = (f"Stopped early after epoch {result.history[-1].epoch}: no better validation accuracy for "
+             f"{waited} epoch{'s' if waited != 1 else ''}. " if result.stopped_early else "")
+    return [f"{early}Done in {result.seconds:.1f} s. Best epoch {best.epoch}: validation accuracy "
             f"[bold green]{pct(best.val_acc)}[/], loss {best.val_loss:.4f}.",
             f"Files: {', '.join(str(p) for p in result.files)}",
             f"Next: mnistctl evaluate --checkpoint {result.best_path}"]
@@ -304,7 +378,7 @@ def predictions_table(results: Sequence[FilePrediction], dataset: str) -> Table:
     return table
 
 
-def input_panels(results: Sequence[FilePrediction]) -> list[RenderableType]:
+def input_panels(results: Sequence[FilePrediction], plain: bool = False) -> list[RenderableType]:
     """The 28x28 input of each readable file drawn in the terminal, with its prediction."""
     from mnistctl.terminal import digit_text
 
@@ -312,7 +386,7 @@ def input_panels(results: Sequence[FilePrediction]) -> list[RenderableType]:
     for r in results:
         if r.image is not None and r.prediction is not None:
             grid = Table.grid(padding=(0, 2))
-            grid.add_row(digit_text(r.image.tolist()), Text.assemble(
+            grid.add_row(digit_text(r.image.tolist(), plain), Text.assemble(
                 (f"{r.path}\n", "dim"), ("→ ", ""), (r.prediction.label, "bold green"),
                 f"  ({100 * r.prediction.confidence:.1f}%)"))
             panels.append(grid)

@@ -8,30 +8,41 @@ options a resumed run ignores); ``fit`` trains and writes ``best.pt``, ``last.pt
 
 from __future__ import annotations
 
+import contextlib
+import math
 import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mnistctl import accel, engine
+from mnistctl import __version__, accel, engine
 from mnistctl.checkpoint import Checkpoint, TrainingState
 from mnistctl.checkpoint import load as load_checkpoint
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig
 from mnistctl.data import load_split
-from mnistctl.errors import CheckpointError, ConfigError, RunExistsError, Terminated, TrainingInterrupted, WriteError
-from mnistctl.fsutil import atomic_path, remove_stale_parts, write_json
-from mnistctl.history import Best, EpochRecord
+from mnistctl.errors import (
+    CheckpointError,
+    ConfigError,
+    MnistctlError,
+    RunExistsError,
+    Terminated,
+    TrainingInterrupted,
+    WriteError,
+)
+from mnistctl.fsutil import atomic_path, remove_stale_parts, write_csv, write_json
+from mnistctl.history import METRICS_COLUMNS, METRICS_FILE, Best, EpochRecord, StepRecord, metrics_rows, read_steps
 from mnistctl.model import Net, num_parameters
 from mnistctl.recipes import PRESETS
 
 RUNS_ROOT = Path("runs")
+CONFIG_FILE = "config.json"
 # which config each user-settable name belongs to (num_classes, mean and std follow the data set)
 MODEL_SETTINGS = ("nf", "batchnorm", "dropout")
 DATA_SETTINGS = ("dataset", "val_fraction")
@@ -46,22 +57,53 @@ class RunPlan:
     run_dir: Path
     resume: Checkpoint | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. options a resumed run ignores
+    preset: str | None = None
+    init: Checkpoint | None = None  # fine-tuning: start from these weights, with a fresh optimizer
+    extends: bool = False  # resuming a finished run with more epochs
+
+    def config(self) -> dict[str, Any]:
+        """Every setting of the run, as ``config.json`` holds it and ``train --config`` reads it."""
+        return {"model": self.model_config.to_dict(), "data": self.data_config.to_dict(),
+                "train": self.train_config.to_dict(), "preset": self.preset,
+                "init": self.init.source if self.init is not None else None}
 
 
 def plan_run(preset: str | None = None, settings: dict[str, Any] | None = None, *, resume: str | Path | None = None,
-             run_dir: str | Path | None = None, name: str | None = None, runs_root: Path = RUNS_ROOT) -> RunPlan:
+             run_dir: str | Path | None = None, name: str | None = None, runs_root: Path = RUNS_ROOT,
+             init: str | Path | None = None) -> RunPlan:
     """The configs and directory of a new run (``preset``, by default ``original``, filled in by the
     explicitly given ``settings``), or of a resumed one (its checkpoint's settings; a preset, name or
-    other settings given are reported in ``warnings`` as ignored)."""
+    other settings given are reported in ``warnings`` as ignored, except more ``epochs`` for a
+    finished run, which extend it).
+
+    ``init`` fine-tunes: the new run starts from that checkpoint's weights (``"builtin"``: the
+    built-in model's), whose network and data set it keeps, with a fresh optimizer and schedule.
+    """
     given = {k: v for k, v in (settings or {}).items() if v is not None}
     unknown = sorted(set(given) - set(MODEL_SETTINGS + DATA_SETTINGS + TRAIN_SETTINGS))
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(unknown)}")
     if resume is not None:
+        if init is not None:
+            raise ConfigError("choose one of resume (continue a run) and init (start a new run from its weights)")
         plan = _plan_resume(Path(resume), given, run_dir)
         plan.warnings += [f"{what} {value!r} is ignored: a resumed run keeps its own settings and directory"
                           for what, value in (("preset", preset), ("name", name)) if value is not None]
         return plan
+    start = None
+    if init is not None:
+        from mnistctl.checkpoint import load_or_pretrained
+
+        start = load_or_pretrained(None if str(init) == BUILTIN else init)
+        fixed = {**start.model_config.to_dict(), "dataset": start.data_config.dataset}
+        clash = {k: v for k, v in given.items() if k in fixed and k in MODEL_SETTINGS + ("dataset",) and v != fixed[k]}
+        if clash:
+            setting = sorted(clash)[0]
+            raise ConfigError.invalid(setting, f"cannot be changed when fine-tuning {start.source} (an "
+                                               f"nf={start.model_config.nf} network for {start.data_config.dataset}, "
+                                               f"whose {setting} is {fixed[setting]!r}): leave it out")
+        given = {**given, "nf": start.model_config.nf, "dropout": start.model_config.dropout,
+                 "batchnorm": start.model_config.batchnorm, "dataset": start.data_config.dataset}
     preset = preset or "original"
     if preset not in PRESETS:
         raise ConfigError.invalid("preset", f"must be one of {', '.join(PRESETS)}, got {preset!r}")
@@ -74,7 +116,41 @@ def plan_run(preset: str | None = None, settings: dict[str, Any] | None = None, 
         run_dir = runs_root / (name or new_run_name(model_cfg, data_cfg, runs_root))
     run_dir = Path(run_dir)
     check_run_dir(run_dir)
-    return RunPlan(model_cfg, data_cfg, train_cfg, run_dir)
+    return RunPlan(model_cfg, data_cfg, train_cfg, run_dir, preset=preset, init=start)
+
+
+BUILTIN = "builtin"  # init from the built-in model
+
+
+def read_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """(preset, settings) from a config file: a run's config.json (sections model, data, train,
+    preset) or a flat JSON object of settings (``{"nf": 32, "epochs": 3}``). Settings a run
+    derives (the data set's classes and normalisation, the fixed split seed) are skipped."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"config file {path} is not readable JSON ({str(exc)[:100]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} is not a JSON object of settings")
+    preset = data.get("preset")
+    if preset is not None and not isinstance(preset, str):
+        raise ConfigError(f"config file {path}: preset must be a name, got {preset!r}")
+    derived = {"num_classes", "mean", "std", "split_seed"}
+    sections = [data[k] for k in ("model", "data", "train") if isinstance(data.get(k), dict)]
+    flat = {k: v for k, v in data.items() if k not in ("model", "data", "train", "preset", "init", "mnistctl_version",
+                                                        "torch_version", "device", "threads")}
+    settings: dict[str, Any] = {}
+    for part in [*sections, flat]:
+        settings.update({k: v for k, v in part.items() if k not in derived})
+    unknown = sorted(set(settings) - set(MODEL_SETTINGS + DATA_SETTINGS + TRAIN_SETTINGS))
+    if unknown:
+        raise ConfigError(f"config file {path} has settings mnistctl does not know: {', '.join(unknown)}")
+    return preset, settings
 
 
 def _plan_resume(path: Path, given: dict[str, Any], run_dir: str | Path | None) -> RunPlan:
@@ -82,13 +158,25 @@ def _plan_resume(path: Path, given: dict[str, Any], run_dir: str | Path | None) 
     if not ckpt.resumable:
         raise ConfigError(f"{path} is an exported, inference-only checkpoint without optimizer state: "
                           "resume from the run's last.pt instead")
-    if ckpt.epoch >= ckpt.train_config.epochs:
-        raise ConfigError(f"{path} already finished its {ckpt.train_config.epochs} epochs: nothing to resume")
+    finished = ckpt.epoch >= ckpt.train_config.epochs
+    more = given.pop("epochs", None)
+    train_cfg = ckpt.train_config
+    if finished:
+        if more is None or more <= ckpt.epoch:
+            raise ConfigError(f"{path} already finished its {ckpt.train_config.epochs} epochs: to train it "
+                              f"further, resume it with more epochs (above {ckpt.epoch})", setting="epochs",
+                              problem=f"must be above {ckpt.epoch} to train {path} further (it finished its "
+                                      f"{ckpt.train_config.epochs} epochs)")
+        train_cfg = replace(train_cfg, epochs=more)  # extended: the added epochs get a schedule of their own
+    elif more is not None and more != ckpt.train_config.epochs:
+        given["epochs"] = more  # an unfinished run keeps its schedule: reported as ignored below
     current = {**ckpt.model_config.to_dict(), **ckpt.data_config.to_dict(), **ckpt.train_config.to_dict()}
     warnings = [f"{k.replace('_', ' ')} {v!r} is ignored: a resumed run keeps its own ({current[k]!r})"
+                + (" until it is finished; then resume it with more epochs" if k == "epochs" else "")
                 for k, v in given.items() if current.get(k) != v]
-    return RunPlan(ckpt.model_config, ckpt.data_config, ckpt.train_config,
-                   Path(run_dir) if run_dir is not None else path.parent, resume=ckpt, warnings=warnings)
+    return RunPlan(ckpt.model_config, ckpt.data_config, train_cfg,
+                   Path(run_dir) if run_dir is not None else path.parent, resume=ckpt, warnings=warnings,
+                   extends=finished)
 
 
 def new_run_name(model_cfg: ModelConfig, data_cfg: DataConfig, root: Path = RUNS_ROOT) -> str:
@@ -125,6 +213,7 @@ class RunInfo:
     start_epoch: int  # epochs already done (resumed runs)
     start_step: int  # steps already done in the first epoch (runs resumed after Ctrl-C)
     history: list[EpochRecord]  # the epochs already done
+    threads: int = 1  # PyTorch's CPU threads
 
 
 @dataclass
@@ -136,6 +225,8 @@ class FitResult:
     last_path: Path
     seconds: float
     files: list[Path] = field(default_factory=list)
+    stopped_early: bool = False  # by patience: no better validation accuracy for that many epochs
+    steps: list[StepRecord] = field(default_factory=list)
 
     @property
     def best_record(self) -> EpochRecord:
@@ -175,13 +266,90 @@ def _deferred_interrupt() -> Iterator[_StopFlag]:
             signal.signal(signum, old)
 
 
+class _StepLog(engine.TrainCallbacks):
+    """Passes the hooks on to the front end's, and keeps the loss and learning rate about every
+    ``every`` steps (on an accelerator, when the loss is synced)."""
+
+    def __init__(self, inner: engine.TrainCallbacks, optimizer: torch.optim.Optimizer, steps: int,
+                 kept: list[StepRecord], board: TensorBoard | None = None):
+        self.inner, self.optimizer, self.steps, self.records, self.board = inner, optimizer, steps, kept, board
+        self.every = max(1, steps // STEP_POINTS)
+        self.epoch, self.last = 0, -1
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int, start_step: int) -> None:
+        self.epoch, self.last = epoch, start_step - 1
+        self.inner.on_epoch_start(epoch, epochs, steps, start_step)
+
+    def on_batch(self, step: int, loss: float | None, images: int) -> None:
+        if loss is not None and (step - self.last >= self.every or step + 1 == self.steps):
+            self.last = step
+            self.records.append(StepRecord(self.epoch, step + 1, self.epoch - 1 + (step + 1) / self.steps, loss,
+                                           self.optimizer.param_groups[0]["lr"]))
+            if self.board is not None:
+                self.board.step(self.records[-1], self.steps)
+        self.inner.on_batch(step, loss, images)
+
+    def on_epoch_end(self, record: EpochRecord) -> None:
+        if self.board is not None:
+            self.board.epoch(record, self.steps)
+        self.inner.on_epoch_end(record)
+
+
+class TensorBoard:
+    """The scalars of metrics.csv as TensorBoard event files in the run directory, so that
+    ``tensorboard --logdir runs`` shows every run (``torch.utils.tensorboard``; the tensorboard extra)."""
+
+    def __init__(self, run_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("writing TensorBoard logs needs the tensorboard package: "
+                              "pip install 'mnistctl[tensorboard]'", setting="tensorboard",
+                              problem="needs the tensorboard package: pip install 'mnistctl[tensorboard]'") from None
+        self.writer = SummaryWriter(log_dir=str(run_dir))
+
+    def step(self, r: StepRecord, steps: int) -> None:
+        at = (r.epoch - 1) * steps + r.step
+        self.writer.add_scalar("train/loss_per_step", r.train_loss, at)
+        self.writer.add_scalar("train/lr", r.lr, at)
+
+    def epoch(self, r: EpochRecord, steps: int) -> None:
+        at = r.epoch * steps
+        for name, value in (("train/loss", r.train_loss), ("train/accuracy", r.train_acc), ("val/loss", r.val_loss),
+                            ("val/accuracy", r.val_acc), ("train/objective", r.train_objective)):
+            if not math.isnan(value):
+                self.writer.add_scalar(name, value, at)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+STEP_POINTS = 50  # per-step points kept per epoch in metrics.csv
+
+
+def _kept_steps(run_dir: Path, epoch: int, step: int, steps: int) -> list[StepRecord]:
+    """The step rows of an earlier part of this run, up to where it resumes (none if unreadable)."""
+    try:
+        records = read_steps((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, MnistctlError):
+        return []
+    return [r for r in records if (r.epoch - 1) * steps + r.step <= epoch * steps + step]
+
+
 def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, run_dir: Path,
         device: torch.device, data_dir: str | Path | None = None, resume: Checkpoint | None = None,
         callbacks: engine.TrainCallbacks | None = None,
-        on_ready: Callable[[RunInfo], None] | None = None) -> FitResult:
-    """Train (or resume training) and write best.pt, last.pt and history.json into ``run_dir``.
+        on_ready: Callable[[RunInfo], None] | None = None, init: Checkpoint | None = None,
+        tensorboard: bool = False, config: dict[str, Any] | None = None) -> FitResult:
+    """Train (or resume training) and write best.pt, last.pt, history.json and metrics.csv (and
+    ``config`` as config.json) into ``run_dir``.
 
-    On Ctrl-C, saves a resumable last.pt after the current step and raises TrainingInterrupted.
+    On Ctrl-C or SIGTERM, saves a resumable last.pt after the current step and raises
+    TrainingInterrupted. ``init`` starts from its weights (fine-tuning). A resumed run that had
+    finished and is given more epochs goes on with a new schedule over the added epochs (the
+    optimizer's state carries over). With ``train_cfg.patience``, training stops after that many
+    epochs without a better validation accuracy.
     """
     callbacks = callbacks or engine.TrainCallbacks()
     accel.setup(device)
@@ -198,13 +366,27 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     history: list[EpochRecord] = []
     best = Best()
     start_epoch, start_step, partial = 0, 0, None
+    if init is not None:
+        try:
+            model.load_state_dict(init.weights)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{init.source}'s weights do not fit this network "
+                                  f"({str(exc).splitlines()[0][:120]})") from None
     if resume is not None:
         if not resume.resumable:
             raise ConfigError(f"{resume.source} is inference-only: it cannot be resumed")
+        extending = resume.epoch >= resume.train_config.epochs
+        if extending:  # the added epochs get a schedule of their own
+            scheduler = engine.make_scheduler(optimizer, replace(train_cfg, epochs=train_cfg.epochs - resume.epoch),
+                                              steps)
         try:
             model.load_state_dict(resume.weights)
             optimizer.load_state_dict(resume.training.optimizer)
-            scheduler.load_state_dict(resume.training.scheduler)
+            if extending:
+                for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+                    group["lr"] = lr  # the new schedule's starting rate, not the old run's final one
+            else:
+                scheduler.load_state_dict(resume.training.scheduler)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise CheckpointError(f"{resume.source} cannot be resumed: its saved training state does not fit "
                                   f"its network ({str(exc).splitlines()[0][:120]})") from None
@@ -220,10 +402,20 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
         raise WriteError(run_dir, exc) from None
     remove_stale_parts(run_dir)  # temporary files of a run that was killed
     best_path, last_path, history_path = run_dir / "best.pt", run_dir / "last.pt", run_dir / "history.json"
+    files = [best_path, last_path, history_path, run_dir / METRICS_FILE]
+    if config is not None:  # every setting, readable without mnistctl (and by train --config)
+        write_json(run_dir / CONFIG_FILE, config)
+        files.insert(0, run_dir / CONFIG_FILE)
     saved_epoch = start_epoch if resume is not None else None  # what last.pt holds
+    board = TensorBoard(run_dir) if tensorboard else None
+    step_log = _StepLog(callbacks, optimizer, steps,
+                        _kept_steps(run_dir, start_epoch, start_step, steps) if resume is not None else [], board)
     if on_ready:
         on_ready(RunInfo(len(train_y), len(val_y), steps, num_parameters(model), str(device),
-                         start_epoch, start_step, list(history)))
+                         start_epoch, start_step, list(history), torch.get_num_threads()))
+
+    def write_metrics() -> None:
+        write_csv(run_dir / METRICS_FILE, METRICS_COLUMNS, metrics_rows(step_log.records, history))
 
     def snapshot(epoch: int, step: int = 0, stats: engine.EpochStats | None = None) -> Checkpoint:
         return Checkpoint(
@@ -234,16 +426,18 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
                                               stats.to_dict() if stats is not None else None))
 
     started = time.perf_counter()
-    with _deferred_interrupt() as stop:
+    stopped_early = False
+    with _deferred_interrupt() as stop, contextlib.closing(board) if board else contextlib.nullcontext():
         for epoch in range(start_epoch, train_cfg.epochs):
             stats = partial or engine.EpochStats()
-            callbacks.on_epoch_start(epoch + 1, train_cfg.epochs, steps, start_step)
+            step_log.on_epoch_start(epoch + 1, train_cfg.epochs, steps, start_step)
             try:
                 engine.train_one_epoch(model, optimizer, scheduler, train_x, train_y, train_cfg, epoch,
-                                       stats, start_step, callbacks, stop)
+                                       stats, start_step, step_log, stop)
             except engine.Interrupted as exc:
                 try:
                     snapshot(epoch, exc.step, stats).save(last_path)
+                    write_metrics()
                 except WriteError as error:
                     raise error.add_context(_on_disk(last_path, saved_epoch)) from None
                 raise TrainingInterrupted(last_path, epoch + 1, exc.step, stop.signum) from None
@@ -253,7 +447,8 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
                 engine.predict_logits(model, val_x, train_cfg.eval_batch_size, device), val_y)
             record = EpochRecord(epoch=epoch + 1, train_loss=stats.loss, train_acc=stats.accuracy,
                                  val_loss=val_loss, val_acc=val_acc, lr=optimizer.param_groups[0]["lr"],
-                                 seconds=stats.seconds, images_per_s=stats.seen / max(stats.seconds, 1e-9))
+                                 seconds=stats.seconds, images_per_s=stats.seen / max(stats.seconds, 1e-9),
+                                 train_objective=stats.objective if train_cfg.label_smoothing > 0 else math.nan)
             history.append(record)
             improved = val_acc > best.val_acc
             if improved:
@@ -266,14 +461,20 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
                     state.save(best_path)
                 write_json(history_path, {"run": run_dir.name, "dataset": data_cfg.dataset,
                                           "history": [r.to_dict() for r in history]})
+                write_metrics()
             except WriteError as error:
                 raise error.add_context(_on_disk(last_path, saved_epoch)) from None
-            callbacks.on_epoch_end(record)
+            step_log.on_epoch_end(record)
+            if train_cfg.patience and epoch + 1 - best.epoch >= train_cfg.patience and epoch + 1 < train_cfg.epochs:
+                stopped_early = True
+                break
             if stop.requested and epoch + 1 < train_cfg.epochs:
                 raise TrainingInterrupted(last_path, epoch + 2, 0, stop.signum)
 
     return FitResult(run_dir=run_dir, history=history, best=best, best_path=best_path, last_path=last_path,
-                     seconds=time.perf_counter() - started, files=[best_path, last_path, history_path])
+                     seconds=time.perf_counter() - started,
+                     files=files,
+                     stopped_early=stopped_early, steps=step_log.records)
 
 
 def _on_disk(last_path: Path, saved_epoch: int | None) -> str:
@@ -286,14 +487,17 @@ def _on_disk(last_path: Path, saved_epoch: int | None) -> str:
 
 def train(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None, *,
           callbacks: engine.TrainCallbacks | None = None, on_ready: Callable[[RunInfo], None] | None = None,
-          save_model: Path | None = None) -> FitResult:
+          save_model: Path | None = None, tensorboard: bool = False) -> FitResult:
     """Fit ``plan``, then draw ``loss.png`` into its run directory and, when asked, copy the final
     checkpoint to ``save_model`` (the original script's ``mnist_cnn.pt``)."""
     from mnistctl.plotting import history_figure, save_figure
 
+    config = {**plan.config(), "mnistctl_version": __version__, "torch_version": torch.__version__,
+              "device": str(device), "threads": torch.get_num_threads()}
     result = fit(plan.model_config, plan.data_config, plan.train_config, plan.run_dir, device, data_dir,
-                 resume=plan.resume, callbacks=callbacks, on_ready=on_ready)
-    result.files.append(save_figure(history_figure([(plan.run_dir.name, result.history)]),
+                 resume=plan.resume, callbacks=callbacks, on_ready=on_ready, init=plan.init, tensorboard=tensorboard,
+                 config=config)
+    result.files.append(save_figure(history_figure([(plan.run_dir.name, result.history, result.steps)]),
                                     plan.run_dir / "loss.png"))
     if save_model is not None:
         with atomic_path(save_model) as tmp:

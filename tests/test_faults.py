@@ -37,6 +37,7 @@ from mnistctl import checkpoint, fsutil
 from mnistctl.cli import app
 from mnistctl.download import Pace, download, md5_of_file
 from mnistctl.errors import DataError, DownloadError, WriteError
+from mnistctl.history import read_steps
 from mnistctl.idx import read_idx
 from mnistctl.preprocess import ImageError, prepare
 
@@ -534,8 +535,12 @@ def test_sigkill_at_random_moments_never_leaves_an_unloadable_file(bigger_fake_d
                 continue  # a temporary file: never under a final name, removed by the next run
             if path.suffix == ".pt":
                 assert checkpoint.load(path).epoch >= 1
-            elif path.suffix == ".json":
+            elif path.name == "history.json":
                 assert json.loads(path.read_text())["history"]
+            elif path.name == "config.json":
+                assert json.loads(path.read_text())["train"]["epochs"] == 30
+            elif path.name == "metrics.csv":
+                assert read_steps(path.read_text())
 
 
 @pytest.mark.slow

@@ -56,7 +56,8 @@ def test_shipped_model_scores_on_the_real_test_set(mnist_data_dir):
     result = runner.invoke(app, ["evaluate", "--json", "--data-dir", str(mnist_data_dir)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["checkpoint"].startswith("built-in model") and report["images"] == 10000
+    assert report["checkpoint"] is None and report["model"].startswith("built-in model") and report["images"] == 10000
+    assert report["classes"] == [str(d) for d in range(10)]
     assert report["accuracy"] >= 0.995
 
 
@@ -201,7 +202,7 @@ def test_no_preprocess_and_saved_inputs(tmp_path, shipped):
     saved = sorted(p.name for p in out_dir.iterdir())
     assert saved == ["digit-4-paint-2.png", "digit-4-paint.png"]
     assert np.array_equal(np.asarray(Image.open(out_dir / "digit-4-paint.png")), prepared.image)
-    assert "\u2580" in result.stdout and "built-in model" in result.stdout
+    assert "@" in result.stdout and "\u2580" not in result.stdout and "built-in model" in result.stdout
 
 
 def test_preprocessing_centres_the_ink_like_mnist():

@@ -155,7 +155,8 @@ def test_original_command_line_still_works(tmp_path, fake_data_dir, monkeypatch)
     assert saved.model_config.nf == 32 and saved.epoch == 30 and len(saved.history) == 30
     assert saved.train_config.lr == 0.01 and saved.train_config.batch_size == 64
     run = tmp_path / "runs" / "orig"
-    assert {p.name for p in run.iterdir()} == {"best.pt", "last.pt", "history.json", "loss.png"}
+    assert {p.name for p in run.iterdir()} == {"config.json", "best.pt", "last.pt", "history.json", "metrics.csv",
+                                               "loss.png"}
     assert "Best epoch" in result.stdout and "30" in result.stdout
 
 
