@@ -101,6 +101,7 @@ async def upload_from(request: Any, limit: int) -> tuple[str, bytes]:
         raise RequestError(400, "the multipart form holds no file: send the image as a field named file")
     upload = form.get("file") if hasattr(form.get("file"), "read") else files[0]
     data = await upload.read()
+    await form.close()  # the spooled temporary file
     if not data:
         raise RequestError(400, "the uploaded file is empty (0 bytes)")
     name = (upload.filename or "upload").replace("\\", "/").rsplit("/", 1)[-1][:200] or "upload"
