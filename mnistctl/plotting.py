@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 
 from mnistctl.errors import ConfigError
@@ -18,7 +19,7 @@ def figure_format(path: str | Path) -> str:
     matplotlib cannot write or a path that is a directory. Commands call it before their work."""
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
-    supported = Figure().canvas.get_supported_filetypes()
+    supported = FigureCanvasBase.get_supported_filetypes()
     if fmt not in supported:
         raise ConfigError.invalid("output", f"{path} names an image type that cannot be written (.{fmt}): use one of "
                                             f"{', '.join('.' + k for k in sorted(supported))}", label="the output")

@@ -93,12 +93,8 @@ def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = T
             if r.path == STDIN and stdin is None:
                 r.error = "no image on standard input"
                 continue
-            try:
-                prepared = prepare(stdin if r.path == STDIN else r.path, preprocess)
-                r.image, r.notes = prepared.image, prepared.notes
+            if _prepare_into(r, stdin if r.path == STDIN else r.path, preprocess):
                 ready.append(r)
-            except ImageError as exc:
-                r.error = str(exc)
         if ready:
             for r, p in zip(ready, classifier.classify(np.stack([r.image for r in ready]))):
                 r.prediction = p
@@ -110,14 +106,20 @@ def predict_image(source: ImageSource, classifier: Classifier, path: str = "imag
     """One image held in memory (bytes, a stream, a PIL image) or on disk -> its FilePrediction,
     the error in it when the image cannot be read."""
     result = FilePrediction(path)
+    if _prepare_into(result, source, preprocess):
+        [result.prediction] = classifier.classify(result.image[None])
+    return result
+
+
+def _prepare_into(result: FilePrediction, source: ImageSource, preprocess: bool) -> bool:
+    """Fill ``result``'s input (and notes) from ``source``, or its error; whether it can be classified."""
     try:
         prepared = prepare(source, preprocess)
     except ImageError as exc:
         result.error = str(exc)
-        return result
+        return False
     result.image, result.notes = prepared.image, prepared.notes
-    [result.prediction] = classifier.classify(prepared.image[None])
-    return result
+    return True
 
 
 def prediction_json(result: FilePrediction, classifier: Classifier) -> dict[str, Any]:

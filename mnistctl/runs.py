@@ -30,16 +30,16 @@ from mnistctl.data import load_split
 from mnistctl.errors import (
     CheckpointError,
     ConfigError,
-    MnistctlError,
     RunExistsError,
     Terminated,
     TrainingInterrupted,
     WriteError,
 )
 from mnistctl.fsutil import atomic_path, remove_stale_parts, write_csv, write_json
-from mnistctl.history import METRICS_COLUMNS, METRICS_FILE, Best, EpochRecord, StepRecord, metrics_rows, read_steps
+from mnistctl.history import METRICS_COLUMNS, METRICS_FILE, Best, EpochRecord, StepRecord, metrics_rows
 from mnistctl.model import Net, num_parameters
 from mnistctl.recipes import PRESETS
+from mnistctl.runlog import StepLog, TensorBoard, kept_steps
 
 RUNS_ROOT = Path("runs")
 CONFIG_FILE = "config.json"
@@ -266,77 +266,6 @@ def _deferred_interrupt() -> Iterator[_StopFlag]:
             signal.signal(signum, old)
 
 
-class _StepLog(engine.TrainCallbacks):
-    """Passes the hooks on to the front end's, and keeps the loss and learning rate about every
-    ``every`` steps (on an accelerator, when the loss is synced)."""
-
-    def __init__(self, inner: engine.TrainCallbacks, optimizer: torch.optim.Optimizer, steps: int,
-                 kept: list[StepRecord], board: TensorBoard | None = None):
-        self.inner, self.optimizer, self.steps, self.records, self.board = inner, optimizer, steps, kept, board
-        self.every = max(1, steps // STEP_POINTS)
-        self.epoch, self.last = 0, -1
-
-    def on_epoch_start(self, epoch: int, epochs: int, steps: int, start_step: int) -> None:
-        self.epoch, self.last = epoch, start_step - 1
-        self.inner.on_epoch_start(epoch, epochs, steps, start_step)
-
-    def on_batch(self, step: int, loss: float | None, images: int) -> None:
-        if loss is not None and (step - self.last >= self.every or step + 1 == self.steps):
-            self.last = step
-            self.records.append(StepRecord(self.epoch, step + 1, self.epoch - 1 + (step + 1) / self.steps, loss,
-                                           self.optimizer.param_groups[0]["lr"]))
-            if self.board is not None:
-                self.board.step(self.records[-1], self.steps)
-        self.inner.on_batch(step, loss, images)
-
-    def on_epoch_end(self, record: EpochRecord) -> None:
-        if self.board is not None:
-            self.board.epoch(record, self.steps)
-        self.inner.on_epoch_end(record)
-
-
-class TensorBoard:
-    """The scalars of metrics.csv as TensorBoard event files in the run directory, so that
-    ``tensorboard --logdir runs`` shows every run (``torch.utils.tensorboard``; the tensorboard extra)."""
-
-    def __init__(self, run_dir: Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError("writing TensorBoard logs needs the tensorboard package: "
-                              "pip install 'mnistctl[tensorboard]'", setting="tensorboard",
-                              problem="needs the tensorboard package: pip install 'mnistctl[tensorboard]'") from None
-        self.writer = SummaryWriter(log_dir=str(run_dir))
-
-    def step(self, r: StepRecord, steps: int) -> None:
-        at = (r.epoch - 1) * steps + r.step
-        self.writer.add_scalar("train/loss_per_step", r.train_loss, at)
-        self.writer.add_scalar("train/lr", r.lr, at)
-
-    def epoch(self, r: EpochRecord, steps: int) -> None:
-        at = r.epoch * steps
-        for name, value in (("train/loss", r.train_loss), ("train/accuracy", r.train_acc), ("val/loss", r.val_loss),
-                            ("val/accuracy", r.val_acc), ("train/objective", r.train_objective)):
-            if not math.isnan(value):
-                self.writer.add_scalar(name, value, at)
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-STEP_POINTS = 50  # per-step points kept per epoch in metrics.csv
-
-
-def _kept_steps(run_dir: Path, epoch: int, step: int, steps: int) -> list[StepRecord]:
-    """The step rows of an earlier part of this run, up to where it resumes (none if unreadable)."""
-    try:
-        records = read_steps((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, MnistctlError):
-        return []
-    return [r for r in records if (r.epoch - 1) * steps + r.step <= epoch * steps + step]
-
-
 def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, run_dir: Path,
         device: torch.device, data_dir: str | Path | None = None, resume: Checkpoint | None = None,
         callbacks: engine.TrainCallbacks | None = None,
@@ -408,8 +337,8 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
         files.insert(0, run_dir / CONFIG_FILE)
     saved_epoch = start_epoch if resume is not None else None  # what last.pt holds
     board = TensorBoard(run_dir) if tensorboard else None
-    step_log = _StepLog(callbacks, optimizer, steps,
-                        _kept_steps(run_dir, start_epoch, start_step, steps) if resume is not None else [], board)
+    step_log = StepLog(callbacks, optimizer, steps,
+                       kept_steps(run_dir, start_epoch, start_step, steps) if resume is not None else [], board)
     if on_ready:
         on_ready(RunInfo(len(train_y), len(val_y), steps, num_parameters(model), str(device),
                          start_epoch, start_step, list(history), torch.get_num_threads()))

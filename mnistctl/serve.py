@@ -11,6 +11,7 @@ read, and every bad request gets a 4xx JSON error while the server carries on.
 """
 
 
+import errno
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -195,9 +196,9 @@ def listen(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Listener:
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+        if exc.errno == errno.EADDRINUSE:
             raise ServeError(f"port {port} on {host} is already in use: choose another with --port") from None
-        if exc.errno in (13, 10013):
+        if exc.errno == errno.EACCES:
             raise ServeError(f"no permission to listen on port {port}: use a port above 1023") from None
         raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
     bound_host, bound_port = sock.getsockname()[:2]
