@@ -11,6 +11,7 @@ Everything here works on numpy arrays and Pillow images; no torch.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,13 @@ def read_image(source: ImageSource) -> Decoded:
         raise ImageError("not an image (or a format Pillow cannot read)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"image too large (over the {MAX_PIXELS // 1_000_000} million pixel limit)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"truncated or corrupt image ({str(exc)[:80]})") from None
+    except _CORRUPT as exc:
+        raise ImageError(f"truncated or corrupt image ({str(exc)[:80] or type(exc).__name__})") from None
+
+
+# what Pillow's decoders raise on damaged files (a TIFF with a mangled tag raises TypeError or KeyError)
+_CORRUPT = (OSError, SyntaxError, ValueError, EOFError, TypeError, KeyError, IndexError, struct.error,
+            ZeroDivisionError)
 
 
 def _decode(img: Image.Image) -> Decoded:
@@ -89,8 +95,8 @@ def _decode(img: Image.Image) -> Decoded:
     try:
         img.load()
         return _to_grey(img)
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"truncated or corrupt image ({str(exc)[:80]})") from None
+    except _CORRUPT as exc:
+        raise ImageError(f"truncated or corrupt image ({str(exc)[:80] or type(exc).__name__})") from None
 
 
 def _to_grey(img: Image.Image) -> Decoded:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
@@ -370,6 +370,7 @@ SAMPLES = [_image_bytes(f) for f in ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"
     st.builds(lambda i, pos, junk: SAMPLES[i][:pos] + junk + SAMPLES[i][pos + len(junk):],
               st.integers(0, len(SAMPLES) - 1), st.integers(0, 3000), st.binary(min_size=1, max_size=16)),
 ))
+@example(data=SAMPLES[4][:118] + b"\x01" + SAMPLES[4][119:])  # a TIFF tag mangled: Pillow raised TypeError
 def test_image_reader_never_crashes(data):
     try:
         prepared = prepare(data)
