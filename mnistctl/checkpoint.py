@@ -48,6 +48,7 @@ class TrainingState:
     scheduler: dict[str, Any]
     step_in_epoch: int = 0  # > 0 only when interrupted inside an epoch
     partial_epoch: dict[str, float] | None = None  # that epoch's running sums so far
+    processes: int = 1  # the run's processes when it started: a step is batch_size x processes images
 
 
 @dataclass
@@ -103,7 +104,7 @@ class Checkpoint:
             "test_accuracy": self.test_accuracy,
             "training": None if t is None else {"optimizer": t.optimizer, "scheduler": t.scheduler,
                                                 "step_in_epoch": t.step_in_epoch,
-                                                "partial_epoch": t.partial_epoch},
+                                                "partial_epoch": t.partial_epoch, "processes": t.processes},
         }
 
     def save(self, path: str | Path) -> Path:
@@ -217,8 +218,11 @@ def _checked_training(value: Any) -> TrainingState | None:
     if partial is not None and not (isinstance(partial, dict) and all(
             isinstance(v, (int, float)) and math.isfinite(v) for v in partial.values())):
         raise CheckpointError("its interrupted epoch's sums are damaged")
+    processes = _checked_int(value.get("processes", 1), "number of processes")
+    if processes < 1:
+        raise CheckpointError("its number of processes is not a whole number >= 1")
     return TrainingState(value["optimizer"], value["scheduler"],
-                         _checked_int(value.get("step_in_epoch", 0), "step in epoch"), partial)
+                         _checked_int(value.get("step_in_epoch", 0), "step in epoch"), partial, processes)
 
 
 def _upgrade_v1(p: dict[str, Any]) -> dict[str, Any]:

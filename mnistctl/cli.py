@@ -23,7 +23,15 @@ from mnistctl import __version__
 from mnistctl.config import INFERENCE_BATCH, DataConfig, ModelConfig, TrainConfig, default
 from mnistctl.datasets import DATA_DIR_ENV, REGISTRY
 from mnistctl.download import Pace
-from mnistctl.errors import FIXABLE_ERRNOS, ConfigError, MnistctlError, RunExistsError, Terminated, TrainingInterrupted
+from mnistctl.errors import (
+    FIXABLE_ERRNOS,
+    ConfigError,
+    DistributedError,
+    MnistctlError,
+    RunExistsError,
+    Terminated,
+    TrainingInterrupted,
+)
 from mnistctl.recipes import DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, SPLITS, describe_preset
 
 app = typer.Typer(
@@ -80,12 +88,24 @@ def _message(exc: MnistctlError) -> str:
     return str(exc)
 
 
+class _errors:
+    """Whether this is a secondary process of a distributed run (torchrun), whose errors, being
+    process 0's too, only process 0 reports; a lost connection each reports itself."""
+
+    secondary = False
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn project errors, and OS errors a user can fix, into one line on stderr and exit code 1;
     Ctrl-C into exit 130, SIGTERM into 143."""
     try:
-        yield
+        try:
+            yield
+        except MnistctlError as exc:
+            if _errors.secondary and not isinstance(exc, DistributedError):
+                raise typer.Exit(exc.exit_code if isinstance(exc, TrainingInterrupted) else 1) from None
+            raise
     except TrainingInterrupted as exc:
         err_console.print(Text.assemble(("Interrupted: ", "bold yellow"), str(exc)), soft_wrap=True)
         err_console.print(f"Resume with: mnistctl train --resume {exc.checkpoint}", highlight=False, soft_wrap=True)
@@ -227,7 +247,7 @@ def train(
         rich_help_panel=_RECIPE, help="Peak learning rate.")] = default(TrainConfig, "lr"),
     batch_size: Annotated[int, typer.Option(
         rich_help_panel=_RECIPE,
-        help="Images per training step.")] = default(TrainConfig, "batch_size"),
+        help="Images per training step (per process under torchrun).")] = default(TrainConfig, "batch_size"),
     optimizer: Annotated[Optimizer, typer.Option(
         rich_help_panel=_RECIPE, help="Optimizer.")] = Optimizer(default(TrainConfig, "optimizer")),
     schedule: Annotated[Schedule, typer.Option(
@@ -300,6 +320,8 @@ def train(
     """Train the CNN, with a progress bar per epoch and a growing table of epochs.
 
     Writes config.json, best.pt, last.pt, history.json, metrics.csv and loss.png to the run directory.
+
+    In several processes: torchrun --standalone --nproc-per-node 2 -m mnistctl train ... (see the README).
     """
     values: dict[str, Any] = {
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer.value, "schedule": schedule.value,
@@ -308,38 +330,56 @@ def train(
     # only what was given on the command line: a config file, the preset or a resumed run supplies the rest
     settings = {k: v for k, v in values.items() if _given(ctx, _PARAM.get(k, k))}
     with user_errors():
-        from mnistctl import accel, runs
-        from mnistctl.render import train_header, train_view
+        from mnistctl import accel, distributed
 
-        chosen = preset.value if _given(ctx, "preset") else None
-        if config is not None:
-            from_file, file_settings = runs.read_config(config)
-            chosen, settings = chosen or from_file, {**file_settings, **settings}
-        plan = runs.plan_run(chosen, settings, resume=resume, run_dir=run_dir, name=name, init=init)
-        for warning in plan.warnings:
-            err_console.print(Text.assemble(("Warning: ", "bold yellow"), warning), soft_wrap=True)
-        if print_config:
-            typer.echo(json.dumps(plan.config(), indent=2))
-            return
         if threads is not None:
             accel.set_threads(threads)
-        dev = accel.resolve_device(device.value)
-        view = train_view(console, quiet)
-
-        def ready(info: runs.RunInfo) -> None:
-            if not quiet:
-                _say(train_header(plan, info))
-            view.start(info.history)
-
+        group = distributed.join(device.value)  # one process, or one of several under torchrun
+        _errors.secondary = not group.main  # the others' errors are process 0's too: it alone says them
         try:
-            result = runs.train(plan, dev, data_dir, callbacks=view, on_ready=ready,
-                                save_model=Path("mnist_cnn.pt") if save_model else None, tensorboard=tensorboard)
+            result = _train(ctx, group, settings, preset, config, resume, run_dir, name, init, print_config, quiet,
+                            save_model, tensorboard, data_dir)
         finally:
-            view.stop()
+            group.close()
+    if result is None or not group.main:
+        return
     from mnistctl.render import train_summary
 
     for line in train_summary(result):
         _say(line)
+
+
+def _train(ctx: typer.Context, group, settings: dict[str, Any], preset, config: Path | None, resume: Path | None,
+           run_dir: Path | None, name: str | None, init: str | None, print_config: bool, quiet: bool,
+           save_model: bool, tensorboard: bool, data_dir: Path | None):
+    """Plan the run and train it (every process of a group does), showing progress on process 0."""
+    from mnistctl import runs
+    from mnistctl.render import train_header, train_view
+
+    chosen = preset.value if _given(ctx, "preset") else None
+    if config is not None:
+        from_file, file_settings = runs.read_config(config)
+        chosen, settings = chosen or from_file, {**file_settings, **settings}
+    plan = runs.plan_run(chosen, settings, resume=resume, run_dir=run_dir, name=name, init=init)
+    for warning in plan.warnings if group.main else ():
+        err_console.print(Text.assemble(("Warning: ", "bold yellow"), warning), soft_wrap=True)
+    if print_config:
+        if group.main:
+            typer.echo(json.dumps(plan.config(), indent=2))
+        return None
+    view = train_view(console, quiet or not group.main)
+
+    def ready(info) -> None:
+        if not quiet and group.main:
+            _say(train_header(plan, info))
+        view.start(info.history)
+
+    try:
+        return runs.train(plan, group.device, data_dir, callbacks=view, on_ready=ready,
+                          save_model=Path("mnist_cnn.pt") if save_model else None, tensorboard=tensorboard,
+                          group=group)
+    finally:
+        view.stop()
 
 
 @command()

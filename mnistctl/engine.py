@@ -21,6 +21,7 @@ from torch import nn
 from mnistctl.accel import as_input, autocast
 from mnistctl.config import INFERENCE_BATCH, TrainConfig
 from mnistctl.data import AugmentConfig, augment
+from mnistctl.distributed import Group
 from mnistctl.errors import ConfigError
 from mnistctl.history import EpochRecord
 
@@ -71,8 +72,8 @@ def derive_seed(*parts: int) -> int:
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Whole batches only (the shuffle differs each epoch, so every image is seen); at least one,
-    with the batch shrunk to ``n`` when there are fewer images than a batch."""
+    """Steps of one epoch over ``n`` images: whole batches, the last one taking the remainder too;
+    at least one, with the batch shrunk to ``n`` when there are fewer images than a batch."""
     return max(1, n // min(batch_size, n))
 
 
@@ -122,40 +123,62 @@ class TrainCallbacks:
 
 
 class Interrupted(Exception):
-    """Raised by train_one_epoch after a completed step when asked to stop."""
+    """Raised by train_one_epoch after a completed step when asked to stop; ``together`` when every
+    process of the group stops at this step (not so for a Ctrl-C that could not wait)."""
 
-    def __init__(self, step: int):
+    def __init__(self, step: int, together: bool = True):
         super().__init__(step)
         self.step = step
+        self.together = together
 
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, images: torch.Tensor,
                     labels: torch.Tensor, cfg: TrainConfig, epoch: int, stats: EpochStats,
                     start_step: int = 0, callbacks: TrainCallbacks | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> EpochStats:
+                    should_stop: Callable[[], bool] | None = None, group: Group | None = None,
+                    global_batch: int | None = None) -> EpochStats:
     """One pass over ``images`` (uint8 [N, 28, 28], on the training device) in shuffled batches.
 
+    Each step takes the next ``global_batch`` images of the epoch's shuffle (by default
+    ``cfg.batch_size`` per process of ``group``); the last step also takes the remainder, so every
+    image is seen once. In a group of several processes each trains on its part of the step's
+    images (see ``mnistctl.distributed``); the sums in ``stats`` are the whole group's.
+
     Starts at ``start_step`` (for a resumed run) and adds to ``stats``. Raises Interrupted after
-    a completed step when ``should_stop()`` is true or a callback raised KeyboardInterrupt.
+    a completed step when ``should_stop()`` is true (on any process of the group) or a callback
+    raised KeyboardInterrupt.
     """
+    group = group or Group(device=images.device)
     model.train()
     device = images.device
     n = len(labels)
-    bs = min(cfg.batch_size, n)
-    steps = steps_per_epoch(n, cfg.batch_size)
+    batch = min(global_batch or cfg.batch_size * group.world, n)
+    steps = steps_per_epoch(n, batch)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch))).to(device)
     aug = AugmentConfig()
-    # on an accelerator, sums stay on the device and the host reads them every `sync` steps only
-    sync = 1 if device.type == "cpu" else 25
+    # sums stay on the device; the host reads them (and processes add theirs up) every `sync` steps
+    sync = 1 if device.type == "cpu" and not group.active else 25
     smoothing = cfg.label_smoothing > 0  # then the loss minimised is not the cross-entropy reported
-    loss_sum = torch.zeros((), device=device)
-    objective_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    # loss sum, objective sum, correct, images, stop requests
+    window = torch.zeros(5, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+
+    def flush() -> tuple[float, float]:
+        loss_sum, objective_sum, correct, seen, stops = window.tolist()
+        window.zero_()
+        stats.loss_sum += loss_sum
+        stats.objective_sum += objective_sum
+        stats.correct += int(correct)
+        stats.seen += int(seen)
+        return loss_sum / max(seen, 1), stops
+
     start = time.perf_counter()
     try:
         for step in range(start_step, steps):
-            torch.manual_seed(derive_seed(cfg.seed, epoch, step))  # augmentation and dropout draws
-            idx = perm[step * bs:(step + 1) * bs]
+            lo = step * batch
+            hi = n if step == steps - 1 else lo + batch
+            a, b = group.part(lo, hi)
+            idx = perm[a:b]
+            torch.manual_seed(derive_seed(cfg.seed, epoch, step, *group.seed_parts))  # augmentation, dropout
             x = as_input(images[idx], device)
             y = labels[idx]
             if cfg.augment:
@@ -164,37 +187,57 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
                 logits = model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # the processes' gradients are averaged: weighting each by its share of the step's images
+            # makes that the gradient of the mean loss over all of them
+            (loss * ((b - a) * group.world / (hi - lo)) if group.active else loss).backward()
             optimizer.step()
             scheduler.step()
             ce = F.cross_entropy(logits.detach().float(), y) if smoothing else loss.detach()
-            loss_sum += ce * len(idx)
+            window[0] += ce * (b - a)
             if smoothing:
-                objective_sum += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == y).sum()
-            stats.seen += len(idx)
-            loss_value = None
+                window[1] += loss.detach() * (b - a)
+            window[2] += (logits.argmax(1) == y).sum()
+            window[3] += b - a
+            if group.tracing:
+                group.record("batch", epoch=epoch, step=step, images=idx.tolist())
+            loss_value, stop = None, False
             if (step + 1) % sync == 0 or step + 1 == steps:
-                loss_value = ce.item()
-                stats.loss_sum += loss_sum.item()
-                stats.objective_sum += objective_sum.item()
-                stats.correct += int(correct.item())
-                loss_sum.zero_()
-                objective_sum.zero_()
-                correct.zero_()
+                if group.active:
+                    window[4] = float(should_stop is not None and should_stop())
+                    group.all_sum(window)
+                loss_value, stops = flush()
+                stop = stops > 0
+            if not group.active:
+                stop = should_stop is not None and should_stop()
             try:
                 if callbacks:
-                    callbacks.on_batch(step, loss_value, len(idx))
+                    callbacks.on_batch(step, loss_value, hi - lo)
             except KeyboardInterrupt:
-                raise Interrupted(step + 1) from None
-            if should_stop is not None and should_stop():
+                raise Interrupted(step + 1, together=False) from None
+            if stop:
                 raise Interrupted(step + 1)
     finally:
-        stats.loss_sum += loss_sum.item()
-        stats.objective_sum += objective_sum.item()
-        stats.correct += int(correct.item())
+        flush()  # what this process did since the last sync, when it stops early
         stats.seconds += time.perf_counter() - start
     return stats
+
+
+@torch.inference_mode()
+def evaluate_shared(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                    group: Group | None = None) -> tuple[float, float, int]:
+    """(mean cross-entropy, accuracy, images counted) over ``images``, each process of ``group``
+    scoring its part and the sums added up, so every process gets the same numbers."""
+    group = group or Group(device=images.device)
+    a, b = group.part(0, len(labels))
+    logits = predict_logits(model, images[a:b], batch_size, images.device)
+    y = labels[a:b].cpu()
+    sums = torch.tensor([F.cross_entropy(logits, y, reduction="sum").item() if b > a else 0.0,
+                         float((logits.argmax(1) == y).sum()), float(b - a)], dtype=torch.float64,
+                        device=group.device if group.active else "cpu")
+    if group.tracing:
+        group.record("val", images=list(range(a, b)))
+    loss_sum, correct, count = group.all_sum(sums).tolist()
+    return loss_sum / max(count, 1), correct / max(count, 1), int(count)
 
 
 # --- inference ------------------------------------------------------------------------------

@@ -78,6 +78,11 @@ class TrainingInterrupted(MnistctlError):
         return 128 + int(self.signum)
 
 
+class DistributedError(MnistctlError):
+    """The processes of a distributed run cannot work together: one could not join, or one lost
+    contact with the others (another process died, hung or was stopped)."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived outside training: unwind as Ctrl-C does (temporary files removed), exit 143."""
 

@@ -104,10 +104,11 @@ def train_header(plan: RunPlan, info: RunInfo) -> str:
         where = f" from epoch {info.start_epoch + 1}" + (f", step {info.start_step + 1}" if info.start_step else "")
     return (f"{'Resuming' if resumed else 'Training'} nf={plan.model_config.nf} CNN ({info.parameters:,} parameters) "
             f"on {plan.data_config.info.title}{where}: {info.train_images:,} training / {info.val_images:,} "
-            f"validation images, {t.epochs} epochs of {info.steps} steps, batch {t.batch_size}, "
+            f"validation images, {t.epochs} epochs of {info.steps} steps, {_batch(t.batch_size, info)}, "
             f"{t.optimizer} lr {t.lr:g} ({t.schedule}), augment {'on' if t.augment else 'off'}, "
             f"device {info.device}"
-            + (f" ({info.threads} thread{'s' if info.threads != 1 else ''})" if info.device == "cpu" else "")
+            + (f" ({info.threads} thread{'s' if info.threads != 1 else ''}{' each' if info.processes > 1 else ''})"
+               if info.device == "cpu" else "")
             + (f", from the weights of {plan.init.source}" if plan.init is not None else "")
             + (f", extended to {t.epochs} epochs (a new {t.schedule} schedule over the added ones)" if plan.extends
                else "")
@@ -115,6 +116,16 @@ def train_header(plan: RunPlan, info: RunInfo) -> str:
                if t.label_smoothing else "")
             + (f", early stopping after {t.patience} epochs without improvement" if t.patience else "")
             + f", run directory [bold]{plan.run_dir}[/]")
+
+
+def _batch(batch_size: int, info: RunInfo) -> str:
+    """The step's size: per process and in all under torchrun; a resumed run keeps its global batch."""
+    total = info.global_batch or batch_size
+    if info.processes > 1:
+        return f"batch {batch_size} per process, {total} per step ({info.processes} processes, {info.backend})"
+    if total != batch_size:
+        return f"batch {total} ({batch_size} x the {total // batch_size} processes the run started with)"
+    return f"batch {batch_size}"
 
 
 class TrainView:

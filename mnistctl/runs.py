@@ -27,9 +27,11 @@ from mnistctl.checkpoint import Checkpoint, TrainingState
 from mnistctl.checkpoint import load as load_checkpoint
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig
 from mnistctl.data import load_split
+from mnistctl.distributed import Group, weights_digest
 from mnistctl.errors import (
     CheckpointError,
     ConfigError,
+    DistributedError,
     RunExistsError,
     Terminated,
     TrainingInterrupted,
@@ -143,7 +145,7 @@ def read_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     derived = {"num_classes", "mean", "std", "split_seed"}
     sections = [data[k] for k in ("model", "data", "train") if isinstance(data.get(k), dict)]
     flat = {k: v for k, v in data.items() if k not in ("model", "data", "train", "preset", "init", "mnistctl_version",
-                                                        "torch_version", "device", "threads")}
+                                                        "torch_version", "device", "threads", "processes")}
     settings: dict[str, Any] = {}
     for part in [*sections, flat]:
         settings.update({k: v for k, v in part.items() if k not in derived})
@@ -213,7 +215,10 @@ class RunInfo:
     start_epoch: int  # epochs already done (resumed runs)
     start_step: int  # steps already done in the first epoch (runs resumed after Ctrl-C)
     history: list[EpochRecord]  # the epochs already done
-    threads: int = 1  # PyTorch's CPU threads
+    threads: int = 1  # PyTorch's CPU threads (per process)
+    processes: int = 1  # training together (torchrun)
+    global_batch: int = 0  # images per step, over all processes
+    backend: str = ""  # how the processes talk: gloo or nccl
 
 
 @dataclass
@@ -239,15 +244,21 @@ class _StopFlag:
     def __init__(self) -> None:
         self.requested = False
         self.signum = signal.SIGINT
+        self.at = 0.0  # when it was requested (time.monotonic)
 
     def __call__(self) -> bool:
         return self.requested
 
 
+# Under torchrun a Ctrl-C reaches each process twice: from the terminal and forwarded by the launcher
+REPEAT_GRACE_S = 3.0
+
+
 @contextmanager
-def _deferred_interrupt() -> Iterator[_StopFlag]:
+def _deferred_interrupt(grace: float = 0.0) -> Iterator[_StopFlag]:
     """The first Ctrl-C or SIGTERM (what schedulers, containers and CI runners send before they kill)
-    asks training to stop after the current step; a second one stops at once."""
+    asks training to stop after the current step; a second one (``grace`` seconds or more later)
+    stops at once."""
     flag = _StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -255,8 +266,10 @@ def _deferred_interrupt() -> Iterator[_StopFlag]:
 
     def handler(signum, frame):  # noqa: ARG001
         if flag.requested:
+            if time.monotonic() - flag.at < grace:
+                return
             raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
-        flag.requested, flag.signum = True, signum
+        flag.requested, flag.signum, flag.at = True, signum, time.monotonic()
 
     previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -270,7 +283,7 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
         device: torch.device, data_dir: str | Path | None = None, resume: Checkpoint | None = None,
         callbacks: engine.TrainCallbacks | None = None,
         on_ready: Callable[[RunInfo], None] | None = None, init: Checkpoint | None = None,
-        tensorboard: bool = False, config: dict[str, Any] | None = None) -> FitResult:
+        tensorboard: bool = False, config: dict[str, Any] | None = None, group: Group | None = None) -> FitResult:
     """Train (or resume training) and write best.pt, last.pt, history.json and metrics.csv (and
     ``config`` as config.json) into ``run_dir``.
 
@@ -279,7 +292,13 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     finished and is given more epochs goes on with a new schedule over the added epochs (the
     optimizer's state carries over). With ``train_cfg.patience``, training stops after that many
     epochs without a better validation accuracy.
+
+    In a ``group`` of several processes (torchrun), every process calls this; they share each step
+    and the validation (see ``mnistctl.distributed``), and only process 0 writes files. A run keeps
+    its global batch (``batch_size`` x the processes it started with) when resumed with another
+    number of processes, so its steps and schedule do not change.
     """
+    group = group or Group(device=device)
     callbacks = callbacks or engine.TrainCallbacks()
     accel.setup(device)
     train_x, train_y = load_split(data_cfg, "train", data_dir)
@@ -290,7 +309,9 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     torch.manual_seed(train_cfg.seed)
     model = accel.prepare_model(Net(model_cfg), device)
     optimizer = engine.make_optimizer(model, train_cfg)
-    steps = engine.steps_per_epoch(len(train_y), train_cfg.batch_size)
+    processes = resume.training.processes if resume is not None and resume.training is not None else group.world
+    global_batch = train_cfg.batch_size * processes
+    steps = engine.steps_per_epoch(len(train_y), global_batch)
     scheduler = engine.make_scheduler(optimizer, train_cfg, steps)
     history: list[EpochRecord] = []
     best = Best()
@@ -312,8 +333,8 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
             model.load_state_dict(resume.weights)
             optimizer.load_state_dict(resume.training.optimizer)
             if extending:
-                for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
-                    group["lr"] = lr  # the new schedule's starting rate, not the old run's final one
+                for param_group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+                    param_group["lr"] = lr  # the new schedule's starting rate, not the old run's final one
             else:
                 scheduler.load_state_dict(resume.training.scheduler)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
@@ -324,24 +345,28 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
         partial = engine.EpochStats.from_dict(resume.training.partial_epoch) if resume.training.partial_epoch else None
         if start_epoch >= train_cfg.epochs:
             raise ConfigError(f"that run already finished its {train_cfg.epochs} epochs: nothing to resume")
+    trainee = group.wrap(model)  # DistributedDataParallel in a group; `model` is what checkpoints hold
 
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WriteError(run_dir, exc) from None
-    remove_stale_parts(run_dir)  # temporary files of a run that was killed
     best_path, last_path, history_path = run_dir / "best.pt", run_dir / "last.pt", run_dir / "history.json"
     files = [best_path, last_path, history_path, run_dir / METRICS_FILE]
-    if config is not None:  # every setting, readable without mnistctl (and by train --config)
-        write_json(run_dir / CONFIG_FILE, config)
-        files.insert(0, run_dir / CONFIG_FILE)
+    board = None
+    if group.main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WriteError(run_dir, exc) from None
+        remove_stale_parts(run_dir)  # temporary files of a run that was killed
+        if config is not None:  # every setting, readable without mnistctl (and by train --config)
+            write_json(run_dir / CONFIG_FILE, config)
+            files.insert(0, run_dir / CONFIG_FILE)
+        board = TensorBoard(run_dir) if tensorboard else None
     saved_epoch = start_epoch if resume is not None else None  # what last.pt holds
-    board = TensorBoard(run_dir) if tensorboard else None
     step_log = StepLog(callbacks, optimizer, steps,
                        kept_steps(run_dir, start_epoch, start_step, steps) if resume is not None else [], board)
     if on_ready:
         on_ready(RunInfo(len(train_y), len(val_y), steps, num_parameters(model), str(device),
-                         start_epoch, start_step, list(history), torch.get_num_threads()))
+                         start_epoch, start_step, list(history), torch.get_num_threads(), group.world, global_batch,
+                         group.backend))
 
     def write_metrics() -> None:
         write_csv(run_dir / METRICS_FILE, METRICS_COLUMNS, metrics_rows(step_log.records, history))
@@ -352,28 +377,36 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
             weights=model.state_dict(),  # saved at once: to_payload copies them to the CPU
             classes=list(data_cfg.info.classes), dataset=data_cfg.dataset, epoch=epoch, history=list(history),
             best=best, training=TrainingState(optimizer.state_dict(), scheduler.state_dict(), step,
-                                              stats.to_dict() if stats is not None else None))
+                                              stats.to_dict() if stats is not None else None, processes))
 
     started = time.perf_counter()
     stopped_early = False
-    with _deferred_interrupt() as stop, contextlib.closing(board) if board else contextlib.nullcontext():
+    grace = REPEAT_GRACE_S if group.active else 0.0
+    with _deferred_interrupt(grace) as stop, contextlib.closing(board) if board else contextlib.nullcontext(), \
+            _lost_contact(group, last_path, lambda: saved_epoch):
         for epoch in range(start_epoch, train_cfg.epochs):
             stats = partial or engine.EpochStats()
             step_log.on_epoch_start(epoch + 1, train_cfg.epochs, steps, start_step)
             try:
-                engine.train_one_epoch(model, optimizer, scheduler, train_x, train_y, train_cfg, epoch,
-                                       stats, start_step, step_log, stop)
+                engine.train_one_epoch(trainee, optimizer, scheduler, train_x, train_y, train_cfg, epoch,
+                                       stats, start_step, step_log, stop, group, global_batch)
             except engine.Interrupted as exc:
-                try:
-                    snapshot(epoch, exc.step, stats).save(last_path)
-                    write_metrics()
-                except WriteError as error:
-                    raise error.add_context(_on_disk(last_path, saved_epoch)) from None
+                if group.main:
+                    try:
+                        snapshot(epoch, exc.step, stats).save(last_path)
+                        write_metrics()
+                    except WriteError as error:
+                        raise error.add_context(_on_disk(last_path, saved_epoch)) from None
+                if exc.together:
+                    group.barrier()  # no process exits (and makes the launcher stop the rest) before it is saved
                 raise TrainingInterrupted(last_path, epoch + 1, exc.step, stop.signum) from None
             start_step, partial = 0, None
 
-            val_loss, val_acc = engine.loss_and_accuracy(
-                engine.predict_logits(model, val_x, train_cfg.eval_batch_size, device), val_y)
+            group.average_buffers(model)  # BatchNorm statistics: each process gathered its own
+            val_loss, val_acc, _ = engine.evaluate_shared(model, val_x, val_y, train_cfg.eval_batch_size, group)
+            if group.tracing:
+                group.record("epoch", epoch=epoch + 1, weights=weights_digest(model), val_loss=val_loss,
+                             val_acc=val_acc, train_loss=stats.loss, seen=stats.seen)
             record = EpochRecord(epoch=epoch + 1, train_loss=stats.loss, train_acc=stats.accuracy,
                                  val_loss=val_loss, val_acc=val_acc, lr=optimizer.param_groups[0]["lr"],
                                  seconds=stats.seconds, images_per_s=stats.seen / max(stats.seconds, 1e-9),
@@ -382,28 +415,43 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
             improved = val_acc > best.val_acc
             if improved:
                 best = Best(epoch + 1, val_acc, val_loss)
-            state = snapshot(epoch + 1)
-            try:
-                state.save(last_path)
-                saved_epoch = epoch + 1
-                if improved:
-                    state.save(best_path)
-                write_json(history_path, {"run": run_dir.name, "dataset": data_cfg.dataset,
-                                          "history": [r.to_dict() for r in history]})
-                write_metrics()
-            except WriteError as error:
-                raise error.add_context(_on_disk(last_path, saved_epoch)) from None
+            if group.main:
+                state = snapshot(epoch + 1)
+                try:
+                    state.save(last_path)
+                    saved_epoch = epoch + 1
+                    if improved:
+                        state.save(best_path)
+                    write_json(history_path, {"run": run_dir.name, "dataset": data_cfg.dataset,
+                                              "history": [r.to_dict() for r in history]})
+                    write_metrics()
+                except WriteError as error:
+                    raise error.add_context(_on_disk(last_path, saved_epoch)) from None
             step_log.on_epoch_end(record)
             if train_cfg.patience and epoch + 1 - best.epoch >= train_cfg.patience and epoch + 1 < train_cfg.epochs:
                 stopped_early = True
                 break
-            if stop.requested and epoch + 1 < train_cfg.epochs:
+            if group.any(stop.requested) and epoch + 1 < train_cfg.epochs:
+                group.barrier()
                 raise TrainingInterrupted(last_path, epoch + 2, 0, stop.signum)
 
     return FitResult(run_dir=run_dir, history=history, best=best, best_path=best_path, last_path=last_path,
                      seconds=time.perf_counter() - started,
-                     files=files,
+                     files=files if group.main else [],
                      stopped_early=stopped_early, steps=step_log.records)
+
+
+@contextmanager
+def _lost_contact(group: Group, last_path: Path, saved_epoch: Callable[[], int | None]) -> Iterator[None]:
+    """A process that loses the others stops with a DistributedError saying what is saved."""
+    try:
+        with group.talking("training"):
+            yield
+    except DistributedError as exc:
+        epoch = saved_epoch()
+        if group.main and epoch is not None:
+            raise DistributedError(f"{exc}; {last_path} holds epoch {epoch}: resume from it") from None
+        raise
 
 
 def _on_disk(last_path: Path, saved_epoch: int | None) -> str:
@@ -416,16 +464,23 @@ def _on_disk(last_path: Path, saved_epoch: int | None) -> str:
 
 def train(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None, *,
           callbacks: engine.TrainCallbacks | None = None, on_ready: Callable[[RunInfo], None] | None = None,
-          save_model: Path | None = None, tensorboard: bool = False) -> FitResult:
+          save_model: Path | None = None, tensorboard: bool = False, group: Group | None = None) -> FitResult:
     """Fit ``plan``, then draw ``loss.png`` into its run directory and, when asked, copy the final
-    checkpoint to ``save_model`` (the original script's ``mnist_cnn.pt``)."""
+    checkpoint to ``save_model`` (the original script's ``mnist_cnn.pt``).
+
+    In a ``group`` of processes every one calls this with its own plan; process 0's run directory
+    is the run's, and only process 0 writes."""
     from mnistctl.plotting import history_figure, save_figure
 
+    group = group or Group(device=device)
+    plan.run_dir = Path(group.broadcast(str(plan.run_dir)))  # a new run's name has a timestamp: one for all
     config = {**plan.config(), "mnistctl_version": __version__, "torch_version": torch.__version__,
-              "device": str(device), "threads": torch.get_num_threads()}
+              "device": str(device), "threads": torch.get_num_threads(), "processes": group.world}
     result = fit(plan.model_config, plan.data_config, plan.train_config, plan.run_dir, device, data_dir,
                  resume=plan.resume, callbacks=callbacks, on_ready=on_ready, init=plan.init, tensorboard=tensorboard,
-                 config=config)
+                 config=config, group=group)
+    if not group.main:
+        return result
     result.files.append(save_figure(history_figure([(plan.run_dir.name, result.history, result.steps)]),
                                     plan.run_dir / "loss.png"))
     if save_model is not None:
@@ -433,4 +488,3 @@ def train(plan: RunPlan, device: torch.device, data_dir: str | Path | None = Non
             shutil.copyfile(result.last_path, tmp)
         result.files.append(save_model)
     return result
-

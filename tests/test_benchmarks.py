@@ -25,7 +25,8 @@ def test_benchmark_quick_smoke(tmp_path, mnist_data_dir):
     for expected in ("mnistctl --help", "peak memory of train (nf=32)", "mnistctl predict one.png",
                      "mnistctl predict one.png (PyTorch)",
                      "train --preset fast --seed 1", "train throughput (nf=32, batch 64)",
-                     "evaluate 10,000 test images"):
+                     "evaluate 10,000 test images", "train, 2 processes x 1 thread (torchrun)",
+                     "train --preset fast, 2 processes"):
         assert expected in figures
     for r in doc["results"]:
         assert r["value"] > 0 and r["baseline_value"] > 0 and r["ratio"] > 0
