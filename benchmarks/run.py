@@ -241,8 +241,8 @@ def bench(args) -> dict:
                     samples=many_s, note=f"nf=16, augmentation on, 128 images per step in both; baseline samples "
                                          f"{[round(v) for v in one_s]}"))
     fast_dir = scratch / "fast-ddp"
-    fast_s, _ = _run([*torchrun, "train", "--preset", "fast", "--batch-size", str(128 // cores), "--run-dir",
-                      str(fast_dir)], env)
+    fast_s, _ = _run([*torchrun, "train", "--preset", "fast", "--batch-size", str(128 // cores), *subset,
+                      "--run-dir", str(fast_dir)], env)
     report = evaluate_checkpoint(checkpoint.load(fast_dir / "last.pt"), "test", data_dir=data_dir).report
     fast_one = next(r for r in rows if r["figure"] == "train --preset fast --seed 1")
     rows.append(row(f"train --preset fast, {cores} processes", fast_s, "s", "the same in 1 process",
