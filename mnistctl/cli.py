@@ -69,9 +69,10 @@ OPTION_OF = {"nf": "--nf", "dropout": "--dropout", "epochs": "--epochs", "lr": "
              "split": "--split", "count": "--count", "preset": "--preset", "output": "--output", "format": "--format"}
 
 
-CheckpointOpt = Annotated[Path | None, typer.Option(
+CheckpointOpt = Annotated[list[Path] | None, typer.Option(
     "--checkpoint", "-c", show_default=False,
-    help="A checkpoint written by train, or a model.onnx written by export (default: the built-in model).")]
+    help="A checkpoint written by train, or a model.onnx written by export (default: the built-in model). "
+         "Repeat it to average several models' probabilities (an ensemble).")]
 DatasetOpt = Annotated[DatasetName, typer.Option("--dataset", "-d", help="Which MNIST-format data set.")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to compute: auto picks cuda, then mps, then cpu.")]
 DataDirOpt = Annotated[Path | None, typer.Option(
@@ -140,11 +141,10 @@ def command(*args: Any, **kwargs: Any):
     return register
 
 
-def _one_checkpoint(argument: Path | None, option: Path | None) -> Path | None:
-    """A model named as the command's argument or with --checkpoint (the same rule everywhere)."""
-    if argument is not None and option is not None and argument != option:
-        raise ConfigError(f"two checkpoints given ({argument} and --checkpoint {option}): give one")
-    return argument if argument is not None else option
+def _models(arguments: list[Path] | None, options: list[Path] | None) -> list[Path] | None:
+    """The models named as arguments and with --checkpoint, together (several: an ensemble)."""
+    given = list(dict.fromkeys([*(arguments or []), *(options or [])]))
+    return given or None
 
 
 def _say(text: str) -> None:
@@ -384,8 +384,9 @@ def _train(ctx: typer.Context, group, settings: dict[str, Any], preset, config: 
 
 @command()
 def evaluate(
-    checkpoint_arg: Annotated[Path | None, typer.Argument(
-        metavar="[CHECKPOINT]", show_default=False, help="The model to score (the same as --checkpoint).")] = None,
+    checkpoint_arg: Annotated[list[Path] | None, typer.Argument(
+        metavar="[CHECKPOINT]...", show_default=False,
+        help="The model to score (the same as --checkpoint); several are scored as an ensemble.")] = None,
     checkpoint_path: CheckpointOpt = None,
     split: Annotated[EvalSplit, typer.Option(help="Score on the test set or the validation part.")] = EvalSplit.test,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = INFERENCE_BATCH,
@@ -395,18 +396,23 @@ def evaluate(
         show_default=False, help="Write confusion.png and mistakes.png into this directory.")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix of a checkpoint."""
+    """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix of a checkpoint.
+
+    Given several checkpoints, scores their ensemble: the average of their class probabilities.
+    """
     with user_errors():
         from mnistctl import evaluation
         from mnistctl.inference import load_classifier
         from mnistctl.render import confusion_table, eval_summary, per_class_table
 
-        source = _one_checkpoint(checkpoint_arg, checkpoint_path)
-        clf = load_classifier(source, device.value, batch_size)
+        models = _models(checkpoint_arg, checkpoint_path)
+        clf = load_classifier(models, device.value, batch_size)
         result = evaluation.evaluate(clf, split.value, data_dir)
         written = evaluation.write_figures(result, plots) if plots is not None else []
     if as_json:
-        typer.echo(json.dumps({"checkpoint": str(source) if source is not None else None, "model": clf.source,
+        single = str(models[0]) if models and len(models) == 1 else None
+        typer.echo(json.dumps({"checkpoint": single, "ensemble": [str(m) for m in models] if single is None and models
+                               else None, "model": clf.source,
                                "backend": clf.backend, "dataset": clf.dataset,
                                "model_config": clf.model_config.to_dict(), "epoch": clf.epoch,
                                **result.report.to_dict(), "plots": [str(p) for p in written]}, indent=2))
@@ -506,9 +512,10 @@ ExportFormat = _choices("ExportFormat", ("onnx", "mnistctl"))
 @command()
 def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="The file to write: model.onnx or model.pt.")],
-    checkpoint_arg: Annotated[Path | None, typer.Argument(
-        metavar="CHECKPOINT", show_default=False, help="A checkpoint written by train (best.pt).")] = None,
-    checkpoint_path: Annotated[Path | None, typer.Option(
+    checkpoint_arg: Annotated[list[Path] | None, typer.Argument(
+        metavar="CHECKPOINT...", show_default=False,
+        help="A checkpoint written by train (best.pt); several export as one ONNX ensemble.")] = None,
+    checkpoint_path: Annotated[list[Path] | None, typer.Option(
         "--checkpoint", "-c", show_default=False, help="The same as the CHECKPOINT argument.")] = None,
     fmt: Annotated[ExportFormat | None, typer.Option(
         "--format", "-f", show_default="from the extension of --output",
@@ -523,10 +530,10 @@ def export(
         from mnistctl.export import export_model
         from mnistctl.render import human_size, pct
 
-        source = _one_checkpoint(checkpoint_arg, checkpoint_path)
-        if source is None:
+        models = _models(checkpoint_arg, checkpoint_path)
+        if models is None:
             raise ConfigError("give the checkpoint to export: mnistctl export runs/NAME/best.pt -o model.onnx")
-        exported = export_model(source, output, fmt.value if fmt else None, data_dir)
+        exported = export_model(models, output, fmt.value if fmt else None, data_dir)
     acc = exported.test_accuracy
     about = f", test accuracy {pct(acc)}" if acc is not None else " (test set not downloaded: accuracy not recorded)"
     _say(f"Saved {output}: {exported.description} ({human_size(output.stat().st_size)}{about})")

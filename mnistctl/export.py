@@ -16,10 +16,12 @@ class Exported:
     path: Path
     format: str
     test_accuracy: float | None
+    members: int = 1  # models averaged in it
 
     @property
     def description(self) -> str:
-        return "ONNX model (uint8 pixels in, logits and probabilities out)" if self.format == "onnx" \
+        ensemble = f"an ensemble of {self.members} models, " if self.members > 1 else ""
+        return f"ONNX model ({ensemble}uint8 pixels in, logits and probabilities out)" if self.format == "onnx" \
             else "inference-only mnistctl checkpoint"
 
 
@@ -45,26 +47,35 @@ def format_for(output: Path, fmt: str | None = None) -> str:
     return fmt
 
 
-def export_model(source: str | Path, output: str | Path, fmt: str | None = None,
+def export_model(source: str | Path | list[str | Path], output: str | Path, fmt: str | None = None,
                  data_dir: str | Path | None = None) -> Exported:
     """Export the checkpoint ``source`` to ``output`` (atomically), measuring its test accuracy
-    first when the test set is downloaded."""
+    first when the test set is downloaded. Several checkpoints (of the same classes) export to
+    one ONNX model that averages their probabilities."""
     from mnistctl.checkpoint import load
-    from mnistctl.evaluation import evaluate_checkpoint
+    from mnistctl.evaluation import evaluate
+    from mnistctl.inference import Ensemble, TorchClassifier
 
     output = Path(output)
     fmt = format_for(output, fmt)
-    if Path(source).suffix.lower() == ".onnx":
-        raise ConfigError(f"{source} is already an ONNX model: export from the checkpoint it was made from")
-    ckpt = load(source)
+    sources = list(dict.fromkeys(Path(s) for s in (source if isinstance(source, list) else [source])))
+    for path in sources:
+        if path.suffix.lower() == ".onnx":
+            raise ConfigError(f"{path} is already an ONNX model: export from the checkpoint it was made from")
+    if len(sources) > 1 and fmt != "onnx":
+        raise ConfigError.invalid("output", f"{output}: several checkpoints export as one ONNX model only: name it "
+                                            f"{output.with_suffix('.onnx').name}", "the output file")
+    checkpoints = [load(path) for path in sources]
+    classifiers = [TorchClassifier(c) for c in checkpoints]
+    clf = classifiers[0] if len(classifiers) == 1 else Ensemble(classifiers)  # refuses models of other classes
     try:
-        accuracy = evaluate_checkpoint(ckpt, "test", data_dir=data_dir).report.accuracy
+        accuracy = evaluate(clf, "test", data_dir).report.accuracy
     except DataError:
-        accuracy = ckpt.test_accuracy
+        accuracy = checkpoints[0].test_accuracy if len(checkpoints) == 1 else None
     if fmt == "onnx":
         from mnistctl.onnx_format import export_onnx
 
-        export_onnx(ckpt, output, accuracy)
+        export_onnx(checkpoints[0], output, accuracy, members=checkpoints)
     else:
-        ckpt.inference_only(accuracy).save(output)
-    return Exported(output, fmt, accuracy)
+        checkpoints[0].inference_only(accuracy).save(output)
+    return Exported(output, fmt, accuracy, len(checkpoints))

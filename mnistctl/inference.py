@@ -13,6 +13,7 @@ the same preprocessing, the same model, the same numbers. ``mnistctl.predict`` w
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,8 @@ from mnistctl.errors import CheckpointError, MnistctlError
 from mnistctl.metrics import softmax
 from mnistctl.preprocess import ImageSource, prepare_image
 
-__all__ = ["Classifier", "OnnxClassifier", "Prediction", "TorchClassifier", "load_classifier", "prepare_image",
-           "ImageSource"]
+__all__ = ["Classifier", "Ensemble", "OnnxClassifier", "Prediction", "TorchClassifier", "load_classifier",
+           "prepare_image", "ImageSource"]
 
 
 UNSURE_BELOW = 0.8  # a prediction whose probability is lower is flagged as unsure
@@ -76,7 +77,7 @@ class Classifier:
     classes: tuple[str, ...]
     model_config: ModelConfig
     data_config: DataConfig
-    epoch: int
+    epoch: int | None  # None for an ensemble
     test_accuracy: float | None
 
     @property
@@ -177,6 +178,37 @@ class OnnxClassifier(Classifier):
         return self._run(images, "probabilities")
 
 
+class Ensemble(Classifier):
+    """Several models of the same classes voting together: their class probabilities averaged
+    (``logits`` are the logarithms of the averages, so the cross-entropy scored is the ensemble's)."""
+
+    def __init__(self, members: list[Classifier]):
+        if len(members) < 2:
+            raise MnistctlError("an ensemble needs at least two models")
+        first = members[0]
+        for other in members[1:]:
+            if other.dataset != first.dataset or tuple(other.classes) != tuple(first.classes):
+                raise CheckpointError(f"{other.source} ({other.dataset}) and {first.source} ({first.dataset}) do not "
+                                      "predict the same classes: an ensemble needs models of one data set")
+        self.members = members
+        self.source = f"ensemble of {len(members)} models ({', '.join(m.source for m in members)})"
+        self.backend = "+".join(dict.fromkeys(m.backend for m in members))
+        self.classes, self.model_config, self.data_config = first.classes, first.model_config, first.data_config
+        self.epoch, self.test_accuracy = None, None
+
+    @property
+    def nf(self) -> int | str:  # type: ignore[override]
+        widths = list(dict.fromkeys(m.nf for m in self.members))
+        return widths[0] if len(widths) == 1 else "/".join(map(str, widths))
+
+    def probabilities(self, images: Any) -> np.ndarray:
+        batch = _as_batch(images)
+        return np.mean([m.probabilities(batch) for m in self.members], axis=0).astype(np.float32)
+
+    def logits(self, images: Any) -> np.ndarray:
+        return np.log(np.maximum(self.probabilities(images), 1e-12)).astype(np.float32)
+
+
 def _as_batch(images: Any) -> np.ndarray:
     """A uint8 array ``[N, 28, 28]`` from an array-like (a tensor, an array, a list of 28x28s)."""
     if hasattr(images, "numpy") and not isinstance(images, np.ndarray):
@@ -197,15 +229,22 @@ def has_onnxruntime() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def load_classifier(checkpoint: str | Path | None = None, device: str | Any = "cpu",
+def load_classifier(checkpoint: str | Path | Sequence[str | Path] | None = None, device: str | Any = "cpu",
                     batch_size: int = INFERENCE_BATCH) -> Classifier:
-    """A Classifier for a model file, or for the built-in model when ``checkpoint`` is None.
+    """A Classifier for a model file, or for the built-in model when ``checkpoint`` is None; for
+    several files, their ``Ensemble`` (probabilities averaged).
 
     ``.onnx`` files run on ONNX Runtime, checkpoints on PyTorch. The built-in model runs on ONNX
     Runtime when it is installed and ``device`` is ``cpu`` (the fast path: no torch import), on
     PyTorch otherwise.
     """
     from mnistctl.onnx_format import PRETRAINED_ONNX, pretrained_onnx_path
+
+    if checkpoint is not None and not isinstance(checkpoint, (str, Path)):
+        files = list(dict.fromkeys(Path(p) for p in checkpoint))  # the same file twice counts once
+        if len(files) > 1:
+            return Ensemble([load_classifier(p, device, batch_size) for p in files])
+        checkpoint = files[0] if files else None
 
     if checkpoint is not None and Path(checkpoint).suffix.lower() == ".onnx":
         return OnnxClassifier(checkpoint, batch_size=batch_size)

@@ -106,9 +106,13 @@ def check_self_contained(path: Path, source: str) -> None:
                               "runs self-contained models only; export it again with `mnistctl export`")
 
 
-def export_onnx(ckpt: Any, output: str | Path, test_accuracy: float | None = None) -> Path:
+def export_onnx(ckpt: Any, output: str | Path, test_accuracy: float | None = None, *, members: list[Any] | None = None
+                ) -> Path:
     """Write ``ckpt``'s network as an ONNX model with PyTorch's exporter (``torch.onnx.export``),
-    atomically. Needs onnx and onnxscript (``pip install 'mnistctl[onnx]'``)."""
+    atomically. Needs onnx and onnxscript (``pip install 'mnistctl[onnx]'``).
+
+    With ``members`` (checkpoints of the same classes), one graph runs them all and averages their
+    probabilities (an ensemble; ``logits`` are the logarithms of the averages)."""
     try:
         import onnx
         import onnxscript  # noqa: F401  (torch.onnx.export needs it)
@@ -131,7 +135,18 @@ def export_onnx(ckpt: Any, output: str | Path, test_accuracy: float | None = Non
             logits = self.net(pixels)
             return logits, torch.softmax(logits, dim=1)
 
-    model = WithProbabilities(ckpt.build_model()).eval()
+    class Averaged(torch.nn.Module):
+        def __init__(self, nets: list[torch.nn.Module]):
+            super().__init__()
+            self.nets = torch.nn.ModuleList(nets)
+
+        def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            probs = torch.stack([torch.softmax(net(pixels), dim=1) for net in self.nets]).mean(0)
+            return torch.log(probs.clamp_min(1e-12)), probs
+
+    members = members or [ckpt]
+    model = (WithProbabilities(ckpt.build_model()) if len(members) == 1
+             else Averaged([m.build_model() for m in members])).eval()
     example = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
     buffer = io.BytesIO()
     # the exporter prints progress lines and warnings: keep them out of mnistctl's output
@@ -145,8 +160,12 @@ def export_onnx(ckpt: Any, output: str | Path, test_accuracy: float | None = Non
     proto = onnx.load_from_string(buffer.getvalue())
     meta = OnnxMetadata(tuple(ckpt.classes), ckpt.model_config, ckpt.data_config, ckpt.epoch,
                         test_accuracy if test_accuracy is not None else ckpt.test_accuracy, __version__)
-    onnx.helper.set_model_props(proto, meta.to_props())
-    proto.doc_string = f"mnistctl {__version__}: nf={ckpt.model_config.nf} CNN for {ckpt.dataset}"
+    props = meta.to_props()
+    if len(members) > 1:
+        props["ensemble"] = json.dumps([m.source for m in members])
+    onnx.helper.set_model_props(proto, props)
+    what = f"an ensemble of {len(members)} CNNs" if len(members) > 1 else f"nf={ckpt.model_config.nf} CNN"
+    proto.doc_string = f"mnistctl {__version__}: {what} for {ckpt.dataset}"
     onnx.checker.check_model(proto)
     output = Path(output)
     with atomic_path(output) as tmp:

@@ -279,7 +279,8 @@ def train_summary(result: FitResult) -> list[str]:
 
 def eval_summary(evaluation: Evaluation) -> str:
     clf, r = evaluation.classifier, evaluation.report
-    return (f"[bold]{clf.source}[/] ({clf.dataset}, nf={clf.nf}, epoch {clf.epoch}, {clf.backend}): "
+    epoch = f"epoch {clf.epoch}, " if clf.epoch is not None else ""
+    return (f"[bold]{clf.source}[/] ({clf.dataset}, nf={clf.nf}, {epoch}{clf.backend}): "
             f"{r.split} accuracy [bold green]{pct(r.accuracy)}[/] ({r.correct:,}/{r.images:,}), "
             f"mean loss {r.loss:.4f}, {r.seconds:.2f} s")
 

@@ -162,3 +162,61 @@ def test_onnx_and_pytorch_read_people_style_digits_alike(tmp_path, mnist_data_di
     slow = predict_files(paths, TorchClassifier(checkpoint.load_or_pretrained(None)))
     assert [r.prediction.label for r in fast] == [r.prediction.label for r in slow]
     assert max(abs(a.prediction.confidence - b.prediction.confidence) for a, b in zip(fast, slow)) < 1e-4
+
+
+# --- ensembles: several models' probabilities averaged ---------------------------------------------
+
+def test_an_ensemble_averages_its_members_and_exports_as_one_onnx_model(tmp_path):
+    from dataclasses import replace
+
+    from mnistctl.errors import CheckpointError
+    from mnistctl.inference import Ensemble
+
+    paths = [make_checkpoint(nf=4, seed=s).save(tmp_path / f"m{s}.pt") for s in (1, 2, 3)]
+    members = [TorchClassifier(checkpoint.load(p)) for p in paths]
+    ensemble = load_classifier([str(p) for p in paths])
+    assert isinstance(ensemble, Ensemble) and len(ensemble.members) == 3 and ensemble.nf == 4
+    x = np.random.default_rng(0).integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    mean = np.mean([m.probabilities(x) for m in members], axis=0)
+    assert np.allclose(ensemble.probabilities(x), mean, atol=1e-6)
+    assert np.allclose(torch.softmax(torch.from_numpy(ensemble.logits(x)), 1).numpy(), mean, atol=1e-5)
+    assert [p.index for p in ensemble.classify(x)] == list(mean.argmax(1))
+    assert load_classifier([paths[0], paths[0]]).__class__ is TorchClassifier  # the same file twice: one model
+
+    # one ONNX graph runs the three and gives the same probabilities; its test accuracy needs data
+    done = runner.invoke(app, ["export", *map(str, paths), "-o", str(tmp_path / "ens.onnx"),
+                               "--data-dir", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    assert "an ensemble of 3 models" in " ".join(done.stdout.split())
+    onnx_model = OnnxClassifier(tmp_path / "ens.onnx")
+    assert np.allclose(onnx_model.probabilities(x), mean, atol=1e-5)
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "ens.onnx")).metadata_props}
+    assert json.loads(props["ensemble"]) == [str(p) for p in paths]
+    refused = runner.invoke(app, ["export", *map(str, paths), "-o", str(tmp_path / "ens.pt")])
+    assert refused.exit_code == 1 and "several checkpoints export as one ONNX model only" in refused.stderr
+
+    # models of other classes cannot vote together: one clear line
+    kmnist = checkpoint.load(paths[0])
+    kmnist = replace(kmnist, data_config=DataConfig(dataset="kmnist"), dataset="kmnist",
+                     classes=[f"k{i}" for i in range(10)])
+    kmnist.save(tmp_path / "k.pt")
+    with pytest.raises(CheckpointError, match="do not predict the same classes"):
+        load_classifier([paths[0], tmp_path / "k.pt"])
+    mixed = runner.invoke(app, ["predict", str(ASSETS / "digit-4-paint.png"), "-c", str(paths[0]),
+                                "-c", str(tmp_path / "k.pt")])
+    assert mixed.exit_code == 1 and "an ensemble needs models of one data set" in " ".join(mixed.stderr.split())
+
+
+def test_predict_and_evaluate_take_several_models(tmp_path, small):
+    pt, onnx_path = small
+    other = make_checkpoint(nf=8, seed=9).save(tmp_path / "other.pt")
+    out = runner.invoke(app, ["predict", str(ASSETS / "digit-4-paint.png"), "-c", str(pt), "-c", str(other),
+                              "-c", str(onnx_path), "--json"])
+    assert out.exit_code == 0, out.output
+    [row] = json.loads(out.stdout)
+    assert row["model"].startswith("ensemble of 3 models") and sum(row["probabilities"].values()) == pytest.approx(1)
+    table = runner.invoke(app, ["predict", str(ASSETS / "digit-4-paint.png"), "-c", str(pt), "-c", str(other)])
+    assert table.exit_code == 0 and "Model: ensemble of 2 models" in " ".join(table.stdout.split())
+    # evaluate: arguments and --checkpoint together name the members
+    evaluated = runner.invoke(app, ["evaluate", str(pt), "-c", str(other), "--json", "--data-dir", str(tmp_path)])
+    assert evaluated.exit_code == 1 and "mnistctl download" in evaluated.stderr  # no data here: one clear line

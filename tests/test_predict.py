@@ -333,7 +333,7 @@ def test_one_rule_for_naming_the_model(tmp_path):
     a = runner.invoke(app, ["export", str(pt), "-o", str(tmp_path / "a.pt"), "--data-dir", str(tmp_path)])
     b = runner.invoke(app, ["export", "-c", str(pt), "-o", str(tmp_path / "b.pt"), "--data-dir", str(tmp_path)])
     assert a.exit_code == b.exit_code == 0, (a.output, b.output)
-    both = runner.invoke(app, ["evaluate", str(pt), "-c", str(tmp_path / "a.pt")])
-    assert both.exit_code == 1 and "two checkpoints given" in both.stderr
+    both = runner.invoke(app, ["predict", str(PAINT_4), "-c", str(pt), "-c", str(tmp_path / "a.pt"), "--json"])
+    assert both.exit_code == 0 and json.loads(both.stdout)[0]["model"].startswith("ensemble of 2 models")
     none = runner.invoke(app, ["export", "-o", str(tmp_path / "c.pt")])
     assert none.exit_code == 1 and "give the checkpoint to export" in none.stderr
