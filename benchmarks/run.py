@@ -1,7 +1,8 @@
 """mnistctl's benchmark suite: every speed and memory figure, each beside a baseline measured
 in the same run, as the median of several repetitions, printed as a table and written as JSON.
 
-    python benchmarks/run.py                  # the full suite (about 8 minutes on 2 CPU cores)
+    python benchmarks/run.py                  # the full suite (about 8 minutes on 2 CPU cores);
+                                              # writes benchmarks/results-KIND.json (e.g. amd-epyc-2cpu)
     python benchmarks/run.py --quick          # a smoke run: one repetition, small sizes
 
 Needs the real MNIST: run `mnistctl download` first (``--data-dir``/``MNISTCTL_DATA_DIR`` honoured).
@@ -70,12 +71,25 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
+def machine_kind(m: dict) -> str:
+    """A file-name slug for the kind of machine: ``amd-epyc-2cpu``, ``intel-xeon-2cpu``, ``...-cuda``."""
+    import re
+
+    cpu = m["cpu"].lower()
+    family = next((f for f in ("amd epyc", "amd ryzen", "intel xeon", "intel core", "apple") if f in cpu), None)
+    if family is None:
+        family = " ".join(re.sub(r"\(.*?\)", " ", cpu).split()[:2]) or "unknown-cpu"
+    slug = re.sub(r"[^a-z0-9]+", "-", family).strip("-")
+    return f"{slug}-{m['cores']}cpu" + ("-cuda" if m.get("cuda") else "")
+
+
 def row(name: str, value: float, unit: str, baseline_name: str, baseline_value: float, *,
-        higher_is_better: bool, target: str, samples: list | None = None, note: str = "") -> dict:
+        higher_is_better: bool, target: str, samples: list | None = None, note: str = "",
+        threads: int | None = None) -> dict:
     ratio = value / baseline_value if higher_is_better else baseline_value / value
     return {"figure": name, "value": value, "unit": unit, "baseline": baseline_name,
             "baseline_value": baseline_value, "ratio": ratio, "target": target, "samples": samples or [],
-            "note": note}
+            "note": note, "threads": threads if threads is not None else torch.get_num_threads()}
 
 
 def bench(args) -> dict:
@@ -238,6 +252,7 @@ def bench(args) -> dict:
     many, many_s = median_of(reps, lambda: epoch_rate(torchrun, 1))
     rows.append(row(f"train, {cores} processes x 1 thread (torchrun)", many, "img/s",
                     f"1 process x {cores} threads", one, higher_is_better=True, target="reported, not a target",
+                    threads=1,
                     samples=many_s, note=f"nf=16, augmentation on, 128 images per step in both; baseline samples "
                                          f"{[round(v) for v in one_s]}"))
     fast_dir = scratch / "fast-ddp"
@@ -250,7 +265,10 @@ def bench(args) -> dict:
                     note=f"batch {128 // cores} per process (the preset's 128 per step); test accuracy "
                          f"{100 * report.accuracy:.2f}% (1 process: {100 * fast_one['test_accuracy']:.2f}%)"))
     rows[-1]["test_accuracy"] = report.accuracy
-    return {"machine": machine(), "quick": args.quick, "repetitions": reps, "results": rows}
+    about = machine()
+    for r in rows:  # every figure says where it was measured
+        r["cpu"] = about["cpu"]
+    return {"machine": about, "kind": machine_kind(about), "quick": args.quick, "repetitions": reps, "results": rows}
 
 
 def render(doc: dict) -> None:
@@ -274,7 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one repetition, small sizes: a smoke run")
     parser.add_argument("--reps", type=int, default=3, help="repetitions per figure (median reported)")
-    parser.add_argument("--output", type=Path, default=Path("benchmark-results.json"), help="JSON file to write")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="JSON file to write (default: benchmarks/results-KIND.json, one per kind of machine, "
+                             "such as amd-epyc-2cpu; a --quick run: benchmark-results.json here)")
     parser.add_argument("--data-dir", default=os.environ.get("MNISTCTL_DATA_DIR"), help="mnistctl's data directory")
     args = parser.parse_args(argv)
     from mnistctl.errors import MnistctlError
@@ -284,8 +304,10 @@ def main(argv: list[str] | None = None) -> None:
     except MnistctlError as exc:
         raise SystemExit(f"Error: {exc}") from None
     render(doc)
-    write_json(args.output, doc)
-    print(f"Wrote {args.output}")
+    output = args.output or (Path("benchmark-results.json") if args.quick
+                             else REPO / "benchmarks" / f"results-{doc['kind']}.json")
+    write_json(output, doc)
+    print(f"Wrote {output}")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,10 @@ def test_benchmark_quick_smoke(tmp_path, mnist_data_dir):
                      "evaluate 10,000 test images", "train, 2 processes x 1 thread (torchrun)",
                      "train --preset fast, 2 processes"):
         assert expected in figures
+    assert doc["kind"].endswith(f"-{doc['machine']['cores']}cpu") or doc["kind"].endswith("cpu-cuda")
     for r in doc["results"]:
         assert r["value"] > 0 and r["baseline_value"] > 0 and r["ratio"] > 0
+        assert r["cpu"] == doc["machine"]["cpu"] and r["threads"] >= 1
     fast = next(r for r in doc["results"] if r["figure"].startswith("train --preset fast"))
     assert fast["test_accuracy"] > 0.95  # the smoke run checks the path, the suite checks 99%
     assert "mnistctl" in proc.stdout and "Wrote" in proc.stdout
