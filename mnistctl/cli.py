@@ -70,7 +70,7 @@ OPTION_OF = {"nf": "--nf", "dropout": "--dropout", "epochs": "--epochs", "lr": "
 
 
 CheckpointOpt = Annotated[list[Path] | None, typer.Option(
-    "--checkpoint", "-c", show_default=False,
+    "--checkpoint", "-c", show_default=False, metavar="<path>",
     help="A checkpoint written by train, or a model.onnx written by export (default: the built-in model). "
          "Repeat it to average several models' probabilities (an ensemble).")]
 DatasetOpt = Annotated[DatasetName, typer.Option("--dataset", "-d", help="Which MNIST-format data set.")]
@@ -385,7 +385,7 @@ def _train(ctx: typer.Context, group, settings: dict[str, Any], preset, config: 
 @command()
 def evaluate(
     checkpoint_arg: Annotated[list[Path] | None, typer.Argument(
-        metavar="[CHECKPOINT]...", show_default=False,
+        metavar="CHECKPOINT", show_default=False,
         help="The model to score (the same as --checkpoint); several are scored as an ensemble.")] = None,
     checkpoint_path: CheckpointOpt = None,
     split: Annotated[EvalSplit, typer.Option(help="Score on the test set or the validation part.")] = EvalSplit.test,
@@ -513,10 +513,11 @@ ExportFormat = _choices("ExportFormat", ("onnx", "mnistctl"))
 def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="The file to write: model.onnx or model.pt.")],
     checkpoint_arg: Annotated[list[Path] | None, typer.Argument(
-        metavar="CHECKPOINT...", show_default=False,
+        metavar="CHECKPOINT", show_default=False,
         help="A checkpoint written by train (best.pt); several export as one ONNX ensemble.")] = None,
     checkpoint_path: Annotated[list[Path] | None, typer.Option(
-        "--checkpoint", "-c", show_default=False, help="The same as the CHECKPOINT argument.")] = None,
+        "--checkpoint", "-c", show_default=False, metavar="<path>",
+        help="The same as the CHECKPOINT argument.")] = None,
     fmt: Annotated[ExportFormat | None, typer.Option(
         "--format", "-f", show_default="from the extension of --output",
         help="onnx: a model for ONNX Runtime and other runtimes; mnistctl: an inference-only checkpoint.")] = None,
