@@ -20,6 +20,7 @@ import io
 import math
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -256,7 +257,9 @@ def load(path: str | Path, label: str | None = None) -> Checkpoint:
     unreadable = (f"{path} is not a readable checkpoint (truncated, corrupt or another format); "
                   "use a best.pt or last.pt written by `mnistctl train`")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's remarks on a damaged file (an odd pickle protocol): ours say it
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found:  # the file asks to import and call something: never done

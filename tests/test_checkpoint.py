@@ -209,3 +209,19 @@ def test_bad_checkpoints_give_one_clear_line(tmp_path, fake_data_dir):
         assert out.exit_code == 1, kind
         assert message in " ".join(out.stderr.split()), (kind, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.output, kind
+
+
+def test_a_damaged_file_gets_our_line_only_not_torchs_warning(tmp_path):
+    """A file that starts like a pickle of an unknown protocol made torch.load print a UserWarning
+    beside mnistctl's error; a user sees one line (run in a real process: pytest would catch it)."""
+    import subprocess
+    import sys
+
+    odd = tmp_path / "odd.pt"
+    odd.write_bytes(b"\x80\x61" + bytes(range(200)))  # PROTO 97, then junk
+    done = subprocess.run([sys.executable, "-m", "mnistctl", "evaluate", str(odd)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"Error: {odd} is not a readable checkpoint (truncated, corrupt or "
+                                                "another format); use a best.pt or last.pt written by `mnistctl "
+                                                "train`"], done.stderr
