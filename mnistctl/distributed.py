@@ -168,7 +168,7 @@ class Group:
             raise self.lost(exc, doing) from None
 
     def lost(self, exc: BaseException, doing: str = "training") -> DistributedError:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _first_line(exc)
         if len(reason) > 160:
             reason = reason[:157] + "..."
         return DistributedError(
@@ -192,6 +192,12 @@ class Group:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of a backend's (often many-line) error message, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def is_comm_failure(exc: BaseException) -> bool:
@@ -256,5 +262,5 @@ def join(device_name: str = "auto") -> Group:
             raise DistributedError(
                 f"process {rank} of {world} could not join the others ({backend} at "
                 f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}): "
-                f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__}") from None
+                f"{_first_line(exc)[:160]}") from None
     return group

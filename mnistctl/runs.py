@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,12 +31,12 @@ from mnistctl.errors import (
     ConfigError,
     DistributedError,
     RunExistsError,
-    Terminated,
     TrainingInterrupted,
     WriteError,
 )
 from mnistctl.fsutil import atomic_path, remove_stale_parts, write_csv, write_json
 from mnistctl.history import METRICS_COLUMNS, METRICS_FILE, Best, EpochRecord, StepRecord, metrics_rows
+from mnistctl.interrupts import REPEAT_GRACE_S, deferred_interrupt
 from mnistctl.model import Net, num_parameters
 from mnistctl.recipes import PRESETS
 from mnistctl.runlog import StepLog, TensorBoard, kept_steps
@@ -238,47 +236,6 @@ class FitResult:
         return self.history[self.best.epoch - 1]
 
 
-class _StopFlag:
-    """Set by Ctrl-C or SIGTERM while training, checked between steps so the state saved is consistent."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.signum = signal.SIGINT
-        self.at = 0.0  # when it was requested (time.monotonic)
-
-    def __call__(self) -> bool:
-        return self.requested
-
-
-# Under torchrun a Ctrl-C reaches each process twice: from the terminal and forwarded by the launcher
-REPEAT_GRACE_S = 3.0
-
-
-@contextmanager
-def _deferred_interrupt(grace: float = 0.0) -> Iterator[_StopFlag]:
-    """The first Ctrl-C or SIGTERM (what schedulers, containers and CI runners send before they kill)
-    asks training to stop after the current step; a second one (``grace`` seconds or more later)
-    stops at once."""
-    flag = _StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):  # noqa: ARG001
-        if flag.requested:
-            if time.monotonic() - flag.at < grace:
-                return
-            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
-        flag.requested, flag.signum, flag.at = True, signum, time.monotonic()
-
-    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
 def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, run_dir: Path,
         device: torch.device, data_dir: str | Path | None = None, resume: Checkpoint | None = None,
         callbacks: engine.TrainCallbacks | None = None,
@@ -382,7 +339,7 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     started = time.perf_counter()
     stopped_early = False
     grace = REPEAT_GRACE_S if group.active else 0.0
-    with _deferred_interrupt(grace) as stop, contextlib.closing(board) if board else contextlib.nullcontext(), \
+    with deferred_interrupt(grace) as stop, contextlib.closing(board) if board else contextlib.nullcontext(), \
             _lost_contact(group, last_path, lambda: saved_epoch):
         for epoch in range(start_epoch, train_cfg.epochs):
             stats = partial or engine.EpochStats()
