@@ -108,7 +108,8 @@ def bench(args) -> dict:
 
     # 2. memory: peak RSS of training (one epoch, nf=32) against importing torch
     torch_mem = _run([sys.executable, "-c", "import torch"])[1]
-    train_mem = _run([*MNISTCTL, "train", "--nf", "32", "--epochs", "1", "--run-dir", str(scratch / "mem")]
+    train_mem = _run([*MNISTCTL, "train", "--device", "cpu", "--nf", "32", "--epochs", "1",
+                      "--run-dir", str(scratch / "mem")]
                      + (["--batch-size", "256", "--val-split", "0.9"] if args.quick else []), env)[1]
     rows.append(row("peak memory of train (nf=32)", train_mem / 2**30, "GiB", "python -c 'import torch'",
                     torch_mem / 2**30, higher_is_better=False, target="<= 1.5 GiB",
@@ -135,8 +136,8 @@ def bench(args) -> dict:
 
         def fast_run(seed: int = seed, runs=runs) -> float:
             run_dir = scratch / f"fast-{seed}-{next(runs)}"
-            return _run([*MNISTCTL, "train", "--preset", "fast", "--seed", str(seed), "--run-dir", str(run_dir)],
-                        env)[0]
+            return _run([*MNISTCTL, "train", "--device", "cpu", "--preset", "fast", "--seed", str(seed),
+                         "--run-dir", str(run_dir)], env)[0]
 
         seconds, samples = median_of(reps, fast_run)
         # the same seed gives the same weights on this CPU: score the first run
@@ -241,7 +242,7 @@ def bench(args) -> dict:
 
     def epoch_rate(cmd: list[str], threads: int) -> float:
         run_dir = scratch / f"ddp-{next(ddp_runs)}"
-        _run([*cmd, "train", "--epochs", "1", "--batch-size", str(128 * threads // cores), *subset,
+        _run([*cmd, "train", "--device", "cpu", "--epochs", "1", "--batch-size", str(128 * threads // cores), *subset,
               "--run-dir", str(run_dir)], {**env, "OMP_NUM_THREADS": str(threads)})
         history = json.loads((run_dir / "history.json").read_text())["history"]
         return history[-1]["images_per_s"]
@@ -256,8 +257,8 @@ def bench(args) -> dict:
                     samples=many_s, note=f"nf=16, augmentation on, 128 images per step in both; baseline samples "
                                          f"{[round(v) for v in one_s]}"))
     fast_dir = scratch / "fast-ddp"
-    fast_s, _ = _run([*torchrun, "train", "--preset", "fast", "--batch-size", str(128 // cores), *subset,
-                      "--run-dir", str(fast_dir)], env)
+    fast_s, _ = _run([*torchrun, "train", "--device", "cpu", "--preset", "fast", "--batch-size", str(128 // cores),
+                      *subset, "--run-dir", str(fast_dir)], env)
     report = evaluate_checkpoint(checkpoint.load(fast_dir / "last.pt"), "test", data_dir=data_dir).report
     fast_one = next(r for r in rows if r["figure"] == "train --preset fast --seed 1")
     rows.append(row(f"train --preset fast, {cores} processes", fast_s, "s", "the same in 1 process",
@@ -265,10 +266,61 @@ def bench(args) -> dict:
                     note=f"batch {128 // cores} per process (the preset's 128 per step); test accuracy "
                          f"{100 * report.accuracy:.2f}% (1 process: {100 * fast_one['test_accuracy']:.2f}%)"))
     rows[-1]["test_accuracy"] = report.accuracy
+    if torch.cuda.is_available():
+        rows += cuda_rows(scratch, env, data_dir, imp, ours_v, reps, seeds, sub_x, sub_y, steps, cfg)
     about = machine()
     for r in rows:  # every figure says where it was measured
         r["cpu"] = about["cpu"]
     return {"machine": about, "kind": machine_kind(about), "quick": args.quick, "repetitions": reps, "results": rows}
+
+
+def cuda_rows(scratch: Path, env: dict, data_dir, imp: float, cpu_rate: float, reps: int, seeds: list[int],
+              sub_x: torch.Tensor, sub_y: torch.Tensor, steps: int, cfg) -> list[dict]:
+    """The GPU's figures: the fast preset's whole process and training time per seed (against
+    importing torch), and training throughput (against the same loop on the CPU)."""
+    rows = []
+    cuda = torch.device("cuda")
+    for seed in seeds + ([4, 5] if len(seeds) > 1 else []):
+        runs = iter(range(reps))
+        train_seconds: list[float] = []
+
+        def fast_run(seed: int = seed, runs=runs, train_seconds=train_seconds) -> float:
+            run_dir = scratch / f"fast-cuda-{seed}-{next(runs)}"
+            seconds = _run([*MNISTCTL, "train", "--device", "cuda", "--preset", "fast", "--seed", str(seed),
+                            "--run-dir", str(run_dir)], env)[0]
+            history = json.loads((run_dir / "history.json").read_text())["history"]
+            train_seconds.append(sum(r["seconds"] for r in history))
+            return seconds
+
+        seconds, samples = median_of(reps, fast_run)
+        report = evaluate_checkpoint(checkpoint.load(scratch / f"fast-cuda-{seed}-0" / "last.pt"), "test",
+                                     data_dir=data_dir).report
+        training = statistics.median(train_seconds)
+        rows.append(row(f"train --preset fast --device cuda --seed {seed}", seconds, "s",
+                        "python -c 'import torch'", imp, higher_is_better=False,
+                        target="training <= 1 s, test >= 99.0%", samples=samples,
+                        note=f"training {training:.2f} s (the epoch); test accuracy {100 * report.accuracy:.2f}%"))
+        rows[-1].update(test_accuracy=report.accuracy, train_seconds=training, train_samples=train_seconds)
+
+    x, y = sub_x.to(cuda), sub_y.to(cuda)
+    for nf, batch in ((32, 64), (32, 512)):
+        def rate(nf: int = nf, batch: int = batch) -> float:
+            torch.manual_seed(0)
+            run_cfg = engine.TrainConfig(batch_size=batch)
+            model = accel.prepare_model(Net(ModelConfig(nf=nf)), cuda)
+            opt = engine.make_optimizer(model, run_cfg)
+            sched = engine.make_scheduler(opt, run_cfg, steps + 10)
+            engine.train_one_epoch(model, opt, sched, x[:640 * 8], y[:640 * 8], run_cfg, 0, engine.EpochStats())
+            stats = engine.EpochStats()
+            engine.train_one_epoch(model, opt, sched, x, y, run_cfg, 1, stats)
+            torch.cuda.synchronize()
+            return stats.seen / stats.seconds
+
+        value, samples = median_of(reps, rate)
+        rows.append(row(f"train throughput on {torch.cuda.get_device_name()} (nf={nf}, batch {batch})", value,
+                        "img/s", "the same loop on the CPU (nf=32, batch 64)", cpu_rate, higher_is_better=True,
+                        target="reported", samples=samples, note="augmentation on, bf16 autocast"))
+    return rows
 
 
 def render(doc: dict) -> None:

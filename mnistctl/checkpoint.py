@@ -50,6 +50,10 @@ class TrainingState:
     step_in_epoch: int = 0  # > 0 only when interrupted inside an epoch
     partial_epoch: dict[str, float] | None = None  # that epoch's running sums so far
     processes: int = 1  # the run's processes when it started: a step is batch_size x processes images
+    # with an average of the weights (``TrainConfig.ema``) the checkpoint's weights are the average;
+    # the weights being trained and the average's update count are kept here
+    raw_weights: dict[str, torch.Tensor] | None = None
+    ema_updates: int = 0
 
 
 @dataclass
@@ -98,14 +102,15 @@ class Checkpoint:
             "train_config": self.train_config.to_dict(),
             "dataset": self.dataset,
             "classes": list(self.classes),
-            "weights": {k: v.detach().to("cpu").contiguous() for k, v in self.weights.items()},
+            "weights": _on_cpu(self.weights),
             "epoch": self.epoch,
             "history": [r.to_dict() for r in self.history],
             "best": self.best.to_dict(),
             "test_accuracy": self.test_accuracy,
             "training": None if t is None else {"optimizer": t.optimizer, "scheduler": t.scheduler,
                                                 "step_in_epoch": t.step_in_epoch,
-                                                "partial_epoch": t.partial_epoch, "processes": t.processes},
+                                                "partial_epoch": t.partial_epoch, "processes": t.processes,
+                                                "raw_weights": _on_cpu(t.raw_weights), "ema_updates": t.ema_updates},
         }
 
     def save(self, path: str | Path) -> Path:
@@ -146,7 +151,7 @@ class Checkpoint:
                 epoch=_checked_int(payload.get("epoch", 0), "epoch"),
                 history=parse_history(payload["history"]),
                 best=Best.from_dict(payload.get("best")),
-                training=_checked_training(payload.get("training")),
+                training=_checked_training(payload.get("training"), model_cfg),
                 test_accuracy=_checked_fraction(payload.get("test_accuracy")),
                 mnistctl_version=str(payload.get("mnistctl_version", "unknown")),
                 source=source,
@@ -156,6 +161,10 @@ class Checkpoint:
         except MnistctlError as exc:  # ConfigError and history errors, in domain words
             raise CheckpointError(f"{source} does not hold a valid configuration: {exc}") from None
         return ckpt
+
+
+def _on_cpu(weights: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    return None if weights is None else {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
 
 
 def _checked_weights(weights: Any, cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -209,7 +218,7 @@ def _checked_fraction(value: Any) -> float | None:
     return float(value)
 
 
-def _checked_training(value: Any) -> TrainingState | None:
+def _checked_training(value: Any, cfg: ModelConfig) -> TrainingState | None:
     if value is None:
         return None
     if not isinstance(value, dict) or not isinstance(value.get("optimizer"), dict) \
@@ -222,8 +231,11 @@ def _checked_training(value: Any) -> TrainingState | None:
     processes = _checked_int(value.get("processes", 1), "number of processes")
     if processes < 1:
         raise CheckpointError("its number of processes is not a whole number >= 1")
+    raw = value.get("raw_weights")
     return TrainingState(value["optimizer"], value["scheduler"],
-                         _checked_int(value.get("step_in_epoch", 0), "step in epoch"), partial, processes)
+                         _checked_int(value.get("step_in_epoch", 0), "step in epoch"), partial, processes,
+                         None if raw is None else _checked_weights(raw, cfg),
+                         _checked_int(value.get("ema_updates", 0), "count of weight-average updates"))
 
 
 def _upgrade_v1(p: dict[str, Any]) -> dict[str, Any]:

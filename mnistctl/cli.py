@@ -62,7 +62,7 @@ Preset = _choices("Preset", PRESETS)
 # the option that sets each core setting: core errors name settings, the CLI names options
 OPTION_OF = {"nf": "--nf", "dropout": "--dropout", "epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size",
              "optimizer": "--optimizer", "schedule": "--schedule", "weight_decay": "--weight-decay",
-             "label_smoothing": "--label-smoothing", "seed": "--seed", "augment": "--augment",
+             "label_smoothing": "--label-smoothing", "ema": "--ema", "seed": "--seed", "augment": "--augment",
              "val_fraction": "--val-split", "dataset": "--dataset", "device": "--device", "run_dir": "--run-dir",
              "patience": "--patience", "tensorboard": "--tensorboard", "init": "--init", "resume": "--resume",
              "config": "--config",
@@ -258,6 +258,10 @@ def train(
     label_smoothing: Annotated[float, typer.Option(
         rich_help_panel=_RECIPE,
         help="Label smoothing of the cross-entropy.")] = default(TrainConfig, "label_smoothing"),
+    ema: Annotated[float, typer.Option(
+        rich_help_panel=_RECIPE,
+        help="Keep an exponential moving average of the weights with this decay per step (such as 0.999) and "
+             "validate and save it instead of the raw weights (0: off).")] = default(TrainConfig, "ema"),
     augment: Annotated[bool, typer.Option(
         "--augment/--no-augment", rich_help_panel=_RECIPE,
         help="Random small rotations, shifts and scaling, batched on tensors.")] = default(TrainConfig, "augment"),
@@ -325,8 +329,8 @@ def train(
     """
     values: dict[str, Any] = {
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer.value, "schedule": schedule.value,
-        "weight_decay": weight_decay, "label_smoothing": label_smoothing, "augment": augment, "seed": seed, "nf": nf,
-        "dropout": dropout, "dataset": dataset.value, "val_fraction": val_split, "patience": patience}
+        "weight_decay": weight_decay, "label_smoothing": label_smoothing, "ema": ema, "augment": augment, "seed": seed,
+        "nf": nf, "dropout": dropout, "dataset": dataset.value, "val_fraction": val_split, "patience": patience}
     # only what was given on the command line: a config file, the preset or a resumed run supplies the rest
     settings = {k: v for k, v in values.items() if _given(ctx, _PARAM.get(k, k))}
     with user_errors():

@@ -128,6 +128,7 @@ class TrainConfig:
     schedule: str = "onecycle"
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights, per step (0: off)
     seed: int = 1
     augment: bool = True
     patience: int = 0  # stop after this many epochs without a better validation accuracy (0: never)
@@ -146,6 +147,8 @@ class TrainConfig:
              f"must be >= 0, got {self.weight_decay!r}"),
             (_number(self.label_smoothing) and 0 <= self.label_smoothing < 1, "label_smoothing",
              f"must be in [0, 1), got {self.label_smoothing!r}"),
+            (_number(self.ema) and 0 <= self.ema < 1, "ema",
+             f"must be 0 (off) or a decay in (0, 1) such as 0.999, got {self.ema!r}"),
             (type(self.seed) is int, "seed", f"must be a whole number, got {self.seed!r}"),
             (isinstance(self.augment, bool), "augment", f"must be true or false, got {self.augment!r}"),
             (type(self.patience) is int and self.patience >= 0, "patience",

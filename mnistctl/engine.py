@@ -9,6 +9,7 @@ step and resumed ends with exactly the weights of an uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -59,6 +60,29 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
     """The learning-rate schedule over the whole run (``cfg.epochs * steps_per_epoch`` steps)."""
     return _lookup(SCHEDULE_REGISTRY, cfg.schedule, "schedule")(optimizer, cfg, cfg.epochs * steps_per_epoch)
+
+
+class WeightAverage:
+    """An exponential moving average (EMA) of a model's weights and BatchNorm statistics, updated
+    after every optimizer step: ``avg += (1 - d) * (weights - avg)``. The decay ``d`` warms up as
+    ``min(decay, (1 + t) / (10 + t))`` after ``t`` updates, so the first steps' random weights fade
+    fast. ``module`` is the averaged network (in eval mode), what is validated and saved."""
+
+    def __init__(self, model: nn.Module, decay: float, updates: int = 0):
+        self.decay = decay
+        self.updates = updates
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
+        self._floats = ([a for a, _ in pairs if a.is_floating_point()], [m for a, m in pairs if a.is_floating_point()])
+        self._counters = [(a, m) for a, m in pairs if not a.is_floating_point()]  # BatchNorm's: copied
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(*self._floats, 1.0 - d)
+        for a, m in self._counters:
+            a.copy_(m)
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -136,13 +160,14 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
                     labels: torch.Tensor, cfg: TrainConfig, epoch: int, stats: EpochStats,
                     start_step: int = 0, callbacks: TrainCallbacks | None = None,
                     should_stop: Callable[[], bool] | None = None, group: Group | None = None,
-                    global_batch: int | None = None) -> EpochStats:
+                    global_batch: int | None = None, average: WeightAverage | None = None) -> EpochStats:
     """One pass over ``images`` (uint8 [N, 28, 28], on the training device) in shuffled batches.
 
     Each step takes the next ``global_batch`` images of the epoch's shuffle (by default
     ``cfg.batch_size`` per process of ``group``); the last step also takes the remainder, so every
-    image is seen once. In a group of several processes each trains on its part of the step's
-    images (see ``mnistctl.distributed``); the sums in ``stats`` are the whole group's.
+    image is seen once. ``average`` (EMA) is updated after every step. In a group of several
+    processes each trains on its part of the step's images (see ``mnistctl.distributed``); the sums
+    in ``stats`` are the whole group's.
 
     Starts at ``start_step`` (for a resumed run) and adds to ``stats``. Raises Interrupted after
     a completed step when ``should_stop()`` is true (on any process of the group) or a callback
@@ -192,6 +217,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
             (loss * ((b - a) * group.world / (hi - lo)) if group.active else loss).backward()
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update()
             ce = F.cross_entropy(logits.detach().float(), y) if smoothing else loss.detach()
             window[0] += ce * (b - a)
             if smoothing:

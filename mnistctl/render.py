@@ -112,8 +112,10 @@ def train_header(plan: RunPlan, info: RunInfo) -> str:
             + (f", from the weights of {plan.init.source}" if plan.init is not None else "")
             + (f", extended to {t.epochs} epochs (a new {t.schedule} schedule over the added ones)" if plan.extends
                else "")
+            + (f", dropout {plan.model_config.dropout:g}" if plan.model_config.dropout else "")
             + (f", label smoothing {t.label_smoothing:g} (losses shown are plain cross-entropy)"
                if t.label_smoothing else "")
+            + (f", validating and saving an average of the weights (EMA {t.ema:g})" if t.ema else "")
             + (f", early stopping after {t.patience} epochs without improvement" if t.patience else "")
             + f", run directory [bold]{plan.run_dir}[/]")
 

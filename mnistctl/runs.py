@@ -287,7 +287,7 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
             scheduler = engine.make_scheduler(optimizer, replace(train_cfg, epochs=train_cfg.epochs - resume.epoch),
                                               steps)
         try:
-            model.load_state_dict(resume.weights)
+            model.load_state_dict(resume.training.raw_weights or resume.weights)
             optimizer.load_state_dict(resume.training.optimizer)
             if extending:
                 for param_group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
@@ -302,6 +302,12 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
         partial = engine.EpochStats.from_dict(resume.training.partial_epoch) if resume.training.partial_epoch else None
         if start_epoch >= train_cfg.epochs:
             raise ConfigError(f"that run already finished its {train_cfg.epochs} epochs: nothing to resume")
+    # with an average of the weights (EMA), the average is what is validated and saved as the model
+    average = engine.WeightAverage(model, train_cfg.ema) if train_cfg.ema else None
+    if average is not None and resume is not None and resume.training.raw_weights is not None:
+        average.module.load_state_dict(resume.weights)
+        average.updates = resume.training.ema_updates
+    scored = average.module if average is not None else model
     trainee = group.wrap(model)  # DistributedDataParallel in a group; `model` is what checkpoints hold
 
     best_path, last_path, history_path = run_dir / "best.pt", run_dir / "last.pt", run_dir / "history.json"
@@ -331,10 +337,12 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     def snapshot(epoch: int, step: int = 0, stats: engine.EpochStats | None = None) -> Checkpoint:
         return Checkpoint(
             model_config=model_cfg, data_config=data_cfg, train_config=train_cfg,
-            weights=model.state_dict(),  # saved at once: to_payload copies them to the CPU
+            weights=scored.state_dict(),  # saved at once: to_payload copies them to the CPU
             classes=list(data_cfg.info.classes), dataset=data_cfg.dataset, epoch=epoch, history=list(history),
             best=best, training=TrainingState(optimizer.state_dict(), scheduler.state_dict(), step,
-                                              stats.to_dict() if stats is not None else None, processes))
+                                              stats.to_dict() if stats is not None else None, processes,
+                                              model.state_dict() if average is not None else None,
+                                              average.updates if average is not None else 0))
 
     started = time.perf_counter()
     stopped_early = False
@@ -346,7 +354,7 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
             step_log.on_epoch_start(epoch + 1, train_cfg.epochs, steps, start_step)
             try:
                 engine.train_one_epoch(trainee, optimizer, scheduler, train_x, train_y, train_cfg, epoch,
-                                       stats, start_step, step_log, stop, group, global_batch)
+                                       stats, start_step, step_log, stop, group, global_batch, average)
             except engine.Interrupted as exc:
                 if group.main:
                     try:
@@ -360,7 +368,9 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
             start_step, partial = 0, None
 
             group.average_buffers(model)  # BatchNorm statistics: each process gathered its own
-            val_loss, val_acc, _ = engine.evaluate_shared(model, val_x, val_y, train_cfg.eval_batch_size, group)
+            if average is not None:
+                group.average_buffers(average.module)
+            val_loss, val_acc, _ = engine.evaluate_shared(scored, val_x, val_y, train_cfg.eval_batch_size, group)
             if group.tracing:
                 group.record("epoch", epoch=epoch + 1, weights=weights_digest(model), val_loss=val_loss,
                              val_acc=val_acc, train_loss=stats.loss, seen=stats.seen)

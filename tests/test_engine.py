@@ -137,3 +137,32 @@ def test_stop_request_interrupts_after_a_whole_step():
         engine.train_one_epoch(model, opt, sched, images, labels, cfg, 0, stats,
                                should_stop=lambda: next(calls) == 2)
     assert err.value.step == 3 and stats.seen == 96
+
+
+def test_weight_average_follows_the_ema_formula_with_its_warm_up():
+    torch.manual_seed(0)
+    model = Net(ModelConfig(nf=4))
+    average = engine.WeightAverage(model, decay=0.9)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    for t in range(1, 31):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+            model.features[0][2].running_mean.add_(1.0)
+            model.features[0][2].num_batches_tracked.add_(1)
+        average.update()
+        d = min(0.9, (1 + t) / (10 + t))
+        for k, v in model.state_dict().items():
+            expected[k] = d * expected[k] + (1 - d) * v if v.is_floating_point() else v.clone()
+    got = average.module.state_dict()
+    assert all(torch.allclose(got[k].float(), expected[k].float(), atol=1e-5) for k in expected)
+    assert got["features.0.2.num_batches_tracked"] == 30
+    assert not average.module.training and not any(p.requires_grad for p in average.module.parameters())
+    assert not torch.allclose(got["features.0.0.weight"], model.state_dict()["features.0.0.weight"])
+
+
+def test_ema_setting_is_checked():
+    assert TrainConfig(ema=0.999).ema == 0.999
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ConfigError, match="ema"):
+            TrainConfig(ema=bad)
