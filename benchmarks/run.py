@@ -4,6 +4,8 @@ in the same run, as the median of several repetitions, printed as a table and wr
     python benchmarks/run.py                  # the full suite (about 8 minutes on 2 CPU cores);
                                               # writes benchmarks/results-KIND.json (e.g. amd-epyc-2cpu)
     python benchmarks/run.py --quick          # a smoke run: one repetition, small sizes
+    python benchmarks/run.py --accuracy       # test accuracy per preset over 3 seeds, time, model size
+                                              # (about 45 minutes: --presets fast --seeds 5 for a part)
 
 Needs the real MNIST: run `mnistctl download` first (``--data-dir``/``MNISTCTL_DATA_DIR`` honoured).
 """
@@ -33,7 +35,7 @@ from mnistctl.config import DataConfig, ModelConfig  # noqa: E402
 from mnistctl.data import load_split  # noqa: E402
 from mnistctl.evaluation import evaluate_checkpoint  # noqa: E402
 from mnistctl.fsutil import write_json  # noqa: E402
-from mnistctl.model import Net  # noqa: E402
+from mnistctl.model import Net, num_parameters  # noqa: E402
 
 CPU = torch.device("cpu")
 MNISTCTL = [sys.executable, "-m", "mnistctl"]
@@ -323,6 +325,62 @@ def cuda_rows(scratch: Path, env: dict, data_dir, imp: float, cpu_rate: float, r
     return rows
 
 
+def accuracy(args) -> dict:
+    """Per preset: test accuracy over seeds (mean, spread, and the ensemble of all of them), the
+    whole process's time, the training time and the model's size. Slow (``best`` is about 13
+    minutes a seed on 2 CPU cores): run on its own with ``--accuracy``."""
+    from mnistctl.evaluation import evaluate as evaluate_classifier
+    from mnistctl.inference import load_classifier
+
+    scratch = Path(tempfile.mkdtemp(prefix="mnistctl-acc-"))
+    env = {"MNISTCTL_DATA_DIR": str(args.data_dir)} if args.data_dir else {}
+    load_split(DataConfig(), "test", args.data_dir)  # fails early, with advice, when data is missing
+    presets = []
+    for preset in args.presets.split(","):
+        runs = []
+        for seed in range(1, args.seeds + 1):
+            run_dir = scratch / f"{preset}-{seed}"
+            seconds, _ = _run([*MNISTCTL, "train", "--preset", preset, "--seed", str(seed), "--quiet",
+                               "--device", args.device, "--run-dir", str(run_dir), *args.train_options.split()], env)
+            ckpt = checkpoint.load(run_dir / "last.pt")
+            model_file = ckpt.inference_only().save(scratch / f"{preset}-{seed}.pt")
+            report = evaluate_checkpoint(ckpt, "test", data_dir=args.data_dir).report
+            runs.append({"seed": seed, "test_accuracy": report.accuracy, "val_accuracy": ckpt.history[-1].val_acc,
+                         "seconds": seconds, "train_seconds": sum(r.seconds for r in ckpt.history),
+                         "model_bytes": model_file.stat().st_size,
+                         "parameters": num_parameters(ckpt.build_model())})
+        accs = [r["test_accuracy"] for r in runs]
+        ensemble = None
+        if len(runs) > 1:
+            clf = load_classifier([scratch / f"{preset}-{r['seed']}.pt" for r in runs], "cpu")
+            ensemble = evaluate_classifier(clf, "test", args.data_dir).report.accuracy
+        presets.append({"preset": preset, "seeds": len(runs), "mean": statistics.mean(accs), "min": min(accs),
+                        "max": max(accs), "std": statistics.pstdev(accs), "ensemble": ensemble,
+                        "seconds": statistics.median(r["seconds"] for r in runs),
+                        "model_bytes": runs[0]["model_bytes"], "parameters": runs[0]["parameters"], "runs": runs})
+    about = machine()
+    return {"machine": about, "kind": machine_kind(about), "device": args.device,
+            "train_options": args.train_options, "presets": presets}
+
+
+def render_accuracy(doc: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m = doc["machine"]
+    table = Table(title=f"mnistctl {m['mnistctl']} accuracy per preset: {m['cpu']}, {m['cores']} cores, "
+                        f"device {doc['device']}")
+    for col in ("preset", "seeds", "test accuracy: mean (min-max)", "ensemble of all", "time per run",
+                "model size"):
+        table.add_column(col)
+    for p in doc["presets"]:
+        table.add_row(p["preset"], str(p["seeds"]),
+                      f"{100 * p['mean']:.2f}% ({100 * p['min']:.2f}-{100 * p['max']:.2f}%)",
+                      f"{100 * p['ensemble']:.2f}%" if p["ensemble"] is not None else "-",
+                      f"{p['seconds']:.0f} s", f"{p['model_bytes'] / 1e6:.2f} MB ({p['parameters']:,} parameters)")
+    Console(width=160).print(table)
+
+
 def render(doc: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -348,9 +406,26 @@ def main(argv: list[str] | None = None) -> None:
                         help="JSON file to write (default: benchmarks/results-KIND.json, one per kind of machine, "
                              "such as amd-epyc-2cpu; a --quick run: benchmark-results.json here)")
     parser.add_argument("--data-dir", default=os.environ.get("MNISTCTL_DATA_DIR"), help="mnistctl's data directory")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="run the accuracy section instead: each preset trained with several seeds (slow)")
+    parser.add_argument("--presets", default="fast,original,best", help="with --accuracy: which presets")
+    parser.add_argument("--seeds", type=int, default=3, help="with --accuracy: seeds 1..N per preset")
+    parser.add_argument("--device", default="auto", help="with --accuracy: where to train (auto, cpu, cuda)")
+    parser.add_argument("--train-options", default="", help="with --accuracy: more `mnistctl train` options "
+                                                            "for every run (a smoke test shrinks the runs)")
     args = parser.parse_args(argv)
     from mnistctl.errors import MnistctlError
 
+    if args.accuracy:
+        try:
+            doc = accuracy(args)
+        except MnistctlError as exc:
+            raise SystemExit(f"Error: {exc}") from None
+        render_accuracy(doc)
+        output = args.output or REPO / "benchmarks" / f"accuracy-{doc['kind']}.json"
+        write_json(output, doc)
+        print(f"Wrote {output}")
+        return
     try:
         doc = bench(args)
     except MnistctlError as exc:

@@ -37,6 +37,25 @@ def test_benchmark_quick_smoke(tmp_path, mnist_data_dir):
     assert "mnistctl" in proc.stdout and "Wrote" in proc.stdout
 
 
+@pytest.mark.realdata
+def test_benchmark_accuracy_section(tmp_path, mnist_data_dir):
+    """The accuracy section's path, with runs shrunk to seconds (the real one takes 45 minutes)."""
+    out = tmp_path / "acc.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--accuracy", "--presets",
+                           "best", "--seeds", "2", "--device", "cpu", "--output", str(out), "--train-options",
+                           "--nf 8 --epochs 1 --val-split 0.9"], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "MNISTCTL_DATA_DIR": str(mnist_data_dir)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert [p["preset"] for p in doc["presets"]] == ["best"] and doc["device"] == "cpu"
+    for p in doc["presets"]:
+        accs = [r["test_accuracy"] for r in p["runs"]]
+        assert [r["seed"] for r in p["runs"]] == [1, 2] and len(set(accs)) == 2  # two seeds, two models
+        assert p["min"] <= p["mean"] <= p["max"] and p["min"] > 0.8 and 0 < p["ensemble"] <= 1
+        assert p["parameters"] > 0 and p["model_bytes"] > 4 * p["parameters"] and p["seconds"] > 0
+    assert "accuracy per preset" in proc.stdout and "Wrote" in proc.stdout
+
+
 def test_benchmark_without_data_says_what_to_do(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick",
                            "--output", str(tmp_path / "x.json"), "--data-dir", str(tmp_path)],
