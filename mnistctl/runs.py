@@ -372,7 +372,8 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
                 group.average_buffers(average.module)
             val_loss, val_acc, _ = engine.evaluate_shared(scored, val_x, val_y, train_cfg.eval_batch_size, group)
             if group.tracing:
-                group.record("epoch", epoch=epoch + 1, weights=weights_digest(model), val_loss=val_loss,
+                group.record("epoch", epoch=epoch + 1, weights=weights_digest(model),
+                             averaged=weights_digest(scored) if average is not None else None, val_loss=val_loss,
                              val_acc=val_acc, train_loss=stats.loss, seen=stats.seen)
             record = EpochRecord(epoch=epoch + 1, train_loss=stats.loss, train_acc=stats.accuracy,
                                  val_loss=val_loss, val_acc=val_acc, lr=optimizer.param_groups[0]["lr"],

@@ -118,7 +118,8 @@ def test_world_size_without_a_launcher_is_one_clear_line(tmp_path, fake_data_dir
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
-    """A 2-epoch run of two processes on made-up data, traced; and a second, identical one."""
+    """A 2-epoch run of two processes on made-up data, traced, with an average of the weights
+    (EMA); and a second, identical one."""
     from tests.conftest import make_fake_dataset
 
     root = tmp_path_factory.mktemp("ddp")
@@ -129,7 +130,8 @@ def ddp_run(tmp_path_factory):
     results = []
     for i in range(2):
         trace = root / f"trace{i}"
-        done = torchrun([*SMALL, "--epochs", "2", "--run-dir", f"run{i}"], _env(root / "data", trace), root)
+        done = torchrun([*SMALL, "--epochs", "2", "--ema", "0.9", "--run-dir", f"run{i}"], _env(root / "data", trace),
+                        root)
         assert done.returncode == 0, done.stderr[-3000:]
         results.append((root / f"run{i}", trace, done))
     return root, results
@@ -157,6 +159,7 @@ def test_weights_and_validation_agree_on_every_process(ddp_run):
     assert len(epochs[0]) == len(epochs[1]) == 2
     for mine, theirs in zip(*epochs):
         assert mine["weights"] == theirs["weights"]  # parameters and averaged BatchNorm statistics
+        assert mine["averaged"] == theirs["averaged"] != mine["weights"]  # the EMA, saved as the model
         assert (mine["val_loss"], mine["val_acc"], mine["train_loss"]) == \
                (theirs["val_loss"], theirs["val_acc"], theirs["train_loss"])
     for epoch in (1, 2):  # validation: each image scored once, by one process
@@ -188,6 +191,7 @@ def test_checkpoints_are_ordinary_and_load_everywhere(ddp_run, tmp_path):
     ckpt = checkpoint.load(run_dir / "last.pt")
     assert not any(k.startswith("module.") for k in ckpt.weights)
     assert ckpt.training.processes == 2 and ckpt.epoch == 2
+    assert ckpt.training.ema_updates == 16 and not _same(ckpt.weights, ckpt.training.raw_weights)  # 2 x 8 steps
     env = _env(root / "data")
     cli = [sys.executable, "-m", "mnistctl"]
     evaluated = subprocess.run([*cli, "evaluate", str(run_dir / "best.pt"), "--json"], env=env, capture_output=True,
@@ -214,7 +218,7 @@ def test_checkpoints_are_ordinary_and_load_everywhere(ddp_run, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "batch 62 (31 x the 2 processes the run started with)" in " ".join(resumed.stdout.split())
     more = checkpoint.load(tmp_path / "more" / "last.pt")
-    assert more.epoch == 3 and more.training.processes == 2
+    assert more.epoch == 3 and more.training.processes == 2 and more.training.ema_updates == 24
 
 
 def test_ctrl_c_in_the_launcher_stops_all_and_the_run_resumes_under_torchrun(ddp_run):
