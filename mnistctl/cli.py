@@ -143,8 +143,9 @@ def command(*args: Any, **kwargs: Any):
 
 def _models(arguments: list[Path] | None, options: list[Path] | None) -> list[Path] | None:
     """The models named as arguments and with --checkpoint, together (several: an ensemble)."""
-    given = list(dict.fromkeys([*(arguments or []), *(options or [])]))
-    return given or None
+    from mnistctl.inference import model_files
+
+    return model_files([*(arguments or []), *(options or [])]) or None
 
 
 def _say(text: str) -> None:

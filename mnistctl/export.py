@@ -54,11 +54,11 @@ def export_model(source: str | Path | list[str | Path], output: str | Path, fmt:
     one ONNX model that averages their probabilities."""
     from mnistctl.checkpoint import load
     from mnistctl.evaluation import evaluate
-    from mnistctl.inference import Ensemble, TorchClassifier
+    from mnistctl.inference import Ensemble, TorchClassifier, model_files
 
     output = Path(output)
     fmt = format_for(output, fmt)
-    sources = list(dict.fromkeys(Path(s) for s in (source if isinstance(source, list) else [source])))
+    sources = model_files(source if isinstance(source, list) else [source])
     for path in sources:
         if path.suffix.lower() == ".onnx":
             raise ConfigError(f"{path} is already an ONNX model: export from the checkpoint it was made from")

@@ -229,6 +229,11 @@ def has_onnxruntime() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+def model_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The distinct model files named, in order: the same file named twice counts once."""
+    return list(dict.fromkeys(Path(p) for p in paths))
+
+
 def load_classifier(checkpoint: str | Path | Sequence[str | Path] | None = None, device: str | Any = "cpu",
                     batch_size: int = INFERENCE_BATCH) -> Classifier:
     """A Classifier for a model file, or for the built-in model when ``checkpoint`` is None; for
@@ -241,7 +246,7 @@ def load_classifier(checkpoint: str | Path | Sequence[str | Path] | None = None,
     from mnistctl.onnx_format import PRETRAINED_ONNX, pretrained_onnx_path
 
     if checkpoint is not None and not isinstance(checkpoint, (str, Path)):
-        files = list(dict.fromkeys(Path(p) for p in checkpoint))  # the same file twice counts once
+        files = model_files(checkpoint)
         if len(files) > 1:
             return Ensemble([load_classifier(p, device, batch_size) for p in files])
         checkpoint = files[0] if files else None
