@@ -10,6 +10,9 @@ step and resumed ends with exactly the weights of an uninterrupted one.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,11 +34,41 @@ from mnistctl.history import EpochRecord
 OptimizerFactory = Callable[[Any, TrainConfig], torch.optim.Optimizer]
 ScheduleFactory = Callable[[torch.optim.Optimizer, TrainConfig, int], Any]
 
+
+
+@functools.cache
+def _eager_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """``cls`` with the methods torch.optim wraps for ``torch.compile`` unwrapped.
+
+    Those wrappers (on ``step``, ``zero_grad``, ``add_param_group``, ``state_dict`` and
+    ``load_state_dict``) import ``torch._dynamo`` on first use, which takes about as long as
+    ``import torch`` itself, in every training process. Outside compilation all they add is
+    ``no_grad`` around ``step``, so the subclass runs the same code: same updates, same
+    ``state_dict``, still an instance of ``cls`` for the schedulers and hooks."""
+    raw_step = inspect.unwrap(cls.step)
+
+    def step(self, closure=None):
+        with torch.no_grad():
+            return raw_step(self, closure)
+
+    methods = {name: inspect.unwrap(getattr(cls, name))
+               for name in ("zero_grad", "add_param_group", "state_dict", "load_state_dict")}
+    return type(cls.__name__, (cls,), {"__module__": __name__, "__doc__": cls.__doc__, "step": step, **methods})
+
+
+def _optimizer_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """torch.optim's ``cls`` where ``torch.compile`` has been loaded (a notebook that compiles
+    something, DistributedDataParallel): nothing left to save, and its guards then matter.
+    Otherwise its eager copy, so a plain training run never pays for importing the compiler."""
+    return cls if "torch._dynamo" in sys.modules else _eager_class(cls)
+
+
 OPTIMIZER_REGISTRY: dict[str, OptimizerFactory] = {
-    "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
-    "adamw": lambda params, cfg: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
-    "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True,
-                                               weight_decay=cfg.weight_decay),
+    "adam": lambda params, cfg: _optimizer_class(torch.optim.Adam)(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+    "adamw": lambda params, cfg: _optimizer_class(torch.optim.AdamW)(params, lr=cfg.lr,
+                                                                     weight_decay=cfg.weight_decay),
+    "sgd": lambda params, cfg: _optimizer_class(torch.optim.SGD)(params, lr=cfg.lr, momentum=0.9, nesterov=True,
+                                                                 weight_decay=cfg.weight_decay),
 }
 
 SCHEDULE_REGISTRY: dict[str, ScheduleFactory] = {

@@ -61,6 +61,56 @@ def test_registries_match_the_choices_the_cli_offers():
             engine.make_scheduler(opt, TrainConfig(schedule=schedule, epochs=2), 5)
 
 
+@pytest.mark.parametrize("name, cls, settings", [("adam", torch.optim.Adam, {}), ("adamw", torch.optim.AdamW, {}),
+                                                 ("sgd", torch.optim.SGD, {"momentum": 0.9, "nesterov": True})])
+def test_optimizers_without_compile_guards_update_exactly_as_torch_optim(name, cls, settings):
+    """The eager copies of torch.optim's classes (what make_optimizer gives in a process that has
+    not loaded torch.compile): the same updates, state_dict and schedules."""
+    images, labels = _toy_data(96)
+    cfg = TrainConfig(optimizer=name, lr=0.05, weight_decay=0.01)
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(Net(ModelConfig(nf=4, num_classes=2)))
+    assert isinstance(engine.make_optimizer(models[0], cfg), cls)
+    eager = engine._eager_class(cls)(models[0].parameters(), lr=0.05, weight_decay=0.01, **settings)
+    plain = cls(models[1].parameters(), lr=0.05, weight_decay=0.01, **settings)  # torch.optim's own
+    optimizers = [eager, plain]
+    assert isinstance(eager, cls) and type(eager) is not cls and type(plain) is cls
+    schedules = [engine.make_scheduler(opt, cfg, 3) for opt in optimizers]
+    for step in range(3):
+        for model, opt, sched in zip(models, optimizers, schedules):
+            loss = torch.nn.functional.cross_entropy(model(images[32 * step:32 * step + 32].unsqueeze(1)),
+                                                     labels[32 * step:32 * step + 32])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
+        assert torch.equal(a, b)
+    assert str(eager.state_dict()) == str(plain.state_dict())
+    plain.load_state_dict(eager.state_dict())  # a checkpoint's optimizer state goes either way
+    eager.load_state_dict(plain.state_dict())
+    assert torch.is_grad_enabled()
+
+
+def test_a_training_run_does_not_import_the_compiler(tmp_path, fake_data_dir):
+    """torch.optim's compile guards import torch._dynamo (as long as `import torch` again) on first
+    use; a plain `mnistctl train` does without them."""
+    code = ("import sys\nfrom mnistctl.cli import app\n"
+            "try:\n    app(sys.argv[1:])\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print('COMPILER', 'torch._dynamo' in sys.modules)")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code, "train", "--epochs", "1", "--nf", "4", "--data-dir",
+                          str(fake_data_dir), "--run-dir", str(tmp_path / "run"), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "COMPILER False" in out.stdout
+    assert (tmp_path / "run" / "best.pt").exists()
+
+
 def test_an_unknown_optimizer_or_schedule_is_an_error_not_a_fallback():
     model = Net(ModelConfig(nf=4))
     cfg = TrainConfig()
