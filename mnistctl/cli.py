@@ -60,7 +60,8 @@ Device = _choices("Device", DEVICES)
 Preset = _choices("Preset", PRESETS)
 
 # the option that sets each core setting: core errors name settings, the CLI names options
-OPTION_OF = {"nf": "--nf", "dropout": "--dropout", "epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size",
+OPTION_OF = {"nf": "--nf", "dropout": "--dropout", "epochs": "--epochs", "epoch_fraction": "--epoch-fraction",
+             "lr": "--lr", "batch_size": "--batch-size",
              "optimizer": "--optimizer", "schedule": "--schedule", "weight_decay": "--weight-decay",
              "label_smoothing": "--label-smoothing", "ema": "--ema", "seed": "--seed", "augment": "--augment",
              "val_fraction": "--val-split", "dataset": "--dataset", "device": "--device", "run_dir": "--run-dir",
@@ -244,6 +245,10 @@ def train(
     epochs: Annotated[int, typer.Option(
         rich_help_panel=_RECIPE,
         help="Passes over the training images.")] = default(TrainConfig, "epochs"),
+    epoch_fraction: Annotated[float, typer.Option(
+        rich_help_panel=_RECIPE,
+        help="Share of the training images each epoch trains on, a different random part each time "
+             "(such as 0.5: half an epoch's steps and time; 1: all).")] = default(TrainConfig, "epoch_fraction"),
     lr: Annotated[float, typer.Option(
         rich_help_panel=_RECIPE, help="Peak learning rate.")] = default(TrainConfig, "lr"),
     batch_size: Annotated[int, typer.Option(
@@ -329,7 +334,8 @@ def train(
     In several processes: torchrun --standalone --nproc-per-node 2 -m mnistctl train ... (see the README).
     """
     values: dict[str, Any] = {
-        "epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer.value, "schedule": schedule.value,
+        "epochs": epochs, "epoch_fraction": epoch_fraction, "lr": lr, "batch_size": batch_size,
+        "optimizer": optimizer.value, "schedule": schedule.value,
         "weight_decay": weight_decay, "label_smoothing": label_smoothing, "ema": ema, "augment": augment, "seed": seed,
         "nf": nf, "dropout": dropout, "dataset": dataset.value, "val_fraction": val_split, "patience": patience}
     # only what was given on the command line: a config file, the preset or a resumed run supplies the rest

@@ -122,6 +122,7 @@ class TrainConfig:
     """How the network is trained. The defaults are the ``original`` recipe."""
 
     epochs: int = 10
+    epoch_fraction: float = 1.0  # each epoch trains on this share of the training images (1: all)
     lr: float = 0.01
     batch_size: int = 64
     optimizer: str = "adam"
@@ -137,6 +138,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check([
             (type(self.epochs) is int and self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs!r}"),
+            (_number(self.epoch_fraction) and 0 < self.epoch_fraction <= 1, "epoch_fraction",
+             f"must be in (0, 1], such as 0.5 for half of the training images per epoch, got {self.epoch_fraction!r}"),
             (_number(self.lr) and self.lr > 0, "lr", f"must be a positive number, got {self.lr!r}"),
             (type(self.batch_size) is int and self.batch_size >= 1, "batch_size",
              f"must be at least 1, got {self.batch_size!r}"),

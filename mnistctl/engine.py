@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -128,10 +129,12 @@ def derive_seed(*parts: int) -> int:
     return value
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
+def steps_per_epoch(n: int, batch_size: int, fraction: float = 1.0) -> int:
     """Steps of one epoch over ``n`` images: whole batches, the last one taking the remainder too;
-    at least one, with the batch shrunk to ``n`` when there are fewer images than a batch."""
-    return max(1, n // min(batch_size, n))
+    at least one, with the batch shrunk to ``n`` when there are fewer images than a batch. With
+    ``fraction`` < 1 (``TrainConfig.epoch_fraction``), that share of them, rounded up."""
+    whole = max(1, n // min(batch_size, n))
+    return whole if fraction >= 1 else min(whole, math.ceil(round(whole * fraction, 9)))
 
 
 @dataclass
@@ -198,9 +201,10 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
 
     Each step takes the next ``global_batch`` images of the epoch's shuffle (by default
     ``cfg.batch_size`` per process of ``group``); the last step also takes the remainder, so every
-    image is seen once. ``average`` (EMA) is updated after every step. In a group of several
-    processes each trains on its part of the step's images (see ``mnistctl.distributed``); the sums
-    in ``stats`` are the whole group's.
+    image is seen once. With ``cfg.epoch_fraction`` < 1 the epoch stops after that share of its
+    steps: a different random part of the images each epoch. ``average`` (EMA) is updated after
+    every step. In a group of several processes each trains on its part of the step's images (see
+    ``mnistctl.distributed``); the sums in ``stats`` are the whole group's.
 
     Starts at ``start_step`` (for a resumed run) and adds to ``stats``. Raises Interrupted after
     a completed step when ``should_stop()`` is true (on any process of the group) or a callback
@@ -211,7 +215,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     device = images.device
     n = len(labels)
     batch = min(global_batch or cfg.batch_size * group.world, n)
-    steps = steps_per_epoch(n, batch)
+    whole = steps_per_epoch(n, batch)
+    steps = steps_per_epoch(n, batch, cfg.epoch_fraction)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch))).to(device)
     aug = AugmentConfig()
     # sums stay on the device; the host reads them (and processes add theirs up) every `sync` steps
@@ -233,7 +238,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     try:
         for step in range(start_step, steps):
             lo = step * batch
-            hi = n if step == steps - 1 else lo + batch
+            hi = n if step == whole - 1 else lo + batch
             a, b = group.part(lo, hi)
             idx = perm[a:b]
             torch.manual_seed(derive_seed(cfg.seed, epoch, step, *group.seed_parts))  # augmentation, dropout

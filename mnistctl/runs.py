@@ -268,7 +268,7 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     optimizer = engine.make_optimizer(model, train_cfg)
     processes = resume.training.processes if resume is not None and resume.training is not None else group.world
     global_batch = train_cfg.batch_size * processes
-    steps = engine.steps_per_epoch(len(train_y), global_batch)
+    steps = engine.steps_per_epoch(len(train_y), global_batch, train_cfg.epoch_fraction)
     scheduler = engine.make_scheduler(optimizer, train_cfg, steps)
     history: list[EpochRecord] = []
     best = Best()

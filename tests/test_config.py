@@ -22,6 +22,8 @@ runner = CliRunner()
     (lambda: TrainConfig(lr=float("inf")), "lr", "lr must be a positive number"),
     (lambda: TrainConfig(batch_size=0), "batch_size", "batch size must be at least 1"),
     (lambda: TrainConfig(epochs=0), "epochs", "epochs must be at least 1"),
+    (lambda: TrainConfig(epoch_fraction=0), "epoch_fraction", "epoch fraction must be in (0, 1]"),
+    (lambda: TrainConfig(epoch_fraction=1.5), "epoch_fraction", "epoch fraction must be in (0, 1]"),
     (lambda: TrainConfig(optimizer="adagrad"), "optimizer", "optimizer must be one of adam, adamw, sgd"),
     (lambda: TrainConfig(label_smoothing=1), "label_smoothing", "label smoothing must be in [0, 1)"),
     (lambda: DataConfig(val_fraction=1.5), "val_fraction", "val fraction must be between 0 and 1"),
@@ -37,6 +39,7 @@ def test_invalid_settings_are_named_in_domain_words(make, setting, words):
     (["--lr", "0"], "--lr"), (["--nf", "0"], "--nf"), (["--batch-size", "0"], "--batch-size"),
     (["--val-split", "1"], "--val-split"), (["--epochs", "0"], "--epochs"), (["--dropout", "2"], "--dropout"),
     (["--label-smoothing", "1"], "--label-smoothing"), (["--weight-decay", "-1"], "--weight-decay"),
+    (["--epoch-fraction", "0"], "--epoch-fraction"),
 ])
 def test_cli_rejects_bad_options_before_any_work(tmp_path, args, option):
     run_dir = tmp_path / "run"

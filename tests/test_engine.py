@@ -128,6 +128,13 @@ def test_steps_per_epoch_uses_whole_batches(n, batch, steps):
     assert engine.steps_per_epoch(n, batch) == steps
 
 
+@pytest.mark.parametrize("n, batch, fraction, steps", [
+    (600, 64, 0.5, 5), (55000, 128, 0.6, 258), (640, 64, 0.3, 3), (640, 64, 0.01, 1), (64, 64, 0.5, 1),
+    (600, 64, 1.0, 9)])
+def test_a_fraction_of_an_epoch_is_that_share_of_its_steps_rounded_up(n, batch, fraction, steps):
+    assert engine.steps_per_epoch(n, batch, fraction) == steps
+
+
 def test_derived_seeds_are_stable_and_distinct():
     assert engine.derive_seed(1, 2) == engine.derive_seed(1, 2)
     seeds = {engine.derive_seed(s, e, k) for s in range(3) for e in range(3) for k in range(3)}
@@ -163,6 +170,29 @@ def test_one_epoch_learns_a_made_up_task_and_counts_every_image():
     logits = engine.predict_logits(model, images, batch_size=100)
     loss, acc = engine.loss_and_accuracy(logits, labels)
     assert acc > 0.95 and loss < 0.5  # chance: 50%, ln 2 = 0.69
+
+
+def test_a_fraction_of_an_epoch_trains_on_a_new_random_part_of_the_images_each_epoch(tmp_path):
+    import json
+
+    from mnistctl.distributed import Group
+
+    images, labels = _toy_data()
+    cfg = TrainConfig(epochs=2, batch_size=32, augment=False, epoch_fraction=0.5)
+    model = Net(ModelConfig(nf=4, num_classes=2))
+    opt = engine.make_optimizer(model, cfg)
+    sched = engine.make_scheduler(opt, cfg, 8)
+    group = Group(trace_dir=tmp_path)  # records the images of every step
+    for epoch in range(2):
+        stats = engine.train_one_epoch(model, opt, sched, images, labels, cfg, epoch, engine.EpochStats(),
+                                       group=group)
+        assert stats.seen == 256
+    steps = [json.loads(line) for line in (tmp_path / "rank0.jsonl").read_text().splitlines()]
+    assert [(s["epoch"], s["step"]) for s in steps] == [(e, k) for e in range(2) for k in range(8)]
+    parts = [{i for s in steps if s["epoch"] == e for i in s["images"]} for e in range(2)]
+    assert len(parts[0]) == len(parts[1]) == 256  # each image once at most, half of them
+    assert parts[0] != parts[1]
+    assert sched.last_epoch == 16  # the schedule counts the steps taken
 
 
 def test_predict_logits_does_not_depend_on_the_batch_size():

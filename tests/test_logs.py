@@ -65,6 +65,25 @@ def test_quiet_prints_only_the_summary(tmp_path, fake_data_dir):
     assert "Done in" in result.stdout and "Next: mnistctl evaluate" in result.stdout
 
 
+def test_a_fraction_of_each_epoch_shortens_the_epochs_and_their_schedule(tmp_path, fake_data_dir):
+    whole = _train(tmp_path, fake_data_dir, "--epochs", "2", run="whole")
+    part = _train(tmp_path, fake_data_dir, "--epochs", "2", "--epoch-fraction", "0.5", run="part")
+    assert whole.exit_code == 0 and part.exit_code == 0, part.output
+    assert "2 epochs of 8 steps, batch 64" in " ".join(whole.stdout.split())
+    assert "2 epochs of 4 steps (50% of the training images each), batch 64" in " ".join(part.stdout.split())
+    steps = read_steps((tmp_path / "part" / "metrics.csv").read_text())
+    assert len(steps) == 8 and steps[-1].progress == 2.0
+    history = json.loads((tmp_path / "part" / "history.json").read_text())["history"]
+    opt = engine.make_optimizer(Net(ModelConfig(nf=4)), TrainConfig())
+    schedule = engine.make_scheduler(opt, TrainConfig(epochs=2), 4)
+    for _ in range(8):
+        opt.step()
+        schedule.step()
+    assert history[-1]["lr"] == pytest.approx(schedule.get_last_lr()[0])  # the one-cycle ran its course in 8 steps
+    config = json.loads((tmp_path / "part" / "config.json").read_text())
+    assert config["train"]["epoch_fraction"] == 0.5
+
+
 def test_reported_train_loss_is_the_plain_cross_entropy_with_label_smoothing():
     torch.manual_seed(0)
     x = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
