@@ -19,10 +19,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the defaults: the original project's recipe (cross-entropy, Adam at lr 0.01, batch 64), with a
     # one-cycle schedule and batched augmentation: 99.5%+ on the test set at nf=32 in 10 epochs
     "original": {},
-    # 99% in seconds on a laptop CPU: one epoch, batches of 128, a higher peak learning rate,
-    # label smoothing and no augmentation (too short a run to profit from it); chosen on the
-    # validation split (99.1-99.2% for seeds 1-5), never on the test set
-    "fast": {"epochs": 1, "lr": 0.02, "batch_size": 128, "augment": False, "label_smoothing": 0.1},
+    # 99% in seconds on a laptop CPU: 80% of one epoch, batches of 128, a higher peak learning
+    # rate, label smoothing and no augmentation (too short a run to profit from it). The share was
+    # chosen on the validation split, never on the test set: over seeds 1-5, 80% keeps the mean
+    # validation accuracy within about 0.1 points of a whole epoch's (98.99% against 99.10%); 70%
+    # lost 0.18 points (98.92%) and was not taken
+    "fast": {"epochs": 1, "epoch_fraction": 0.8, "lr": 0.02, "batch_size": 128, "augment": False,
+             "label_smoothing": 0.1},
     # the strongest recipe for this network in about 13 minutes on 2 laptop cores: wider (nf=40),
     # 20 epochs of batched augmentation, an average of the weights (EMA), dropout and label
     # smoothing; picked among eight recipes by mean validation accuracy (99.55% over 4 seeds),

@@ -61,3 +61,19 @@ def test_benchmark_without_data_says_what_to_do(tmp_path):
                            "--output", str(tmp_path / "x.json"), "--data-dir", str(tmp_path)],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 1 and "mnistctl download" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_stage_timings_name_every_stage_of_a_training_run(tmp_path, fake_data_dir):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "stages.py"), "--nf", "4", "--epochs", "1",
+                           "--data-dir", str(fake_data_dir), "--run-dir", str(tmp_path / "run"), "-q"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seconds = {line[:40].strip(): float(line[40:]) for line in proc.stdout.splitlines()[-12:]}
+    assert sorted(seconds) == sorted([
+        "import the CLI (Typer, Rich)", "import torch", "import mnistctl's core modules",
+        "import matplotlib (for the loss plot)", "load the data", "build the optimizer", "training steps",
+        "validation", "checkpoints, history, metrics", "draw and save the loss plot",
+        "the rest (model build, interpreter)", "total (in process)"])
+    assert all(v >= 0 for v in seconds.values()) and seconds["training steps"] > 0
+    assert sum(seconds.values()) == pytest.approx(2 * seconds["total (in process)"], abs=0.05)
+    assert (tmp_path / "run" / "loss.png").exists()
