@@ -36,7 +36,6 @@ OptimizerFactory = Callable[[Any, TrainConfig], torch.optim.Optimizer]
 ScheduleFactory = Callable[[torch.optim.Optimizer, TrainConfig, int], Any]
 
 
-
 @functools.cache
 def _eager_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
     """``cls`` with the methods torch.optim wraps for ``torch.compile`` unwrapped.
@@ -58,9 +57,9 @@ def _eager_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer
 
 
 def _optimizer_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
-    """torch.optim's ``cls`` where ``torch.compile`` has been loaded (a notebook that compiles
-    something, DistributedDataParallel): nothing left to save, and its guards then matter.
-    Otherwise its eager copy, so a plain training run never pays for importing the compiler."""
+    """torch.optim's ``cls`` where ``torch.compile`` has been loaded (say, a notebook that compiles
+    something): nothing left to save, and its guards may then matter. Otherwise its eager copy, so
+    a plain training run never pays for importing the compiler."""
     return cls if "torch._dynamo" in sys.modules else _eager_class(cls)
 
 
