@@ -57,14 +57,10 @@ def _eager_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer
 
 
 def _optimizer_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
-    """torch.optim's own ``cls`` where ``torch.compile`` has been loaded (say, a notebook that
-    compiles something): nothing left to save, and its guards may then matter. The same in a
-    torchrun process group: there, processes with the eager copy were seen to abort now and then
-    ("terminate called without an active exception", about one run in 20-40 on a loaded 2-core
-    machine), which no run with torch's own classes has done. Otherwise the eager copy, so a plain
-    training run never pays for importing the compiler."""
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return cls if distributed or "torch._dynamo" in sys.modules else _eager_class(cls)
+    """torch.optim's ``cls`` where ``torch.compile`` has been loaded (say, a notebook that compiles
+    something): nothing left to save, and its guards may then matter. Otherwise its eager copy, so
+    a plain training run never pays for importing the compiler."""
+    return cls if "torch._dynamo" in sys.modules else _eager_class(cls)
 
 
 OPTIMIZER_REGISTRY: dict[str, OptimizerFactory] = {

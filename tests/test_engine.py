@@ -94,24 +94,6 @@ def test_optimizers_without_compile_guards_update_exactly_as_torch_optim(name, c
     assert torch.is_grad_enabled()
 
 
-def test_a_process_group_gets_torch_optims_own_classes(tmp_path):
-    """In a fresh process (this one may have loaded the compiler): torch.optim's own classes under
-    torchrun, the eager copies otherwise."""
-    import subprocess
-    import sys
-
-    code = ("import sys, torch, torch.distributed as dist\n"
-            "from mnistctl import engine\nfrom mnistctl.config import ModelConfig, TrainConfig\n"
-            "from mnistctl.model import Net\n"
-            "alone = type(engine.make_optimizer(Net(ModelConfig(nf=4)), TrainConfig())) is torch.optim.Adam\n"
-            f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'store'}', rank=0, world_size=1)\n"
-            "grouped = type(engine.make_optimizer(Net(ModelConfig(nf=4)), TrainConfig())) is torch.optim.Adam\n"
-            "dist.destroy_process_group()\nprint('OWN CLASS', alone, grouped)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "OWN CLASS False True" in out.stdout
-
-
 def test_a_training_run_does_not_import_the_compiler(tmp_path, fake_data_dir):
     """torch.optim's compile guards import torch._dynamo (as long as `import torch` again) on first
     use; a plain `mnistctl train` does without them."""
