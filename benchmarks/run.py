@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from benchmarks import baseline  # noqa: E402
-from mnistctl import __version__, accel, checkpoint, engine  # noqa: E402
+from mnistctl import __version__, accel, checkpoint, cudagraph, engine  # noqa: E402
 from mnistctl.config import DataConfig, ModelConfig  # noqa: E402
 from mnistctl.data import load_split  # noqa: E402
 from mnistctl.evaluation import evaluate_checkpoint  # noqa: E402
@@ -260,7 +260,7 @@ def bench(args) -> dict:
 
 
 def fast_preset(scratch: Path, env: dict, data_dir, seed: int, reps: int,
-                device: str) -> tuple[float, list[float], list[float], float]:
+                device: str, tag: str = "") -> tuple[float, list[float], list[float], float]:
     """`mnistctl train --preset fast --seed SEED --device DEVICE`, ``reps`` times: (the median
     whole-process seconds, its samples, each run's training seconds from history.json, the first
     run's test accuracy; the same seed gives the same weights on one CPU)."""
@@ -268,7 +268,7 @@ def fast_preset(scratch: Path, env: dict, data_dir, seed: int, reps: int,
     train_seconds: list[float] = []
 
     def once() -> float:
-        run_dir = scratch / f"fast-{device}-{seed}-{next(runs)}"
+        run_dir = scratch / f"fast-{device}{tag}-{seed}-{next(runs)}"
         seconds = _run([*MNISTCTL, "train", "--device", device, "--preset", "fast", "--seed", str(seed),
                         "--run-dir", str(run_dir)], env)[0]
         history = json.loads((run_dir / "history.json").read_text())["history"]
@@ -276,24 +276,29 @@ def fast_preset(scratch: Path, env: dict, data_dir, seed: int, reps: int,
         return seconds
 
     seconds, samples = median_of(reps, once)
-    report = evaluate_checkpoint(checkpoint.load(scratch / f"fast-{device}-{seed}-0" / "last.pt"), "test",
+    report = evaluate_checkpoint(checkpoint.load(scratch / f"fast-{device}{tag}-{seed}-0" / "last.pt"), "test",
                                  data_dir=data_dir).report
     return seconds, samples, train_seconds, report.accuracy
 
 
-def loop_rate(x: torch.Tensor, y: torch.Tensor, device: torch.device, nf: int = 32, batch: int = 64) -> float:
+def loop_rate(x: torch.Tensor, y: torch.Tensor, device: torch.device, nf: int = 32, batch: int = 64,
+              graphs: bool = False) -> float:
     """Images per second of mnistctl's training loop (the original preset's settings, augmentation
-    on) on ``device``, after a warm-up epoch over the first 10 batches (at most half the images)."""
+    on) on ``device``, after a warm-up epoch over 10 batches; with ``graphs``, steps replayed as a
+    CUDA graph (captured in the warm-up epoch), as ``mnistctl train`` does on CUDA."""
     torch.manual_seed(0)
     cfg = engine.TrainConfig(batch_size=batch)
-    warm = min(10 * batch, len(y) // 2)
     model = accel.prepare_model(Net(ModelConfig(nf=nf)), device)
     opt = engine.make_optimizer(model, cfg)
-    sched = engine.make_scheduler(opt, cfg, engine.steps_per_epoch(warm, batch)
-                                  + engine.steps_per_epoch(len(y) - warm, batch))
-    engine.train_one_epoch(model, opt, sched, x[:warm], y[:warm], cfg, 0, engine.EpochStats())
+    steps = engine.steps_per_epoch(len(y), batch)
+    sched = engine.make_scheduler(opt, cfg, 2 * steps)
+    graph = cudagraph.StepGraph(model, engine.new_window(device)) if graphs else None
+    warm = engine.TrainConfig(batch_size=batch, epoch_fraction=min(1.0, 10 / steps))
+    engine.train_one_epoch(model, opt, sched, x, y, warm, 0, engine.EpochStats(), graph=graph)
     stats = engine.EpochStats()  # its seconds end after the epoch's last read of the device's sums
-    engine.train_one_epoch(model, opt, sched, x[warm:], y[warm:], cfg, 1, stats)
+    engine.train_one_epoch(model, opt, sched, x, y, cfg, 1, stats, graph=graph)
+    if graph is not None and not graph.captured:
+        raise SystemExit(f"benchmark: the CUDA graph was not captured: {graph.failure}")
     return stats.seen / stats.seconds
 
 
@@ -302,10 +307,13 @@ def cuda_rows(scratch: Path, env: dict, data_dir, imp: float, cpu_rate: float, r
     """The GPU's figures: the fast preset's whole process and training time per seed (against
     importing torch), and training throughput (against the same loop on the CPU)."""
     rows = []
-    for seed in seeds + ([4, 5] if len(seeds) > 1 else []):
-        seconds, samples, train_seconds, accuracy = fast_preset(scratch, env, data_dir, seed, reps, "cuda")
+    runs = [(seed, "") for seed in seeds + ([4, 5] if len(seeds) > 1 else [])] + [(seeds[0], "-eager")]
+    for seed, tag in runs:
+        run_env = {**env, cudagraph.GRAPHS_ENV: "0" if tag else "1"}
+        seconds, samples, train_seconds, accuracy = fast_preset(scratch, run_env, data_dir, seed, reps, "cuda", tag)
         training = statistics.median(train_seconds)
-        rows.append(row(f"train --preset fast --device cuda --seed {seed}", seconds, "s",
+        how = " (without CUDA graphs)" if tag else ""
+        rows.append(row(f"train --preset fast --device cuda --seed {seed}{how}", seconds, "s",
                         "python -c 'import torch'", imp, higher_is_better=False,
                         target="training <= 1 s, test >= 99.0%", samples=samples,
                         note=f"training {training:.2f} s (the epoch); test accuracy {100 * accuracy:.2f}%"))
@@ -313,11 +321,14 @@ def cuda_rows(scratch: Path, env: dict, data_dir, imp: float, cpu_rate: float, r
 
     cuda = torch.device("cuda")
     x, y = sub_x.to(cuda), sub_y.to(cuda)
-    for batch in (64, 512):
-        value, samples = median_of(reps, lambda batch=batch: loop_rate(x, y, cuda, batch=batch))
-        rows.append(row(f"train throughput on {torch.cuda.get_device_name()} (nf=32, batch {batch})", value,
-                        "img/s", "the same loop on the CPU (nf=32, batch 64)", cpu_rate, higher_is_better=True,
-                        target="reported", samples=samples, note="augmentation on, bf16 autocast"))
+    for batch, graphs in ((64, True), (512, True), (64, False)):
+        value, samples = median_of(reps, lambda batch=batch, graphs=graphs: loop_rate(x, y, cuda, batch=batch,
+                                                                                       graphs=graphs))
+        how = "CUDA graphs" if graphs else "without CUDA graphs"
+        rows.append(row(f"train throughput on {torch.cuda.get_device_name()} (nf=32, batch {batch}, {how})",
+                        value, "img/s", "the same loop on the CPU (nf=32, batch 64)", cpu_rate,
+                        higher_is_better=True, target="reported", samples=samples,
+                        note="augmentation on, bf16 autocast"))
     return rows
 
 

@@ -158,6 +158,8 @@ def train(
             group.close()
     if result is None or not group.main:
         return
+    for warning in result.warnings:
+        err_console.print(Text.assemble(("Warning: ", "bold yellow"), warning), soft_wrap=True)
     from mnistctl.render import train_summary
 
     for line in train_summary(result):

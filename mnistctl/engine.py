@@ -25,6 +25,7 @@ from torch import nn
 
 from mnistctl.accel import as_input, autocast
 from mnistctl.config import INFERENCE_BATCH, TrainConfig
+from mnistctl.cudagraph import StepGraph
 from mnistctl.data import AugmentConfig, augment
 from mnistctl.distributed import Group
 from mnistctl.errors import ConfigError
@@ -120,6 +121,11 @@ class WeightAverage:
 
 # --- the loop -------------------------------------------------------------------------------
 
+def new_window(device: torch.device) -> torch.Tensor:
+    """A step's running sums on ``device``: loss, objective, correct, images, stop requests."""
+    return torch.zeros(5, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+
+
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed derived from integers, stable across runs and platforms."""
     value = 0x9E3779B97F4A7C15
@@ -195,7 +201,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
                     labels: torch.Tensor, cfg: TrainConfig, epoch: int, stats: EpochStats,
                     start_step: int = 0, callbacks: TrainCallbacks | None = None,
                     should_stop: Callable[[], bool] | None = None, group: Group | None = None,
-                    global_batch: int | None = None, average: WeightAverage | None = None) -> EpochStats:
+                    global_batch: int | None = None, average: WeightAverage | None = None,
+                    graph: StepGraph | None = None) -> EpochStats:
     """One pass over ``images`` (uint8 [N, 28, 28], on the training device) in shuffled batches.
 
     Each step takes the next ``global_batch`` images of the epoch's shuffle (by default
@@ -203,7 +210,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     image is seen once. With ``cfg.epoch_fraction`` < 1 the epoch stops after that share of its
     steps: a different random part of the images each epoch. ``average`` (EMA) is updated after
     every step. In a group of several processes each trains on its part of the step's images (see
-    ``mnistctl.distributed``); the sums in ``stats`` are the whole group's.
+    ``mnistctl.distributed``); the sums in ``stats`` are the whole group's. With ``graph`` (CUDA, one
+    per run: see ``mnistctl.cudagraph``) the forward and backward pass of whole batches is replayed.
 
     Starts at ``start_step`` (for a resumed run) and adds to ``stats``. Raises Interrupted after
     a completed step when ``should_stop()`` is true (on any process of the group) or a callback
@@ -221,8 +229,27 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     # sums stay on the device; the host reads them (and processes add theirs up) every `sync` steps
     sync = 1 if device.type == "cpu" and not group.active else 25
     smoothing = cfg.label_smoothing > 0  # then the loss minimised is not the cross-entropy reported
-    # loss sum, objective sum, correct, images, stop requests
-    window = torch.zeros(5, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+    window = graph.window if graph is not None else new_window(device)
+    if graph is not None:
+        graph.bind(model, images, tuple(images.shape), labels, cfg.augment, cfg.label_smoothing)
+
+    def forward_backward(idx: torch.Tensor, weight: float = 1.0) -> None:
+        """Everything of a step but the optimizer's: the gradients of the batch ``idx``, and its sums."""
+        x = as_input(images[idx], device)
+        y = labels[idx]
+        if cfg.augment:
+            x = augment(x.float(), aug)
+        with autocast(device):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        (loss * weight if weight != 1.0 else loss).backward()
+        count = len(idx)
+        ce = F.cross_entropy(logits.detach().float(), y) if smoothing else loss.detach()
+        window[0] += ce * count
+        if smoothing:
+            window[1] += loss.detach() * count
+        window[2] += (logits.argmax(1) == y).sum()
+        window[3] += count
 
     def flush() -> tuple[float, float]:
         loss_sum, objective_sum, correct, seen, stops = window.tolist()
@@ -241,27 +268,17 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
             a, b = group.part(lo, hi)
             idx = perm[a:b]
             torch.manual_seed(derive_seed(cfg.seed, epoch, step, *group.seed_parts))  # augmentation, dropout
-            x = as_input(images[idx], device)
-            y = labels[idx]
-            if cfg.augment:
-                x = augment(x.float(), aug)
-            with autocast(device):
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            # the processes' gradients are averaged: weighting each by its share of the step's images
-            # makes that the gradient of the mean loss over all of them
-            (loss * ((b - a) * group.world / (hi - lo)) if group.active else loss).backward()
+            if graph is not None and graph.fits(b - a):
+                graph.run(forward_backward, idx)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                # the processes' gradients are averaged: weighting each by its share of the step's images
+                # makes that the gradient of the mean loss over all of them
+                forward_backward(idx, (b - a) * group.world / (hi - lo) if group.active else 1.0)
             optimizer.step()
             scheduler.step()
             if average is not None:
                 average.update()
-            ce = F.cross_entropy(logits.detach().float(), y) if smoothing else loss.detach()
-            window[0] += ce * (b - a)
-            if smoothing:
-                window[1] += loss.detach() * (b - a)
-            window[2] += (logits.argmax(1) == y).sum()
-            window[3] += b - a
             if group.tracing:
                 group.record("batch", epoch=epoch, step=step, images=idx.tolist())
             loss_value, stop = None, False

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from mnistctl import __version__, accel, engine
+from mnistctl import __version__, accel, cudagraph, engine
 from mnistctl.checkpoint import Checkpoint, TrainingState
 from mnistctl.checkpoint import load as load_checkpoint
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig
@@ -230,6 +230,7 @@ class FitResult:
     files: list[Path] = field(default_factory=list)
     stopped_early: bool = False  # by patience: no better validation accuracy for that many epochs
     steps: list[StepRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # how the run went other than planned
 
     @property
     def best_record(self) -> EpochRecord:
@@ -309,6 +310,7 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
         average.updates = resume.training.ema_updates
     scored = average.module if average is not None else model
     trainee = group.wrap(model)  # DistributedDataParallel in a group; `model` is what checkpoints hold
+    graph = cudagraph.StepGraph(model, engine.new_window(device)) if cudagraph.usable(device, group.world) else None
 
     best_path, last_path, history_path = run_dir / "best.pt", run_dir / "last.pt", run_dir / "history.json"
     files = [best_path, last_path, history_path, run_dir / METRICS_FILE]
@@ -354,7 +356,7 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
             step_log.on_epoch_start(epoch + 1, train_cfg.epochs, steps, start_step)
             try:
                 engine.train_one_epoch(trainee, optimizer, scheduler, train_x, train_y, train_cfg, epoch,
-                                       stats, start_step, step_log, stop, group, global_batch, average)
+                                       stats, start_step, step_log, stop, group, global_batch, average, graph)
             except engine.Interrupted as exc:
                 if group.main:
                     try:
@@ -406,7 +408,9 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     return FitResult(run_dir=run_dir, history=history, best=best, best_path=best_path, last_path=last_path,
                      seconds=time.perf_counter() - started,
                      files=files if group.main else [],
-                     stopped_early=stopped_early, steps=step_log.records)
+                     stopped_early=stopped_early, steps=step_log.records,
+                     warnings=[f"training steps ran without CUDA graphs (slower): capturing one failed: "
+                               f"{graph.failure}"] if graph is not None and graph.failure else [])
 
 
 @contextmanager
