@@ -64,11 +64,12 @@ def autocast(device: torch.device):
 
 
 def setup(device: torch.device) -> None:
-    """Per-process settings for training on ``device``."""
+    """Per-process settings for training on ``device``. (cuDNN's autotuner, ``cudnn.benchmark``,
+    stays off: timing every convolution's algorithms cost more than a second per process and per
+    batch shape on an H100, as long as the fast preset's whole training, and the steps of these
+    small convolutions were no faster for it.)"""
     if device.type == "cpu":
         tune_allocator()
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
 
 
 _allocator_tuned = False
