@@ -159,3 +159,20 @@ def test_a_graph_recorded_on_other_data_is_not_replayed_on_new_data():
     engine.train_one_epoch(model, opt, sched, images[64:], labels[64:], cfg, 1, engine.EpochStats(), graph=graph)
     # warmed up and captured again for the new images
     assert graph.captured and (graph.eager_steps, graph.replays) == (2 * cudagraph.WARMUP_STEPS, 2)
+
+
+def test_train_says_when_it_could_not_use_cuda_graphs(tmp_path, fake_data_dir, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mnistctl.cli import app
+
+    # the CPU stands in for a GPU whose graph capture fails: the run goes on and says so at the end
+    monkeypatch.setattr(cudagraph, "usable", lambda device, processes: True)
+    monkeypatch.setattr(cudagraph, "StepGraph", lambda model, window: StandInGraph(model, window, fail=True))
+    result = CliRunner().invoke(app, ["train", "--epochs", "1", "--nf", "4", "--batch-size", "64", "--data-dir",
+                                      str(fake_data_dir), "--run-dir", str(tmp_path / "run"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert ("Warning: training steps ran without CUDA graphs (slower): capturing one failed: CUDA error: "
+            "operation not permitted when stream is capturing") in said
+    assert (tmp_path / "run" / "best.pt").exists()
