@@ -153,7 +153,6 @@ def train(
         try:
             result = _train(ctx, group, settings, preset, config, resume, run_dir, name, init, print_config, quiet,
                             save_model, tensorboard, data_dir)
-            group.barrier()  # process 0 has written its files: the processes leave the group together
         finally:
             group.close()
     if result is None or not group.main:

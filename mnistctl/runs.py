@@ -441,7 +441,7 @@ def train(plan: RunPlan, device: torch.device, data_dir: str | Path | None = Non
     checkpoint to ``save_model`` (the original script's ``mnist_cnn.pt``).
 
     In a ``group`` of processes every one calls this with its own plan; process 0's run directory
-    is the run's, and only process 0 writes."""
+    is the run's, and only process 0 writes. They return together, once process 0 has written."""
     from mnistctl.plotting import history_figure, save_figure
 
     group = group or Group(device=device)
@@ -451,12 +451,12 @@ def train(plan: RunPlan, device: torch.device, data_dir: str | Path | None = Non
     result = fit(plan.model_config, plan.data_config, plan.train_config, plan.run_dir, device, data_dir,
                  resume=plan.resume, callbacks=callbacks, on_ready=on_ready, init=plan.init, tensorboard=tensorboard,
                  config=config, group=group)
-    if not group.main:
-        return result
-    result.files.append(save_figure(history_figure([(plan.run_dir.name, result.history, result.steps)]),
-                                    plan.run_dir / "loss.png"))
-    if save_model is not None:
-        with atomic_path(save_model) as tmp:
-            shutil.copyfile(result.last_path, tmp)
-        result.files.append(save_model)
+    if group.main:
+        result.files.append(save_figure(history_figure([(plan.run_dir.name, result.history, result.steps)]),
+                                        plan.run_dir / "loss.png"))
+        if save_model is not None:
+            with atomic_path(save_model) as tmp:
+                shutil.copyfile(result.last_path, tmp)
+            result.files.append(save_model)
+    group.barrier()  # process 0 has written its files: no process leaves the group (and ends) before
     return result
