@@ -65,9 +65,9 @@ def autocast(device: torch.device):
 
 def setup(device: torch.device) -> None:
     """Per-process settings for training on ``device``. (cuDNN's autotuner, ``cudnn.benchmark``,
-    stays off: timing every convolution's algorithms cost more than a second per process and per
-    batch shape on an H100, as long as the fast preset's whole training, and the steps of these
-    small convolutions were no faster for it.)"""
+    stays off: timing the convolutions' algorithms cost 0.6-1 s per process, and again for each
+    new batch shape, on an H100 and an H200, about as long as the fast preset's whole training
+    takes without it; the steps of these small convolutions were no faster for it.)"""
     if device.type == "cpu":
         tune_allocator()
 

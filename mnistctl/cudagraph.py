@@ -9,8 +9,8 @@ ordinary eager code, so their settings change between steps as usual and checkpo
 as without graphs.
 
 Used for whole batches of a single process on CUDA (``usable``); the first ``WARMUP_STEPS``
-steps run eagerly (cuDNN picks its algorithms, the optimizer makes its state), and a step of
-another size (an epoch's last, which takes the remainder) runs eagerly too. Random draws
+steps run eagerly on a side stream, as recording asks (CUDA's libraries start, their workspaces
+are made), and a step of another size (an epoch's last, which takes the remainder) runs eagerly too. Random draws
 (augmentation, dropout) come from the default generator, which the replay reads afresh, so the
 per-step seeds work as they do eagerly. ``MNISTCTL_CUDA_GRAPHS=0`` turns graphs off.
 """
