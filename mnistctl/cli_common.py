@@ -125,6 +125,10 @@ def error_line(message: str) -> None:
     err_console.print(Text.assemble(("Error: ", "bold red"), message), soft_wrap=True)
 
 
+def warning_line(message: str) -> None:
+    err_console.print(Text.assemble(("Warning: ", "bold yellow"), message), soft_wrap=True)
+
+
 def command(*args: Any, **kwargs: Any):
     """``app.command``, with the docstring's paragraphs unwrapped so that --help wraps them to the
     terminal's width instead of breaking lines where the source does."""

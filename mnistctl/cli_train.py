@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.text import Text
 
 from mnistctl.cli_common import (
     DatasetName,
@@ -19,9 +18,9 @@ from mnistctl.cli_common import (
     Reporting,
     Schedule,
     console,
-    err_console,
     say,
     user_errors,
+    warning_line,
 )
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig, default
 from mnistctl.datasets import DATA_DIR_ENV
@@ -158,7 +157,7 @@ def train(
     if result is None or not group.main:
         return
     for warning in result.warnings:
-        err_console.print(Text.assemble(("Warning: ", "bold yellow"), warning), soft_wrap=True)
+        warning_line(warning)
     from mnistctl.render import train_summary
 
     for line in train_summary(result):
@@ -178,7 +177,7 @@ def _train(ctx: typer.Context, group, settings: dict[str, Any], preset, config: 
         chosen, settings = chosen or from_file, {**file_settings, **settings}
     plan = runs.plan_run(chosen, settings, resume=resume, run_dir=run_dir, name=name, init=init)
     for warning in plan.warnings if group.main else ():
-        err_console.print(Text.assemble(("Warning: ", "bold yellow"), warning), soft_wrap=True)
+        warning_line(warning)
     if print_config:
         if group.main:
             typer.echo(json.dumps(plan.config(), indent=2))
