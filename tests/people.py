@@ -144,7 +144,7 @@ def _grey(mask: np.ndarray, ink: int = 0, paper: int = 255) -> Image.Image:
     return Image.fromarray(np.where(mask, ink, paper).astype(np.uint8), "L")
 
 
-def _style(name: str, digit: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, str]:
+def draw_style(name: str, digit: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, str]:
     """One MNIST digit drawn in style ``name``: (image, file suffix)."""
     if name in ("photo", "jpeg", "rgba", "transparent"):
         img = paper_digit(digit, rng)
@@ -170,7 +170,9 @@ def _style(name: str, digit: np.ndarray, rng: np.random.Generator) -> tuple[Imag
         return _grey(_on_canvas(_dilate(shape, int(size * 0.06) | 1), int(size * 1.4), int(size * 1.4), rng)), "png"
     if name in ("canvas-32", "canvas-64"):
         side = 32 if name == "canvas-32" else 64
-        small = _up(_binary(digit, 60), int(side * rng.uniform(0.8, 1.0)))  # a lower cut keeps tiny strokes whole
+        # the same two-level shape as the other styles, drawn smaller (an earlier lower cut, 60, filled
+        # loops: it changed the number of holes of 11% of training digits at 32 px, this cut 3%)
+        small = _up(_binary(digit), int(side * rng.uniform(0.8, 1.0)))
         return _grey(_on_canvas(small, side, side, rng)), "png"
     if name == "edge":
         return _grey(_on_canvas(shape, int(size * 1.5), int(size * 1.5), rng, touch=True)), "png"
@@ -195,7 +197,7 @@ def make_corpus(images: np.ndarray, labels: np.ndarray, directory: Path, per_sty
         out[name] = []
         for i in range(per_style):
             k = i % len(labels)
-            img, kind = _style(name, images[k], rng)
+            img, kind = draw_style(name, images[k], rng)
             stem = directory / f"{name}-{i:03d}"
             if kind in ("rgb", "jpeg", "rgba", "transparent"):
                 path = save_as_people_do(img, stem, kind, rng)
