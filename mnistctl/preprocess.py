@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageFilter, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from mnistctl.errors import MnistctlError
 
@@ -94,9 +94,22 @@ def _decode(img: Image.Image) -> Decoded:
                          "you want as a single image")
     try:
         img.load()
-        return _to_grey(img)
+        return _to_grey(_upright(img))
     except _CORRUPT as exc:
         raise ImageError(f"truncated or corrupt image ({str(exc)[:80] or type(exc).__name__})") from None
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The picture as viewers show it: a phone stores most photos sideways (or upside down) with an
+    EXIF orientation tag saying how to turn them, and a digit read as stored would be read turned."""
+    try:
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    except _CORRUPT:  # a damaged EXIF block: the pixels may still be fine, as stored
+        return img
+    return ImageOps.exif_transpose(img) if orientation in (2, 3, 4, 5, 6, 7, 8) else img
 
 
 def _to_grey(img: Image.Image) -> Decoded:

@@ -295,6 +295,24 @@ def test_the_noise_filter_leaves_the_strokes_of_small_drawings(mnist_data_dir, m
     assert (filtered / plain).min() >= 0.85, np.sort(filtered / plain)[:5]
 
 
+@pytest.mark.parametrize("orientation, turn", [(3, 180), (6, 90), (8, 270)])
+def test_photos_stored_sideways_are_read_as_viewers_show_them(tmp_path, shipped, orientation, turn):
+    """Phones store most photos sideways with an EXIF tag saying how to turn them for display."""
+    upright = Image.open(ASSETS / "digit-7-photo.jpg").convert("RGB")
+    stored = upright.rotate(turn, expand=True)  # counter-clockwise: the tag turns it back
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(tmp_path / "phone.png", exif=exif)
+    stored.save(tmp_path / "untagged.png")
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    assert np.array_equal(prepare_image(tmp_path / "phone.png"), prepare_image(ASSETS / "digit-7-photo.jpg"))
+    assert not np.array_equal(prepare_image(tmp_path / "untagged.png"), prepare_image(tmp_path / "phone.png"))
+    stored.save(tmp_path / "bad-exif.png", exif=b"not an EXIF block")  # damaged EXIF: the pixels as stored
+    assert np.array_equal(prepare_image(tmp_path / "bad-exif.png"), prepare_image(tmp_path / "untagged.png"))
+    out = runner.invoke(app, ["predict", "--json", str(tmp_path / "phone.jpg"), str(tmp_path / "phone.png")])
+    assert [r["prediction"] for r in json.loads(out.stdout)] == ["7", "7"], out.output
+
+
 def test_two_level_tiny_and_one_bit_drawings_are_read(tmp_path, shipped):
     """The inputs that were once refused as blank: clean two-level drawings of any size and colour."""
     four = np.asarray(Image.open(PAINT_4).convert("L")) < 128  # the ink of a drawn 4, cut to its box
