@@ -278,6 +278,41 @@ def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
     return y0, y1, x0, x1
 
 
+FRAME_LINE = 0.9  # a row or column this full of ink, near its side of the picture, is part of a frame
+
+
+def _inside_frame(ink: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Where the inside of a frame around the digit is (y0, y1, x0, x1; ends exclusive), or None.
+
+    A frame -- a form's box, a drawing canvas's border in a screenshot -- is ink along all four
+    sides: rows and columns almost all ink within a sixth of the picture from each side. A digit
+    has no such lines on every side (a 0 filling the picture is round, a 7's bar is one side)."""
+    mask = ink > 0
+    h, w = mask.shape
+    rows, cols = mask.mean(1), mask.mean(0)
+    bh, bw = max(2, h // 6), max(2, w // 6)
+    top, bottom = np.flatnonzero(rows[:bh] >= FRAME_LINE), np.flatnonzero(rows[h - bh:] >= FRAME_LINE)
+    left, right = np.flatnonzero(cols[:bw] >= FRAME_LINE), np.flatnonzero(cols[w - bw:] >= FRAME_LINE)
+    if not (top.size and bottom.size and left.size and right.size):
+        return None
+    y0, y1 = int(top.max()) + 1, h - bh + int(bottom.min())
+    x0, x1 = int(left.max()) + 1, w - bw + int(right.min())
+    # the lines' soft inner edges: step past rows and columns still half ink
+    while y0 < y1 and rows[y0] >= 0.5:
+        y0 += 1
+    while y1 > y0 and rows[y1 - 1] >= 0.5:
+        y1 -= 1
+    while x0 < x1 and cols[x0] >= 0.5:
+        x0 += 1
+    while x1 > x0 and cols[x1 - 1] >= 0.5:
+        x1 -= 1
+    # and a pixel more, for anti-aliasing
+    y0, y1, x0, x1 = y0 + 1, y1 - 1, x0 + 1, x1 - 1
+    if y1 - y0 < 4 or x1 - x0 < 4 or ink[y0:y1, x0:x1].sum() < 1.0:
+        return None  # nothing inside: the lines are the drawing
+    return y0, y1, x0, x1
+
+
 def analyse(d: Decoded) -> Prepared:
     """``to_mnist`` with what it noticed: how much of the picture is ink, and any reason to doubt
     that it shows a single digit (ink everywhere, a mere speck)."""
@@ -288,8 +323,13 @@ def analyse(d: Decoded) -> Prepared:
     view = _reduce(ink, WORK_SIZE) if max(ink.shape) > WORK_SIZE else ink
     view_ink, threshold = _clean(view)
     view_ink = _soft_mask(view_ink, threshold)
+    # a frame around the digit is left out: what is inside it is the picture
+    inside = _inside_frame(view_ink)
+    fy0, fy1, fx0, fx1 = inside or (0, view_ink.shape[0], 0, view_ink.shape[1])
+    view_ink = view_ink[fy0:fy1, fx0:fx1]
     coverage = float((view_ink > 0).mean())
     y0, y1, x0, x1 = _ink_box(view_ink)
+    y0, y1, x0, x1 = y0 + fy0, y1 + fy0, x0 + fx0, x1 + fx0
     notes = []
     if coverage > INK_EVERYWHERE:
         notes.append(f"ink covers {100 * coverage:.0f}% of the picture: is it a single digit?")
@@ -302,8 +342,10 @@ def analyse(d: Decoded) -> Prepared:
         # keeps its strokes), with a margin, and prepare that
         sy, sx = ink.shape[0] / view.shape[0], ink.shape[1] / view.shape[1]
         margin = max(y1 - y0, x1 - x0) * 0.15 + 2
-        top, bottom = max(0, int((y0 - margin) * sy)), min(ink.shape[0], int(np.ceil((y1 + 1 + margin) * sy)))
-        left, right = max(0, int((x0 - margin) * sx)), min(ink.shape[1], int(np.ceil((x1 + 1 + margin) * sx)))
+        top = max(int(np.ceil(fy0 * sy)), int((y0 - margin) * sy))
+        bottom = min(int(fy1 * sy), int(np.ceil((y1 + 1 + margin) * sy)))
+        left = max(int(np.ceil(fx0 * sx)), int((x0 - margin) * sx))
+        right = min(int(fx1 * sx), int(np.ceil((x1 + 1 + margin) * sx)))
         crop = ink[top:bottom, left:right]
         if max(crop.shape) > WORK_SIZE:
             crop = _reduce(crop, WORK_SIZE)

@@ -313,6 +313,30 @@ def test_photos_stored_sideways_are_read_as_viewers_show_them(tmp_path, shipped,
     assert [r["prediction"] for r in json.loads(out.stdout)] == ["7", "7"], out.output
 
 
+def test_a_frame_around_the_digit_is_left_out(tmp_path):
+    """A form's box or a canvas border in a screenshot; a digit filling its picture is no frame."""
+    from PIL import ImageDraw, ImageFilter
+
+    from mnistctl.preprocess import _as_ink, _inside_frame, read_image
+
+    four = Image.open(PAINT_4).convert("L")
+    boxed = four.copy()
+    ImageDraw.Draw(boxed).rectangle((2, 2, boxed.width - 3, boxed.height - 3), outline=0, width=3)
+    boxed.save(tmp_path / "boxed.png")
+    page = Image.new("RGB", (1400, 1000), (238, 236, 228))  # a large photo of a boxed 4: found at full size
+    page.paste(four.convert("RGB").resize((500, 500)), (500, 250))
+    ImageDraw.Draw(page).rectangle((30, 30, 1369, 969), outline=(25, 25, 25), width=14)
+    page.filter(ImageFilter.GaussianBlur(2)).save(tmp_path / "page.jpg", quality=85)
+    zero = Image.new("L", (200, 200), 255)  # a 0 filling its picture: round, no frame
+    ImageDraw.Draw(zero).ellipse((2, 2, 197, 197), outline=0, width=12)
+    zero.save(tmp_path / "zero.png")
+    assert _inside_frame(_as_ink(read_image(tmp_path / "zero.png").grey)) is None
+    assert _inside_frame(_as_ink(read_image(PAINT_4).grey)) is None
+    out = runner.invoke(app, ["predict", "--json", *(str(tmp_path / f) for f in ("boxed.png", "page.jpg", "zero.png"))])
+    got = [(r["prediction"], r["unsure"]) for r in json.loads(out.stdout)]
+    assert got == [("4", False), ("4", False), ("0", False)], out.output
+
+
 def test_two_level_tiny_and_one_bit_drawings_are_read(tmp_path, shipped):
     """The inputs that were once refused as blank: clean two-level drawings of any size and colour."""
     four = np.asarray(Image.open(PAINT_4).convert("L")) < 128  # the ink of a drawn 4, cut to its box
