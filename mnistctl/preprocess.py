@@ -313,6 +313,76 @@ def _inside_frame(ink: np.ndarray) -> tuple[int, int, int, int] | None:
     return y0, y1, x0, x1
 
 
+SPECK_SHARE = 0.05  # a piece of ink apart from the digit with less than this share of the ink is a speck
+PIECES_SIZE = 64  # pieces of ink are told apart on a copy this large (longest side)
+
+
+def _pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The 8-connected pieces of a boolean mask: (labels 1..count, 0 for background; count)."""
+    h, w = mask.shape
+    flat = mask.ravel().tolist()
+    labels = [0] * (h * w)
+    count = 0
+    for start in np.flatnonzero(mask).tolist():
+        if labels[start]:
+            continue
+        count += 1
+        labels[start] = count
+        stack = [start]
+        while stack:
+            i = stack.pop()
+            y, x = divmod(i, w)
+            for ny in (y - 1, y, y + 1):
+                if 0 <= ny < h:
+                    for nx in (x - 1, x, x + 1):
+                        j = ny * w + nx
+                        if 0 <= nx < w and flat[j] and not labels[j]:
+                            labels[j] = count
+                            stack.append(j)
+    return np.array(labels, dtype=np.int32).reshape(h, w), count
+
+
+def _without_specks(ink: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``ink`` without the small pieces lying apart from the digit (dust on a scan, a stray click in
+    a paint program), and whether a large piece lies apart too (is it a single digit?).
+
+    The digit is the largest piece, grown by every piece that reaches within a quarter of its size
+    of it (the separate strokes of a 4 or a 5, a broken pencil line); what stays apart is a speck
+    when it holds less than ``SPECK_SHARE`` of the ink, and is kept (with the doubt) otherwise."""
+    h, w = ink.shape
+    small = _reduce(ink, PIECES_SIZE) if max(h, w) > PIECES_SIZE else ink
+    labels, count = _pieces(small > 0)
+    if count < 2:
+        return ink, False
+    mass = np.bincount(labels.ravel(), weights=small.ravel(), minlength=count + 1)[1:]
+    ys, xs = np.nonzero(labels)
+    which = labels[ys, xs] - 1
+    box = np.full((count, 4), [small.shape[0], -1, small.shape[1], -1])  # y0, y1, x0, x1 per piece
+    np.minimum.at(box[:, 0], which, ys)
+    np.maximum.at(box[:, 1], which, ys)
+    np.minimum.at(box[:, 2], which, xs)
+    np.maximum.at(box[:, 3], which, xs)
+    kept = np.zeros(count, bool)
+    kept[int(mass.argmax())] = True
+    while True:
+        y0, y1 = box[kept, 0].min(), box[kept, 1].max()
+        x0, x1 = box[kept, 2].min(), box[kept, 3].max()
+        reach = 0.25 * max(y1 - y0, x1 - x0) + 1
+        near = ~kept & (box[:, 0] <= y1 + reach) & (box[:, 1] >= y0 - reach) & \
+            (box[:, 2] <= x1 + reach) & (box[:, 3] >= x0 - reach)
+        if not near.any():
+            break
+        kept |= near
+    apart = ~kept
+    specks = apart & (mass < SPECK_SHARE * mass.sum())
+    if not specks.any():
+        return ink, bool(apart.any())
+    keep = np.concatenate([[True], ~specks])[labels]  # per pixel of the small copy
+    rows = np.minimum(np.arange(h) * small.shape[0] // h, small.shape[0] - 1)
+    cols = np.minimum(np.arange(w) * small.shape[1] // w, small.shape[1] - 1)
+    return np.where(keep[rows][:, cols], ink, 0.0).astype(np.float32), bool((apart & ~specks).any())
+
+
 def analyse(d: Decoded) -> Prepared:
     """``to_mnist`` with what it noticed: how much of the picture is ink, and any reason to doubt
     that it shows a single digit (ink everywhere, a mere speck)."""
@@ -326,11 +396,13 @@ def analyse(d: Decoded) -> Prepared:
     # a frame around the digit is left out: what is inside it is the picture
     inside = _inside_frame(view_ink)
     fy0, fy1, fx0, fx1 = inside or (0, view_ink.shape[0], 0, view_ink.shape[1])
-    view_ink = view_ink[fy0:fy1, fx0:fx1]
+    view_ink, two_things = _without_specks(view_ink[fy0:fy1, fx0:fx1])
     coverage = float((view_ink > 0).mean())
     y0, y1, x0, x1 = _ink_box(view_ink)
     y0, y1, x0, x1 = y0 + fy0, y1 + fy0, x0 + fx0, x1 + fx0
     notes = []
+    if two_things:
+        notes.append("ink in separate places: is it a single digit?")
     if coverage > INK_EVERYWHERE:
         notes.append(f"ink covers {100 * coverage:.0f}% of the picture: is it a single digit?")
     if max(y1 - y0, x1 - x0) + 1 < TOO_LITTLE_INK:
@@ -349,7 +421,7 @@ def analyse(d: Decoded) -> Prepared:
         crop = ink[top:bottom, left:right]
         if max(crop.shape) > WORK_SIZE:
             crop = _reduce(crop, WORK_SIZE)
-        ink = _soft_mask(*_clean(crop))
+        ink = _without_specks(_soft_mask(*_clean(crop)))[0]
     return Prepared(_fit(ink), coverage, tuple(notes))
 
 

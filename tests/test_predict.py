@@ -337,6 +337,32 @@ def test_a_frame_around_the_digit_is_left_out(tmp_path):
     assert got == [("4", False), ("4", False), ("0", False)], out.output
 
 
+def test_specks_apart_from_the_digit_are_left_out_and_two_digits_are_doubted(tmp_path):
+    """Dust on a scan or a stray click in a paint program once turned a 4 into a confident 2; the
+    separate strokes of a digit stay; two digits side by side are read, and doubted."""
+    from PIL import ImageDraw
+
+    four = Image.open(PAINT_4).convert("L")
+    dusty = four.copy()
+    ImageDraw.Draw(dusty).ellipse((10, 10, 16, 16), fill=0)
+    dusty.save(tmp_path / "dusty.png")
+    five = Image.new("L", (240, 300), 255)  # a 5 whose bar is a stroke of its own
+    draw = ImageDraw.Draw(five)
+    draw.line([(95, 40), (185, 40)], fill=0, width=16)
+    draw.line([(85, 55), (75, 140)], fill=0, width=16)
+    draw.arc((50, 110, 190, 260), 250, 150, fill=0, width=16)
+    five.save(tmp_path / "five.png")
+    pair = Image.new("L", (600, 300), 255)
+    pair.paste(four.resize((250, 250)), (20, 25))
+    pair.paste(four.resize((250, 250)), (320, 25))
+    pair.save(tmp_path / "pair.png")
+    out = runner.invoke(app, ["predict", "--json", *(str(tmp_path / f) for f in ("dusty.png", "five.png", "pair.png"))])
+    got = [(r["prediction"], r["unsure"], r["reasons"]) for r in json.loads(out.stdout)]
+    assert got[:2] == [("4", False, []), ("5", False, [])], out.output
+    assert got[2][1] and any("separate places" in why for why in got[2][2]), got[2]
+    assert np.array_equal(prepare_image(tmp_path / "dusty.png"), prepare_image(PAINT_4))
+
+
 def test_two_level_tiny_and_one_bit_drawings_are_read(tmp_path, shipped):
     """The inputs that were once refused as blank: clean two-level drawings of any size and colour."""
     four = np.asarray(Image.open(PAINT_4).convert("L")) < 128  # the ink of a drawn 4, cut to its box
