@@ -64,19 +64,82 @@ def read_image(source: ImageSource) -> Decoded:
     else:
         opened = source
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's remarks on odd files (corrupt EXIF, ...): not the user's concern
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(opened) as img:
-                return _decode(img)
+        try:
+            return _open(opened)
+        except UnidentifiedImageError:
+            head = _head(opened)
+            if not (_is_heif(head) and _heif_plugin() and _rewind(opened)):
+                raise ImageError(_unreadable(head)) from None
+            return _open(opened)  # a HEIC photo, with the plugin now registered
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError("not an image (or a format Pillow cannot read)") from None
+        raise ImageError(_unreadable(b"")) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"image too large (over the {MAX_PIXELS // 1_000_000} million pixel limit)") from None
     except _CORRUPT as exc:
         raise ImageError(f"truncated or corrupt image ({str(exc)[:80] or type(exc).__name__})") from None
+
+
+def _open(opened: Path | BinaryIO) -> Decoded:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's remarks on odd files (corrupt EXIF, ...): not the user's concern
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(opened) as img:
+            return _decode(img)
+
+
+def _head(opened: Path | BinaryIO, size: int = 512) -> bytes:
+    """The first bytes of a file Pillow could not read (empty when they cannot be read again)."""
+    try:
+        if isinstance(opened, Path):
+            with opened.open("rb") as f:
+                return f.read(size)
+        opened.seek(0)
+        return opened.read(size)
+    except (OSError, ValueError, AttributeError):
+        return b""
+
+
+def _rewind(opened: Path | BinaryIO) -> bool:
+    try:
+        if not isinstance(opened, Path):
+            opened.seek(0)
+        return True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def _is_heif(head: bytes) -> bool:
+    """HEIC/HEIF: an ISO media file whose major brand is one of HEIF's (an iPhone camera's photos)."""
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
+
+
+def _heif_plugin() -> bool:
+    """Teach Pillow HEIF when the optional plugin (``mnistctl[heif]``: pillow-heif) is installed;
+    only when such a file comes, so that reading PNGs and JPEGs never imports it."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def _unreadable(head: bytes) -> str:
+    """Why a file cannot be read, and what to do, from its first bytes."""
+    if _is_heif(head):
+        return ("a HEIC photo (an iPhone camera's format), which needs a plugin: pip install 'mnistctl[heif]', "
+                "or export the photo as JPEG")
+    text = head.lstrip().lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
+        return "an SVG drawing (vector graphics, not pixels): export it as PNG first"
+    if head.startswith(b"%PDF"):
+        return "a PDF document, not an image: export the page as PNG or JPEG first"
+    return "not an image (or a format Pillow cannot read): save it as PNG or JPEG"
 
 
 # what Pillow's decoders raise on damaged files (a TIFF with a mangled tag raises TypeError or KeyError)
@@ -385,7 +448,7 @@ def _without_specks(ink: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def analyse(d: Decoded) -> Prepared:
     """``to_mnist`` with what it noticed: how much of the picture is ink, and any reason to doubt
-    that it shows a single digit (ink everywhere, a mere speck)."""
+    that it shows a single digit (ink everywhere, ink in separate places, a mere speck)."""
     if looks_like_mnist(d):
         return Prepared(d.raw.copy(), float((d.raw > 127).mean()))
     ink = _as_ink(d.grey)

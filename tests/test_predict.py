@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import REPO
+from conftest import REPO, missing
 from mnistctl import checkpoint
 from mnistctl.cli import app
 from mnistctl.config import DataConfig
@@ -361,6 +361,38 @@ def test_specks_apart_from_the_digit_are_left_out_and_two_digits_are_doubted(tmp
     assert got[:2] == [("4", False, []), ("5", False, [])], out.output
     assert got[2][1] and any("separate places" in why for why in got[2][2]), got[2]
     assert np.array_equal(prepare_image(tmp_path / "dusty.png"), prepare_image(PAINT_4))
+
+
+def test_files_that_are_no_picture_say_what_they_are(tmp_path, monkeypatch):
+    """HEIC (without its plugin), SVG and PDF are common "images" Pillow cannot read: each error
+    names the format and what to do."""
+    from mnistctl import preprocess
+
+    monkeypatch.setattr(preprocess, "_heif_plugin", lambda: False)  # as where mnistctl[heif] is not installed
+    files = {"photo.heic": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64),
+             "drawing.svg": b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>',
+             "scan.pdf": b"%PDF-1.7\n1 0 obj\n", "notes.txt": b"not a picture at all"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    out = runner.invoke(app, ["predict", "--json", *(str(tmp_path / f) for f in files)])
+    errors = [r["error"] for r in json.loads(out.stdout)]
+    assert "HEIC" in errors[0] and "mnistctl[heif]" in errors[0] and "JPEG" in errors[0]
+    assert "SVG" in errors[1] and "PNG" in errors[1] and "PDF" in errors[2]
+    assert errors[3].startswith("not an image") and "save it as PNG or JPEG" in errors[3]
+    assert out.exit_code == 1
+
+
+def test_heic_photos_are_read_with_the_plugin(tmp_path):
+    try:
+        import pillow_heif
+    except ImportError:
+        missing("pillow-heif is not installed (pip install -e '.[heif]')")
+    pillow_heif.register_heif_opener()
+    Image.open(ASSETS / "digit-7-photo.jpg").save(tmp_path / "iphone.heic", quality=80)
+    assert (tmp_path / "iphone.heic").read_bytes()[4:12] == b"ftypheic"
+    out = runner.invoke(app, ["predict", "--json", str(tmp_path / "iphone.heic")])
+    assert [r["prediction"] for r in json.loads(out.stdout)] == ["7"], out.output
+    assert prepare_image((tmp_path / "iphone.heic").read_bytes()).shape == (28, 28)  # uploads too
 
 
 def test_two_level_tiny_and_one_bit_drawings_are_read(tmp_path, shipped):
