@@ -477,10 +477,11 @@ def analyse(d: Decoded) -> Prepared:
         # keeps its strokes), with a margin, and prepare that
         sy, sx = ink.shape[0] / view.shape[0], ink.shape[1] / view.shape[1]
         margin = max(y1 - y0, x1 - x0) * 0.15 + 2
-        top = max(int(np.ceil(fy0 * sy)), int((y0 - margin) * sy))
-        bottom = min(int(fy1 * sy), int(np.ceil((y1 + 1 + margin) * sy)))
-        left = max(int(np.ceil(fx0 * sx)), int((x0 - margin) * sx))
-        right = min(int(fx1 * sx), int(np.ceil((x1 + 1 + margin) * sx)))
+        # (inside the frame, where there is one)
+        (lo_y, hi_y), (lo_x, hi_x) = ((0, ink.shape[0]), (0, ink.shape[1])) if inside is None else \
+            ((int(np.ceil(fy0 * sy)), int(fy1 * sy)), (int(np.ceil(fx0 * sx)), int(fx1 * sx)))
+        top, bottom = max(lo_y, int((y0 - margin) * sy)), min(hi_y, int(np.ceil((y1 + 1 + margin) * sy)))
+        left, right = max(lo_x, int((x0 - margin) * sx)), min(hi_x, int(np.ceil((x1 + 1 + margin) * sx)))
         crop = ink[top:bottom, left:right]
         if max(crop.shape) > WORK_SIZE:
             crop = _reduce(crop, WORK_SIZE)
