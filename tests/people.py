@@ -179,11 +179,30 @@ def draw_style(name: str, digit: np.ndarray, rng: np.random.Generator) -> tuple[
     if name == "sparse":  # a small digit on a large canvas
         small = _up(_binary(digit), int(rng.integers(90, 160)))
         return _grey(_on_canvas(small, 2000, 2000, rng)), "png"
+    if name == "boxed":  # in a box: a form's cell, a canvas border in a screenshot
+        side = int(size * rng.uniform(1.3, 1.6))
+        canvas = _on_canvas(shape, side, side, rng)
+        inset, width = int(rng.integers(0, side // 30 + 1)), int(rng.integers(2, max(3, side // 60) + 1))
+        a, b = inset, side - inset  # the box's outer edges
+        canvas[a:a + width, a:b] = canvas[b - width:b, a:b] = canvas[a:b, a:a + width] = canvas[a:b, b - width:b] = True
+        return _grey(canvas), "png"
+    if name == "dusty":  # a scan with specks of dust (or the stray clicks of a paint program)
+        h, w = int(size * 1.5), int(size * 1.5)
+        canvas = _on_canvas(shape, h, w, rng)
+        yy, xx = np.mgrid[0:h, 0:w]
+        for _ in range(int(rng.integers(1, 4))):
+            cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.uniform(0.004, 0.012) * h
+            canvas |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        return _grey(canvas), "png"
+    if name == "phone":  # a photo stored sideways or upside down, with the EXIF tag that turns it back
+        orientation = int(rng.choice([3, 6, 8]))
+        turn = {3: 180, 6: 90, 8: 270}[orientation]
+        return paper_digit(digit, rng).rotate(turn, expand=True), f"phone-{orientation}"
     raise ValueError(name)
 
 
 STYLES = ("photo", "jpeg", "rgba", "transparent", "two-level", "1-bit", "white-on-black", "coloured",
-          "thin-pen", "marker", "canvas-32", "canvas-64", "edge", "sparse")
+          "thin-pen", "marker", "canvas-32", "canvas-64", "edge", "sparse", "boxed", "dusty", "phone")
 
 
 def make_corpus(images: np.ndarray, labels: np.ndarray, directory: Path, per_style: int,
@@ -201,6 +220,11 @@ def make_corpus(images: np.ndarray, labels: np.ndarray, directory: Path, per_sty
             stem = directory / f"{name}-{i:03d}"
             if kind in ("rgb", "jpeg", "rgba", "transparent"):
                 path = save_as_people_do(img, stem, kind, rng)
+            elif kind.startswith("phone-"):
+                exif = Image.Exif()
+                exif[0x0112] = int(kind.split("-")[1])  # the orientation tag
+                path = stem.with_suffix(".jpg")
+                img.save(path, exif=exif, quality=int(rng.integers(70, 92)))
             else:
                 path = stem.with_suffix(".png")
                 img.save(path)
