@@ -366,9 +366,9 @@ def test_specks_apart_from_the_digit_are_left_out_and_two_digits_are_doubted(tmp
 def test_files_that_are_no_picture_say_what_they_are(tmp_path, monkeypatch):
     """HEIC (without its plugin), SVG and PDF are common "images" Pillow cannot read: each error
     names the format and what to do."""
-    from mnistctl import preprocess
+    from mnistctl import images
 
-    monkeypatch.setattr(preprocess, "_heif_plugin", lambda: False)  # as where mnistctl[heif] is not installed
+    monkeypatch.setattr(images, "_heif_plugin", lambda: False)  # as where mnistctl[heif] is not installed
     files = {"photo.heic": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64),
              "drawing.svg": b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>',
              "scan.pdf": b"%PDF-1.7\n1 0 obj\n", "notes.txt": b"not a picture at all"}

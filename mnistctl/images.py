@@ -1,0 +1,189 @@
+"""Reading people's image files into grey levels: any format Pillow reads (HEIC through an
+optional plugin), any mode, turned upright by its EXIF tag, with every problem as an ImageError
+that names it and says what to do.
+
+Everything here works on numpy arrays and Pillow images; no torch.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mnistctl.errors import MnistctlError
+
+MAX_PIXELS = 50_000_000  # refuse larger images (decompression bombs) before decoding them
+
+
+class ImageError(MnistctlError):
+    """One image could not be read or holds no digit."""
+
+
+@dataclass
+class Decoded:
+    grey: np.ndarray  # float32 [H, W] in [0, 1]
+    raw: np.ndarray | None  # the uint8 grey pixels when the file was plain 8-bit grey, else None
+
+
+ImageSource = Union[str, Path, bytes, bytearray, memoryview, BinaryIO, Image.Image]  # noqa: UP007 (3.10 runtime)
+
+
+def read_image(source: ImageSource) -> Decoded:
+    """Decode an image of any common format and mode into grey levels: a file path, the bytes of
+    a file, a binary stream or an already open PIL image.
+
+    Transparent pixels count as background: they are filled with the colour opposite to the ink.
+    Every problem (missing, empty, not an image, truncated, too large, animated) is an ImageError.
+    """
+    if isinstance(source, Image.Image):
+        return _decode(source)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError("no such file" if not path.exists() else "not a file")
+        if path.stat().st_size == 0:
+            raise ImageError("empty file (0 bytes)")
+        opened = path
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("empty file (0 bytes)")
+        opened = io.BytesIO(bytes(source))
+    else:
+        opened = source
+    try:
+        try:
+            return _open(opened)
+        except UnidentifiedImageError:
+            head = _head(opened)
+            if not (_is_heif(head) and _heif_plugin() and _rewind(opened)):
+                raise ImageError(_unreadable(head)) from None
+            return _open(opened)  # a HEIC photo, with the plugin now registered
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(_unreadable(b"")) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"image too large (over the {MAX_PIXELS // 1_000_000} million pixel limit)") from None
+    except _CORRUPT as exc:
+        raise ImageError(f"truncated or corrupt image ({str(exc)[:80] or type(exc).__name__})") from None
+
+
+def _open(opened: Path | BinaryIO) -> Decoded:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's remarks on odd files (corrupt EXIF, ...): not the user's concern
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(opened) as img:
+            return _decode(img)
+
+
+def _head(opened: Path | BinaryIO, size: int = 512) -> bytes:
+    """The first bytes of a file Pillow could not read (empty when they cannot be read again)."""
+    try:
+        if isinstance(opened, Path):
+            with opened.open("rb") as f:
+                return f.read(size)
+        opened.seek(0)
+        return opened.read(size)
+    except (OSError, ValueError, AttributeError):
+        return b""
+
+
+def _rewind(opened: Path | BinaryIO) -> bool:
+    try:
+        if not isinstance(opened, Path):
+            opened.seek(0)
+        return True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def _is_heif(head: bytes) -> bool:
+    """HEIC/HEIF: an ISO media file whose major brand is one of HEIF's (an iPhone camera's photos)."""
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
+
+
+def _heif_plugin() -> bool:
+    """Teach Pillow HEIF when the optional plugin (``mnistctl[heif]``: pillow-heif) is installed;
+    only when such a file comes, so that reading PNGs and JPEGs never imports it."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def _unreadable(head: bytes) -> str:
+    """Why a file cannot be read, and what to do, from its first bytes."""
+    if _is_heif(head):
+        return ("a HEIC photo (an iPhone camera's format), which needs a plugin: pip install 'mnistctl[heif]', "
+                "or export the photo as JPEG")
+    text = head.lstrip().lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
+        return "an SVG drawing (vector graphics, not pixels): export it as PNG first"
+    if head.startswith(b"%PDF"):
+        return "a PDF document, not an image: export the page as PNG or JPEG first"
+    return "not an image (or a format Pillow cannot read): save it as PNG or JPEG"
+
+
+# what Pillow's decoders raise on damaged files (a TIFF with a mangled tag raises TypeError or KeyError)
+_CORRUPT = (OSError, SyntaxError, ValueError, EOFError, TypeError, KeyError, IndexError, struct.error,
+            ZeroDivisionError)
+
+
+def _decode(img: Image.Image) -> Decoded:
+    if img.width * img.height > MAX_PIXELS:
+        raise ImageError(f"image too large ({img.width}x{img.height} pixels, over the "
+                         f"{MAX_PIXELS // 1_000_000} million pixel limit): scale it down first")
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        raise ImageError(f"animated or multi-page image ({frames} frames): save the frame "
+                         "you want as a single image")
+    try:
+        img.load()
+        return _to_grey(_upright(img))
+    except _CORRUPT as exc:
+        raise ImageError(f"truncated or corrupt image ({str(exc)[:80] or type(exc).__name__})") from None
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The picture as viewers show it: a phone stores most photos sideways (or upside down) with an
+    EXIF orientation tag saying how to turn them, and a digit read as stored would be read turned."""
+    try:
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    except _CORRUPT:  # a damaged EXIF block: the pixels may still be fine, as stored
+        return img
+    return ImageOps.exif_transpose(img) if orientation in (2, 3, 4, 5, 6, 7, 8) else img
+
+
+def _to_grey(img: Image.Image) -> Decoded:
+    if img.mode == "L":
+        raw = np.asarray(img, dtype=np.uint8)
+        return Decoded(raw.astype(np.float32) / 255.0, raw)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img.convert("F") if img.mode.startswith("I;16") else img, dtype=np.float32)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        return Decoded(np.clip(a / top, 0.0, 1.0), None)
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
+    if not has_alpha:
+        return Decoded(np.asarray(img.convert("L"), dtype=np.float32) / 255.0, None)
+    rgba = img.convert("RGBA")
+    grey = np.asarray(rgba.convert("L"), dtype=np.float32) / 255.0
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+    opaque = grey[alpha > 0.5]
+    # ink drawn on transparency: fill the background with the colour opposite to the ink
+    background = 1.0 if opaque.size == 0 or np.median(opaque) < 0.5 else 0.0
+    return Decoded(alpha * grey + (1.0 - alpha) * background, None)
