@@ -191,6 +191,31 @@ def test_directories_globs_and_all_good_exit_zero(tmp_path, shipped):
     assert out.exit_code == 0 and out.stdout.count(" 4 ") >= 3
 
 
+def test_chunks_classified_beside_reading_keep_every_file_with_its_own_result(tmp_path, mnist_data_dir, shipped,
+                                                                              monkeypatch):
+    """A directory is read in chunks, each classified in a second thread while the next is read:
+    every file must still get its own prediction (and a bad file its error), across the chunks."""
+    import mnistctl.predict as predict_module
+
+    images, labels = load_split(DataConfig(), "test", mnist_data_dir)
+    for i in range(11):
+        Image.fromarray(images[i].numpy()).save(tmp_path / f"d{i:02d}.png")
+    (tmp_path / "d05.png").write_text("not an image")  # an unreadable file in the middle of a chunk
+    (tmp_path / "sub.png").mkdir()  # a directory with an image's name is not an input
+    one_by_one = [predict_files([str(p)], shipped)[0] for p in sorted(tmp_path.glob("d*.png"))]
+    monkeypatch.setattr(predict_module, "CHUNK", 3)
+    results = predict_files([str(tmp_path)], shipped)
+    assert [Path(r.path).name for r in results] == [f"d{i:02d}.png" for i in range(11)]
+    assert results[5].prediction is None and "not an image" in results[5].error
+    for i, (r, alone) in enumerate(zip(results, one_by_one)):
+        if i != 5:
+            assert r.error is None and r.prediction.index == alone.prediction.index == int(labels[i]), i
+            assert np.allclose(r.prediction.probabilities, alone.prediction.probabilities, atol=1e-5)
+    from mnistctl.preprocess import ImageError, read_image
+    with pytest.raises(ImageError, match="not a file"):
+        read_image(tmp_path / "sub.png")
+
+
 def test_no_preprocess_and_saved_inputs(tmp_path, shipped):
     [raw] = _predict([PAINT_4], shipped, preprocess=False)
     [prepared] = _predict([PAINT_4], shipped)
