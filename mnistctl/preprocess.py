@@ -104,7 +104,13 @@ def to_mnist(d: Decoded) -> np.ndarray:
     return analyse(d).image
 
 
+def _at_most(a: np.ndarray, longest: int) -> np.ndarray:
+    """``a`` reduced to ``longest`` pixels on its longer side when it is larger; else ``a`` itself."""
+    return _reduce(a, longest) if max(a.shape) > longest else a
+
+
 def _reduce(a: np.ndarray, longest: int) -> np.ndarray:
+    """``a`` resampled (box filter) so that its longer side is ``longest`` pixels."""
     h, w = a.shape
     scale = longest / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -241,7 +247,7 @@ def _without_specks(ink: np.ndarray) -> tuple[np.ndarray, bool]:
     of it (the separate strokes of a 4 or a 5, a broken pencil line); what stays apart is a speck
     when it holds less than ``SPECK_SHARE`` of the ink, and is kept (with the doubt) otherwise."""
     h, w = ink.shape
-    small = _reduce(ink, PIECES_SIZE) if max(h, w) > PIECES_SIZE else ink
+    small = _at_most(ink, PIECES_SIZE)
     labels, count = _pieces(small > 0)
     if count < 2:
         return ink, False
@@ -281,7 +287,7 @@ def analyse(d: Decoded) -> Prepared:
         return Prepared(d.raw.copy(), float((d.raw > 127).mean()))
     ink = _as_ink(d.grey)
     # a look at the whole picture (reduced when large) finds where the digit is and how much ink there is
-    view = _reduce(ink, WORK_SIZE) if max(ink.shape) > WORK_SIZE else ink
+    view = _at_most(ink, WORK_SIZE)
     view_ink, threshold = _clean(view)
     view_ink = _soft_mask(view_ink, threshold)
     # a frame around the digit is left out: what is inside it is the picture
@@ -310,9 +316,7 @@ def analyse(d: Decoded) -> Prepared:
             ((int(np.ceil(fy0 * sy)), int(fy1 * sy)), (int(np.ceil(fx0 * sx)), int(fx1 * sx)))
         top, bottom = max(lo_y, int((y0 - margin) * sy)), min(hi_y, int(np.ceil((y1 + 1 + margin) * sy)))
         left, right = max(lo_x, int((x0 - margin) * sx)), min(hi_x, int(np.ceil((x1 + 1 + margin) * sx)))
-        crop = ink[top:bottom, left:right]
-        if max(crop.shape) > WORK_SIZE:
-            crop = _reduce(crop, WORK_SIZE)
+        crop = _at_most(ink[top:bottom, left:right], WORK_SIZE)
         ink = _without_specks(_soft_mask(*_clean(crop)))[0]
     return Prepared(_fit(ink), coverage, tuple(notes))
 
