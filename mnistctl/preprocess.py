@@ -246,7 +246,6 @@ def _without_specks(ink: np.ndarray) -> tuple[np.ndarray, bool]:
     The digit is the largest piece, grown by every piece that reaches within a quarter of its size
     of it (the separate strokes of a 4 or a 5, a broken pencil line); what stays apart is a speck
     when it holds less than ``SPECK_SHARE`` of the ink, and is kept (with the doubt) otherwise."""
-    h, w = ink.shape
     small = _at_most(ink, PIECES_SIZE)
     labels, count = _pieces(small > 0)
     if count < 2:
@@ -275,9 +274,78 @@ def _without_specks(ink: np.ndarray) -> tuple[np.ndarray, bool]:
     if not specks.any():
         return ink, bool(apart.any())
     keep = np.concatenate([[True], ~specks])[labels]  # per pixel of the small copy
-    rows = np.minimum(np.arange(h) * small.shape[0] // h, small.shape[0] - 1)
-    cols = np.minimum(np.arange(w) * small.shape[1] // w, small.shape[1] - 1)
-    return np.where(keep[rows][:, cols], ink, 0.0).astype(np.float32), bool((apart & ~specks).any())
+    return np.where(_full_size(keep, ink.shape), ink, 0.0).astype(np.float32), bool((apart & ~specks).any())
+
+
+def _full_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A mask made on a reduced copy, at the size of the picture it was reduced from (nearest)."""
+    (h, w), (sh, sw) = shape, mask.shape
+    rows = np.minimum(np.arange(h) * sh // h, sh - 1)
+    cols = np.minimum(np.arange(w) * sw // w, sw - 1)
+    return mask[rows][:, cols]
+
+
+TABLE_CONTACT = 0.15  # share of the picture's border that dark surroundings of a sheet must cover
+SHEET_AREA, SHEET_FILL = 0.3, 0.7  # the sheet: this share of the picture at least, this solid (of its box)
+TABLE_SIDE = 0.8  # ... and all but this share of one side of the picture at least
+TABLE_DEPTH = 2  # ... reaching this many pixels of the 64-px copy into the picture, on average (twice
+# as many when it runs along all four sides: thinner, that is the frame of a form or a canvas)
+
+
+def _without_table(grey: np.ndarray) -> np.ndarray:
+    """A photo of a sheet lying on a table, the table showing along some sides, with the table
+    painted in the sheet's tone (so the paper decides the polarity and the table is not ink).
+
+    On a 64-px copy, split light from dark (Otsu). There is a table when all of these hold: dark
+    regions touching the border cover ``TABLE_CONTACT`` of it, and nearly all of one side (the
+    sheet's edge crosses the picture); the largest light region (the sheet) is large and solid;
+    and other dark pieces lie apart from the border (the digit). A drawing that touches its edge
+    (along part of a side), light ink on dark paper (no solid sheet) and a page without a table
+    are left as they are; so are the thin lines of a frame along the border (``_inside_frame``
+    takes them away)."""
+    if min(grey.shape) < 48:
+        return grey
+    step = max(1, min(grey.shape) // (8 * PIECES_SIZE))  # a large photo: every few pixels are enough here
+    small = _at_most(grey[::step, ::step], PIECES_SIZE)
+    light = small > _otsu(small)
+    ring = np.zeros(small.shape, bool)
+    ring[[0, -1]], ring[:, [0, -1]] = True, True
+    if (~light[ring]).mean() < TABLE_CONTACT or light.mean() < SHEET_AREA:
+        return grey
+    table = _at_border(~light, ring)
+    ink = ~light & ~table
+    if ink.sum() < TOO_LITTLE_INK:
+        return grey  # nothing apart from the border: the dark along the border is the drawing
+    pieces, _ = _pieces(light)
+    sheet = pieces == np.bincount(pieces.ravel())[1:].argmax() + 1
+    ys, xs = np.nonzero(sheet)
+    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    if sheet.mean() < SHEET_AREA or sheet.sum() < SHEET_FILL * box:
+        return grey
+    sides = [float(side.mean()) >= TABLE_SIDE for side in (table[0], table[-1], table[:, 0], table[:, -1])]
+    if not any(sides):
+        return grey  # no side is the table's: the dark along the border is a drawing touching its edge
+    depth = table.sum() / (table & ring).sum()  # how far it reaches into the picture, on average
+    if depth < TABLE_DEPTH or (all(sides) and depth < 2 * TABLE_DEPTH):
+        return grey  # lines along the border, or all around it: a frame, which _inside_frame takes away
+    # what is painted: the table with the sheet's edge, where the copy's pixels mix the two (a
+    # quarter of the way from the sheet's tone to the table's), unless that would reach the digit;
+    # grown by a pixel of the copy
+    paper = float(np.median(small[sheet]))
+    wider = _at_border(small < paper - 0.25 * (paper - float(np.median(small[table]))), ring)
+    if not (wider & ink).any():
+        table = wider
+    grown = _arr(_pil(table.astype(np.float32)).filter(ImageFilter.MaxFilter(3))) > 0
+    return np.where(_full_size(grown, grey.shape), paper, grey).astype(np.float32)
+
+
+def _at_border(mask: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """The pieces of ``mask`` that touch the border (``ring``: the border's pixels)."""
+    labels, count = _pieces(mask)
+    touching = np.zeros(count + 1, bool)
+    touching[np.unique(labels[ring])] = True
+    touching[0] = False
+    return touching[labels]
 
 
 def analyse(d: Decoded) -> Prepared:
@@ -285,7 +353,7 @@ def analyse(d: Decoded) -> Prepared:
     that it shows a single digit (ink everywhere, ink in separate places, a mere speck)."""
     if looks_like_mnist(d):
         return Prepared(d.raw.copy(), float((d.raw > 127).mean()))
-    ink = _as_ink(d.grey)
+    ink = _as_ink(_without_table(d.grey))
     # a look at the whole picture (reduced when large) finds where the digit is and how much ink there is
     view = _at_most(ink, WORK_SIZE)
     view_ink, threshold = _clean(view)

@@ -14,6 +14,11 @@ from PIL import Image, ImageFilter
 
 def paper_digit(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     """One 28x28 MNIST digit (light on dark) as a photo-like RGB image of dark ink on paper."""
+    return _paper(digit, rng)[0]
+
+
+def _paper(digit: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int, int]]:
+    """``paper_digit``, and where the digit's square is on it: (top, left, side)."""
     scale = rng.uniform(4, 10)
     side = int(28 * scale)
     ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32) / 255
@@ -29,7 +34,36 @@ def paper_digit(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     paper = base + light + rng.standard_normal((h, w), dtype=np.float32) * rng.uniform(3, 10)
     tint = rng.uniform(0.93, 1.0, 3)
     rgb = np.stack([paper * t for t in tint], -1) * (1 - strength[..., None])
-    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB"), (int(top), int(left), side)
+
+
+def desk_photo(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """``paper_digit``'s sheet photographed lying on a table: the table shows along one to three
+    sides (darker, tinted, textured), the sheet runs out of the picture on the others, and the
+    phone is held slightly turned."""
+    sheet, (top, left, side) = _paper(digit, rng)
+    sw, sh = sheet.size
+    shows = rng.random(4) < 0.45  # table beyond the sheet's top, bottom, left, right
+    if not shows.any():
+        shows[rng.integers(4)] = True
+    if shows.all():
+        shows[rng.integers(4)] = False
+    # the picture's window over the sheet (sheet pixels; beyond the sheet lies the table)
+    y0 = -rng.uniform(0.08, 0.3) * sh if shows[0] else rng.uniform(0, 0.6) * top
+    y1 = sh * (1 + rng.uniform(0.08, 0.3)) if shows[1] else sh - rng.uniform(0, 0.6) * (sh - top - side)
+    x0 = -rng.uniform(0.08, 0.3) * sw if shows[2] else rng.uniform(0, 0.6) * left
+    x1 = sw * (1 + rng.uniform(0.08, 0.3)) if shows[3] else sw - rng.uniform(0, 0.6) * (sw - left - side)
+    h, w = int(y1 - y0), int(x1 - x0)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    tone = rng.uniform(50, 150)
+    grain = np.sin(yy / rng.uniform(3, 9) + rng.uniform(0, 6) + 2 * np.sin(xx / rng.uniform(30, 80)))
+    table = tone + rng.uniform(4, 15) * grain + rng.uniform(-20, 20) * (xx / w - 0.5) \
+        + rng.standard_normal((h, w), dtype=np.float32) * rng.uniform(2, 6)
+    tint = np.array([1.0, rng.uniform(0.75, 0.95), rng.uniform(0.5, 0.8)])  # wood, more or less
+    photo = Image.fromarray(np.clip(table[..., None] * tint, 0, 255).astype(np.uint8), "RGB")
+    photo.paste(sheet, (int(round(-x0)), int(round(-y0))))
+    return photo.rotate(float(rng.uniform(-5, 5)), resample=Image.Resampling.BILINEAR,
+                        fillcolor=tuple(int(tone * t) for t in tint))
 
 
 def save_as_people_do(img: Image.Image, path_stem: Path, kind: str, rng: np.random.Generator) -> Path:
@@ -194,6 +228,8 @@ def draw_style(name: str, digit: np.ndarray, rng: np.random.Generator) -> tuple[
             cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.uniform(0.004, 0.012) * h
             canvas |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
         return _grey(canvas), "png"
+    if name == "desk":  # a photo of the sheet on a table, the table showing around it
+        return desk_photo(digit, rng), "jpeg"
     if name == "phone":  # a photo stored sideways or upside down, with the EXIF tag that turns it back
         orientation = int(rng.choice([3, 6, 8]))
         turn = {3: 180, 6: 90, 8: 270}[orientation]
@@ -202,7 +238,7 @@ def draw_style(name: str, digit: np.ndarray, rng: np.random.Generator) -> tuple[
 
 
 STYLES = ("photo", "jpeg", "rgba", "transparent", "two-level", "1-bit", "white-on-black", "coloured",
-          "thin-pen", "marker", "canvas-32", "canvas-64", "edge", "sparse", "boxed", "dusty", "phone")
+          "thin-pen", "marker", "canvas-32", "canvas-64", "edge", "sparse", "boxed", "dusty", "phone", "desk")
 
 
 def make_corpus(images: np.ndarray, labels: np.ndarray, directory: Path, per_style: int,
