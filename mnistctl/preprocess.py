@@ -287,6 +287,8 @@ def _full_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 TABLE_CONTACT = 0.15  # share of the picture's border that dark surroundings of a sheet must cover
 SHEET_AREA, SHEET_FILL = 0.3, 0.7  # the sheet: this share of the picture at least, this solid (of its box)
+SHEET_SHAPE = 0.84  # ... and with the digit on it, this share of its box: a rectangle turned a few degrees
+# (an ellipse fills 0.79 of its box)
 TABLE_SIDE = 0.8  # ... and all but this share of one side of the picture at least
 TABLE_DEPTH = 2  # ... reaching this many pixels of the 64-px copy into the picture, on average (twice
 # as many when it runs along all four sides: thinner, that is the frame of a form or a canvas)
@@ -298,7 +300,8 @@ def _without_table(grey: np.ndarray) -> np.ndarray:
 
     On a 64-px copy, split light from dark (Otsu). There is a table when all of these hold: dark
     regions touching the border cover ``TABLE_CONTACT`` of it, and nearly all of one side (the
-    sheet's edge crosses the picture); the largest light region (the sheet) is large and solid;
+    sheet's edge crosses the picture); the largest light region (the sheet) is large, solid and
+    nearly fills its bounding box with the digit on it (a rectangle, turned a few degrees at most);
     and other dark pieces lie apart from the border (the digit). A drawing that touches its edge
     (along part of a side), light ink on dark paper (no solid sheet) and a page without a table
     are left as they are; so are the thin lines of a frame along the border (``_inside_frame``
@@ -320,8 +323,8 @@ def _without_table(grey: np.ndarray) -> np.ndarray:
     sheet = pieces == np.bincount(pieces.ravel())[1:].argmax() + 1
     ys, xs = np.nonzero(sheet)
     box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-    if sheet.mean() < SHEET_AREA or sheet.sum() < SHEET_FILL * box:
-        return grey
+    if sheet.mean() < SHEET_AREA or sheet.sum() < SHEET_FILL * box or sheet.sum() + ink.sum() < SHEET_SHAPE * box:
+        return grey  # too small, or not a sheet: a fat light digit on dark paper is round, its holes dark
     sides = [float(side.mean()) >= TABLE_SIDE for side in (table[0], table[-1], table[:, 0], table[:, -1])]
     if not any(sides):
         return grey  # no side is the table's: the dark along the border is a drawing touching its edge
