@@ -287,7 +287,7 @@ def _full_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 TABLE_CONTACT = 0.15  # share of the picture's border that dark surroundings of a sheet must cover
 SHEET_AREA, SHEET_FILL = 0.3, 0.7  # the sheet: this share of the picture at least, this solid (of its box)
-SHEET_SHAPE = 0.84  # ... and with the digit on it, this share of its box: a rectangle turned a few degrees
+SHEET_SHAPE = 0.84  # ... and with the digit on it, this share of its box at the best turn: a rectangle
 # (an ellipse fills 0.79 of its box)
 TABLE_SIDE = 0.8  # ... and all but this share of one side of the picture at least
 TABLE_DEPTH = 2  # ... reaching this many pixels of the 64-px copy into the picture, on average (twice
@@ -301,7 +301,7 @@ def _without_table(grey: np.ndarray) -> np.ndarray:
     On a 64-px copy, split light from dark (Otsu). There is a table when all of these hold: dark
     regions touching the border cover ``TABLE_CONTACT`` of it, and nearly all of one side (the
     sheet's edge crosses the picture); the largest light region (the sheet) is large, solid and
-    nearly fills its bounding box with the digit on it (a rectangle, turned a few degrees at most);
+    nearly fills its bounding box with the digit on it (a rectangle, turned up to 20 degrees);
     and other dark pieces lie apart from the border (the digit). A drawing that touches its edge
     (along part of a side), light ink on dark paper (no solid sheet) and a page without a table
     are left as they are; so are the thin lines of a frame along the border (``_inside_frame``
@@ -321,9 +321,7 @@ def _without_table(grey: np.ndarray) -> np.ndarray:
         return grey  # nothing apart from the border: the dark along the border is the drawing
     pieces, _ = _pieces(light)
     sheet = pieces == np.bincount(pieces.ravel())[1:].argmax() + 1
-    ys, xs = np.nonzero(sheet)
-    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-    if sheet.mean() < SHEET_AREA or sheet.sum() < SHEET_FILL * box or sheet.sum() + ink.sum() < SHEET_SHAPE * box:
+    if sheet.mean() < SHEET_AREA or _box_fill(sheet) < SHEET_FILL or _box_fill(sheet | ink) < SHEET_SHAPE:
         return grey  # too small, or not a sheet: a fat light digit on dark paper is round, its holes dark
     sides = [float(side.mean()) >= TABLE_SIDE for side in (table[0], table[-1], table[:, 0], table[:, -1])]
     if not any(sides):
@@ -340,6 +338,22 @@ def _without_table(grey: np.ndarray) -> np.ndarray:
         table = wider
     grown = _arr(_pil(table.astype(np.float32)).filter(ImageFilter.MaxFilter(3))) > 0
     return np.where(_full_size(grown, grey.shape), paper, grey).astype(np.float32)
+
+
+SHEET_TURNS = range(-20, 21, 4)  # degrees: the turns of a sheet at which its box is measured
+
+
+def _box_fill(mask: np.ndarray) -> float:
+    """The share of its bounding box a mask fills, at the best of a few turns (``SHEET_TURNS``):
+    about 1 for a rectangle at any of them, 0.79 for an ellipse at all."""
+    img = Image.fromarray(mask.astype(np.uint8) * 255)
+    best = 0.0
+    for angle in SHEET_TURNS:
+        turned = np.asarray(img.rotate(angle, expand=True) if angle else img) > 127
+        ys, xs = np.nonzero(turned)
+        if ys.size:
+            best = max(best, ys.size / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)))
+    return best
 
 
 def _at_border(mask: np.ndarray, ring: np.ndarray) -> np.ndarray:

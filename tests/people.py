@@ -37,10 +37,10 @@ def _paper(digit: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, tu
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB"), (int(top), int(left), side)
 
 
-def desk_photo(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+def desk_photo(digit: np.ndarray, rng: np.random.Generator, turn: float = 5.0) -> Image.Image:
     """``paper_digit``'s sheet photographed lying on a table: the table shows along one to three
     sides (darker, tinted, textured), the sheet runs out of the picture on the others, and the
-    phone is held slightly turned."""
+    phone is held turned by up to ``turn`` degrees."""
     sheet, (top, left, side) = _paper(digit, rng)
     sw, sh = sheet.size
     shows = rng.random(4) < 0.45  # table beyond the sheet's top, bottom, left, right
@@ -62,7 +62,7 @@ def desk_photo(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     tint = np.array([1.0, rng.uniform(0.75, 0.95), rng.uniform(0.5, 0.8)])  # wood, more or less
     photo = Image.fromarray(np.clip(table[..., None] * tint, 0, 255).astype(np.uint8), "RGB")
     photo.paste(sheet, (int(round(-x0)), int(round(-y0))))
-    return photo.rotate(float(rng.uniform(-5, 5)), resample=Image.Resampling.BILINEAR,
+    return photo.rotate(float(rng.uniform(-turn, turn)), resample=Image.Resampling.BILINEAR,
                         fillcolor=tuple(int(tone * t) for t in tint))
 
 

@@ -386,7 +386,7 @@ def test_a_photo_of_the_sheet_on_a_table_is_read_without_the_table(tmp_path, mon
         if "bottom" in sides:
             y = 20
         photo.paste(sheet, (x, y))
-        photo = photo.rotate(3 - 3 * n, resample=Image.Resampling.BILINEAR, fillcolor=table_tone).convert("RGB")
+        photo = photo.rotate((3, 0, -14)[n], resample=Image.Resampling.BILINEAR, fillcolor=table_tone).convert("RGB")
         photo.save(tmp_path / f"desk-{n}.jpg", quality=85)
         names.append(f"desk-{n}.jpg")
     # and what must not be taken for a table: a frame of ink all around, a digit touching its edge
