@@ -285,13 +285,15 @@ def _full_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask[rows][:, cols]
 
 
-TABLE_CONTACT = 0.15  # share of the picture's border that dark surroundings of a sheet must cover
+# a table around a sheet: dark regions touching the border cover this share of it ...
+TABLE_CONTACT = 0.15
+TABLE_SIDE = 0.8  # ... and at least this share of one side of the picture
+TABLE_DEPTH = 2  # ... reaching this many pixels of the 64-px copy into the picture, on average (twice
+# as many when it runs along all four sides: thinner, that is the frame of a form or a canvas)
+TABLE_EDGE = 0.25  # pixels this far from the sheet's tone towards the table's are the sheet's edge: painted too
 SHEET_AREA, SHEET_FILL = 0.3, 0.7  # the sheet: this share of the picture at least, this solid (of its box)
 SHEET_SHAPE = 0.84  # ... and with the digit on it, this share of its box at the best turn: a rectangle
 # (an ellipse fills 0.79 of its box)
-TABLE_SIDE = 0.8  # ... and all but this share of one side of the picture at least
-TABLE_DEPTH = 2  # ... reaching this many pixels of the 64-px copy into the picture, on average (twice
-# as many when it runs along all four sides: thinner, that is the frame of a form or a canvas)
 
 
 def _without_table(grey: np.ndarray) -> np.ndarray:
@@ -329,11 +331,10 @@ def _without_table(grey: np.ndarray) -> np.ndarray:
     depth = table.sum() / (table & ring).sum()  # how far it reaches into the picture, on average
     if depth < TABLE_DEPTH or (all(sides) and depth < 2 * TABLE_DEPTH):
         return grey  # lines along the border, or all around it: a frame, which _inside_frame takes away
-    # what is painted: the table with the sheet's edge, where the copy's pixels mix the two (a
-    # quarter of the way from the sheet's tone to the table's), unless that would reach the digit;
-    # grown by a pixel of the copy
+    # what is painted: the table with the sheet's edge, where the copy's pixels mix the two
+    # (``TABLE_EDGE``), unless that would reach the digit; grown by a pixel of the copy
     paper = float(np.median(small[sheet]))
-    wider = _at_border(small < paper - 0.25 * (paper - float(np.median(small[table]))), ring)
+    wider = _at_border(small < paper - TABLE_EDGE * (paper - float(np.median(small[table]))), ring)
     if not (wider & ink).any():
         table = wider
     grown = _arr(_pil(table.astype(np.float32)).filter(ImageFilter.MaxFilter(3))) > 0
