@@ -389,7 +389,8 @@ def test_a_photo_of_the_sheet_on_a_table_is_read_without_the_table(tmp_path, mon
         photo = photo.rotate((3, 0, -14)[n], resample=Image.Resampling.BILINEAR, fillcolor=table_tone).convert("RGB")
         photo.save(tmp_path / f"desk-{n}.jpg", quality=85)
         names.append(f"desk-{n}.jpg")
-    # and what must not be taken for a table: a frame of ink all around, a digit touching its edge
+    # and what must not be taken for a table: a frame of ink all around, a digit touching its edge, a fat
+    # white digit on black
     framed = Image.open(PAINT_4).convert("L")
     ImageDraw.Draw(framed).rectangle((0, 0, framed.width - 1, framed.height - 1), outline=0, width=6)
     framed.save(tmp_path / "framed.png")
@@ -410,7 +411,7 @@ def test_a_photo_of_the_sheet_on_a_table_is_read_without_the_table(tmp_path, mon
         assert preprocess._without_table(grey) is grey
     monkeypatch.setattr(preprocess, "_without_table", lambda grey: grey)  # without the step: misread
     out = runner.invoke(app, ["predict", "--json", *paths[:3]])
-    assert [r["prediction"] for r in json.loads(out.stdout)] != ["4"] * 3
+    assert not any(r["prediction"] == "4" and not r["unsure"] for r in json.loads(out.stdout)), out.output
 
 
 def test_specks_apart_from_the_digit_are_left_out_and_two_digits_are_doubted(tmp_path):
