@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from mnistctl.images import Decoded, ImageError, ImageSource, read_image  # noqa: F401  (re-exported)
+from mnistctl.pixels import at_most, full_size, otsu, pieces, reduce_to, to_array, to_pil
 
 WORK_SIZE = 320  # larger images are reduced to this longest side before the finer steps
 BOX, CANVAS = 20, 28
@@ -31,33 +32,6 @@ def looks_like_mnist(d: Decoded) -> bool:
     return 2 * int(np.count_nonzero(border <= 10)) > border.size and int(d.raw.max()) >= 128
 
 
-def _pil(a: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
-
-
-def _arr(img: Image.Image) -> np.ndarray:
-    return np.array(img, dtype=np.float32)  # a writable copy
-
-
-def _otsu(values: np.ndarray, bins: int = 64) -> float:
-    """Otsu's threshold of values in [0, 1]: the cut that maximises the between-class variance.
-
-    When several cuts tie (a two-level image: every cut between the two levels separates the same
-    pixels) the middle of the tied range is taken, not the first (which would cut just above the
-    background and, in the first versions of this code, called every clean drawing blank).
-    """
-    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    p = hist.astype(np.float64) / max(1, hist.sum())
-    w0 = np.cumsum(p)[:-1]
-    mu = np.cumsum(p * (edges[:-1] + edges[1:]) / 2)
-    between = (mu[-1] * w0 - mu[:-1]) ** 2 / np.maximum(w0 * (1 - w0), 1e-12)
-    best = between.max()
-    ties = np.flatnonzero(between >= best * (1 - 1e-9))
-    # the tied cuts form one run when the levels between them are empty: take its middle
-    i = int(ties[len(ties) // 2]) if np.all(np.diff(ties) == 1) else int(ties[0])
-    return float(edges[i + 1])
-
-
 def _background(ink: np.ndarray) -> np.ndarray:
     """A smooth estimate of the background level (uneven light, paper tone), per pixel.
 
@@ -70,10 +44,10 @@ def _background(ink: np.ndarray) -> np.ndarray:
     bh, bw = max(1, h // cells), max(1, w // cells)
     ch, cw = h // bh, w // bw
     blocks = ink[: ch * bh, : cw * bw].reshape(ch, bh, cw, bw)
-    low = _arr(_pil(np.percentile(blocks, 25, axis=(1, 3)).astype(np.float32)).filter(ImageFilter.MinFilter(3)))
+    low = to_array(to_pil(np.percentile(blocks, 25, axis=(1, 3)).astype(np.float32)).filter(ImageFilter.MinFilter(3)))
     border = np.concatenate([low[0], low[-1], low[:, 0], low[:, -1]])
     low = np.minimum(low, float(border.max()) + 0.02)
-    return _arr(_pil(low).resize((w, h), Image.Resampling.BILINEAR))
+    return to_array(to_pil(low).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def _mass_bounds(profile: np.ndarray, trim: float = 0.003) -> tuple[int, int]:
@@ -104,19 +78,6 @@ def to_mnist(d: Decoded) -> np.ndarray:
     return analyse(d).image
 
 
-def _at_most(a: np.ndarray, longest: int) -> np.ndarray:
-    """``a`` reduced to ``longest`` pixels on its longer side when it is larger; else ``a`` itself."""
-    return _reduce(a, longest) if max(a.shape) > longest else a
-
-
-def _reduce(a: np.ndarray, longest: int) -> np.ndarray:
-    """``a`` resampled (box filter) so that its longer side is ``longest`` pixels."""
-    h, w = a.shape
-    scale = longest / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return _arr(_pil(a).resize(size, Image.Resampling.BOX))
-
-
 def _as_ink(grey: np.ndarray) -> np.ndarray:
     """Ink as light on dark: the border is paper, so light paper is inverted (any colours, any
     number of grey levels)."""
@@ -145,11 +106,11 @@ def _clean(ink: np.ndarray) -> tuple[np.ndarray, float]:
     # strokes themselves (the thin necks of a digit on a tiny canvas, a 1-2 px pen): a clean drawing
     # does not need it, and a filter allowed to take 40% of the ink broke such digits into pieces
     if min(h, w) >= 9:
-        filtered = _arr(_pil(ink).filter(ImageFilter.MedianFilter(3)))
+        filtered = to_array(to_pil(ink).filter(ImageFilter.MedianFilter(3)))
         strong = int((ink > 0.5).sum())
         if strong and (filtered > 0.5).sum() >= MEDIAN_KEEP * strong and filtered.max() >= 0.08:
             ink = filtered / float(filtered.max())
-    threshold = _otsu(ink)
+    threshold = otsu(ink)
     if threshold <= 0.02:
         raise ImageError("no ink found: the image looks blank")
     return ink, threshold
@@ -160,7 +121,7 @@ def _soft_mask(ink: np.ndarray, threshold: float) -> np.ndarray:
     on a small canvas where a pixel is a large part of a stroke), with soft edges."""
     mask = ink > threshold
     if min(ink.shape) >= 48:
-        mask = _arr(_pil(mask.astype(np.float32)).filter(ImageFilter.MaxFilter(3))) > 0
+        mask = to_array(to_pil(mask.astype(np.float32)).filter(ImageFilter.MaxFilter(3))) > 0
     lo = threshold * 0.5
     out = np.where(mask, np.clip((ink - lo) / (1.0 - lo), 0.0, 1.0), 0.0).astype(np.float32)
     if out.sum() < 1.0:
@@ -214,31 +175,6 @@ SPECK_SHARE = 0.05  # a piece of ink apart from the digit with less than this sh
 PIECES_SIZE = 64  # pieces of ink are told apart on a copy this large (longest side)
 
 
-def _pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """The 8-connected pieces of a boolean mask: (labels 1..count, 0 for background; count)."""
-    h, w = mask.shape
-    flat = mask.ravel().tolist()
-    labels = [0] * (h * w)
-    count = 0
-    for start in np.flatnonzero(mask).tolist():
-        if labels[start]:
-            continue
-        count += 1
-        labels[start] = count
-        stack = [start]
-        while stack:
-            i = stack.pop()
-            y, x = divmod(i, w)
-            for ny in (y - 1, y, y + 1):
-                if 0 <= ny < h:
-                    for nx in (x - 1, x, x + 1):
-                        j = ny * w + nx
-                        if 0 <= nx < w and flat[j] and not labels[j]:
-                            labels[j] = count
-                            stack.append(j)
-    return np.array(labels, dtype=np.int32).reshape(h, w), count
-
-
 def _without_specks(ink: np.ndarray) -> tuple[np.ndarray, bool]:
     """``ink`` without the small pieces lying apart from the digit (dust on a scan, a stray click in
     a paint program), and whether a large piece lies apart too (is it a single digit?).
@@ -246,8 +182,8 @@ def _without_specks(ink: np.ndarray) -> tuple[np.ndarray, bool]:
     The digit is the largest piece, grown by every piece that reaches within a quarter of its size
     of it (the separate strokes of a 4 or a 5, a broken pencil line); what stays apart is a speck
     when it holds less than ``SPECK_SHARE`` of the ink, and is kept (with the doubt) otherwise."""
-    small = _at_most(ink, PIECES_SIZE)
-    labels, count = _pieces(small > 0)
+    small = at_most(ink, PIECES_SIZE)
+    labels, count = pieces(small > 0)
     if count < 2:
         return ink, False
     mass = np.bincount(labels.ravel(), weights=small.ravel(), minlength=count + 1)[1:]
@@ -274,15 +210,7 @@ def _without_specks(ink: np.ndarray) -> tuple[np.ndarray, bool]:
     if not specks.any():
         return ink, bool(apart.any())
     keep = np.concatenate([[True], ~specks])[labels]  # per pixel of the small copy
-    return np.where(_full_size(keep, ink.shape), ink, 0.0).astype(np.float32), bool((apart & ~specks).any())
-
-
-def _full_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A mask made on a reduced copy, at the size of the picture it was reduced from (nearest)."""
-    (h, w), (sh, sw) = shape, mask.shape
-    rows = np.minimum(np.arange(h) * sh // h, sh - 1)
-    cols = np.minimum(np.arange(w) * sw // w, sw - 1)
-    return mask[rows][:, cols]
+    return np.where(full_size(keep, ink.shape), ink, 0.0).astype(np.float32), bool((apart & ~specks).any())
 
 
 # a table around a sheet: dark regions touching the border cover this share of it ...
@@ -311,8 +239,8 @@ def _without_table(grey: np.ndarray) -> np.ndarray:
     if min(grey.shape) < 48:
         return grey
     step = max(1, min(grey.shape) // (8 * PIECES_SIZE))  # a large photo: every few pixels are enough here
-    small = _at_most(grey[::step, ::step], PIECES_SIZE)
-    light = small > _otsu(small)
+    small = at_most(grey[::step, ::step], PIECES_SIZE)
+    light = small > otsu(small)
     ring = np.zeros(small.shape, bool)
     ring[[0, -1]], ring[:, [0, -1]] = True, True
     if (~light[ring]).mean() < TABLE_CONTACT or light.mean() < SHEET_AREA:
@@ -321,8 +249,8 @@ def _without_table(grey: np.ndarray) -> np.ndarray:
     ink = ~light & ~table
     if ink.sum() < TOO_LITTLE_INK:
         return grey  # nothing apart from the border: the dark along the border is the drawing
-    pieces, _ = _pieces(light)
-    sheet = pieces == np.bincount(pieces.ravel())[1:].argmax() + 1
+    lights, _ = pieces(light)
+    sheet = lights == np.bincount(lights.ravel())[1:].argmax() + 1
     if sheet.mean() < SHEET_AREA or _box_fill(sheet) < SHEET_FILL or _box_fill(sheet | ink) < SHEET_SHAPE:
         return grey  # too small, or not a sheet: a fat light digit on dark paper is round, its holes dark
     sides = [float(side.mean()) >= TABLE_SIDE for side in (table[0], table[-1], table[:, 0], table[:, -1])]
@@ -337,8 +265,8 @@ def _without_table(grey: np.ndarray) -> np.ndarray:
     wider = _at_border(small < paper - TABLE_EDGE * (paper - float(np.median(small[table]))), ring)
     if not (wider & ink).any():
         table = wider
-    grown = _arr(_pil(table.astype(np.float32)).filter(ImageFilter.MaxFilter(3))) > 0
-    return np.where(_full_size(grown, grey.shape), paper, grey).astype(np.float32)
+    grown = to_array(to_pil(table.astype(np.float32)).filter(ImageFilter.MaxFilter(3))) > 0
+    return np.where(full_size(grown, grey.shape), paper, grey).astype(np.float32)
 
 
 SHEET_TURNS = range(-20, 21, 4)  # degrees: the turns of a sheet at which its box is measured
@@ -359,7 +287,7 @@ def _box_fill(mask: np.ndarray) -> float:
 
 def _at_border(mask: np.ndarray, ring: np.ndarray) -> np.ndarray:
     """The pieces of ``mask`` that touch the border (``ring``: the border's pixels)."""
-    labels, count = _pieces(mask)
+    labels, count = pieces(mask)
     touching = np.zeros(count + 1, bool)
     touching[np.unique(labels[ring])] = True
     touching[0] = False
@@ -373,7 +301,7 @@ def analyse(d: Decoded) -> Prepared:
         return Prepared(d.raw.copy(), float((d.raw > 127).mean()))
     ink = _as_ink(_without_table(d.grey))
     # a look at the whole picture (reduced when large) finds where the digit is and how much ink there is
-    view = _at_most(ink, WORK_SIZE)
+    view = at_most(ink, WORK_SIZE)
     view_ink, threshold = _clean(view)
     view_ink = _soft_mask(view_ink, threshold)
     # a frame around the digit is left out: what is inside it is the picture
@@ -402,7 +330,7 @@ def analyse(d: Decoded) -> Prepared:
             ((int(np.ceil(fy0 * sy)), int(fy1 * sy)), (int(np.ceil(fx0 * sx)), int(fx1 * sx)))
         top, bottom = max(lo_y, int((y0 - margin) * sy)), min(hi_y, int(np.ceil((y1 + 1 + margin) * sy)))
         left, right = max(lo_x, int((x0 - margin) * sx)), min(hi_x, int(np.ceil((x1 + 1 + margin) * sx)))
-        crop = _at_most(ink[top:bottom, left:right], WORK_SIZE)
+        crop = at_most(ink[top:bottom, left:right], WORK_SIZE)
         ink = _without_specks(_soft_mask(*_clean(crop)))[0]
     return Prepared(_fit(ink), coverage, tuple(notes))
 
@@ -414,7 +342,7 @@ def _stroke_width(ink: np.ndarray) -> float:
     area = int(mask.sum())
     if area == 0:
         return 0.0
-    inner = _arr(_pil(mask.astype(np.float32)).filter(ImageFilter.MinFilter(3))) > 0
+    inner = to_array(to_pil(mask.astype(np.float32)).filter(ImageFilter.MinFilter(3))) > 0
     return 2.0 * area / max(1, area - int(inner.sum()))
 
 
@@ -423,7 +351,7 @@ def _thin_gently(ink: np.ndarray, largest: int) -> np.ndarray:
     stroke breaks (a marker's strokes get thinner, its closed loops stay closed as they were)."""
     area, best = float((ink > 0.5).sum()), ink
     for size in range(3, largest + 1, 2):
-        thinner = _arr(_pil(ink).filter(ImageFilter.MinFilter(size)))
+        thinner = to_array(to_pil(ink).filter(ImageFilter.MinFilter(size)))
         if (thinner > 0.5).sum() < 0.6 * area:
             break
         best = thinner
@@ -442,17 +370,17 @@ def _fit(ink: np.ndarray) -> np.ndarray:
     width = _stroke_width(crop) * scale  # as it would come out
     if scale < 0.5 and (width < 1.0 or width > THICK):
         # at four times the final size: a fine pen is thickened, a marker thinned, to MNIST's ~2.5 px
-        mid = _reduce(crop, 4 * BOX)
+        mid = reduce_to(crop, 4 * BOX)
         mid = mid / max(float(mid.max()), 1e-6)
         if width < 1.0:
-            mid = _arr(_pil(mid).filter(ImageFilter.MaxFilter(7)))
+            mid = to_array(to_pil(mid).filter(ImageFilter.MaxFilter(7)))
         else:
             mid = _thin_gently(mid, 2 * int(round((width - 2.5) * 4 / 2)) + 1)
         crop, (ch, cw) = mid, mid.shape
         scale = BOX / max(ch, cw)
     size = (max(1, round(cw * scale)), max(1, round(ch * scale)))
     method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
-    digit = np.clip(_arr(_pil(crop).resize(size, method)), 0.0, None)
+    digit = np.clip(to_array(to_pil(crop).resize(size, method)), 0.0, None)
     if digit.max() <= 0:
         raise ImageError("no ink found: the image looks blank")
     digit /= digit.max()
@@ -471,9 +399,9 @@ def resize_as_is(d: Decoded) -> np.ndarray:
     """``--no-preprocess``: the image only resized to 28x28 (for inputs prepared by hand)."""
     if d.raw is not None and d.raw.shape == (CANVAS, CANVAS):
         return d.raw.copy()
-    img = _pil(d.grey).resize((CANVAS, CANVAS), Image.Resampling.BOX if max(d.grey.shape) > CANVAS
+    img = to_pil(d.grey).resize((CANVAS, CANVAS), Image.Resampling.BOX if max(d.grey.shape) > CANVAS
                               else Image.Resampling.BILINEAR)
-    return np.round(np.clip(_arr(img), 0, 1) * 255.0).astype(np.uint8)
+    return np.round(np.clip(to_array(img), 0, 1) * 255.0).astype(np.uint8)
 
 
 def prepare_image(source: ImageSource, preprocess: bool = True) -> np.ndarray:

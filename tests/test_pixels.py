@@ -1,0 +1,35 @@
+"""The pixel algorithms preprocessing is built from, on their degenerate cases."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnistctl.pixels import at_most, full_size, otsu, pieces, reduce_to
+
+
+def test_otsu_cuts_between_two_levels_in_the_middle_of_the_tie():
+    two = np.array([0.1] * 50 + [0.9] * 50)  # every cut between the levels separates the same pixels
+    assert 0.4 <= otsu(two) <= 0.6
+    assert 0.1 < otsu(np.array([0.1] * 95 + [0.9] * 5)) < 0.9  # however few pixels one level holds
+    noisy = np.concatenate([np.random.default_rng(0).normal(0.2, 0.05, 500), np.full(100, 0.8)])
+    assert 0.3 < otsu(np.clip(noisy, 0, 1)) < 0.8
+    assert 0.0 <= otsu(np.full(10, 0.5)) <= 1.0  # one level: any cut, no error
+
+
+def test_pieces_are_8_connected_and_an_empty_mask_has_none():
+    mask = np.zeros((6, 6), bool)
+    assert pieces(mask)[1] == 0 and not pieces(mask)[0].any()
+    mask[0, 0] = mask[1, 1] = mask[2, 2] = True  # touching at corners: one piece
+    mask[4:, 4:] = True
+    labels, count = pieces(mask)
+    assert count == 2 and labels[0, 0] == labels[2, 2] != labels[5, 5] and (labels > 0).sum() == 7
+
+
+def test_reduction_and_a_reduced_mask_back_at_full_size():
+    a = np.zeros((100, 40), np.float32)
+    a[:50] = 1.0
+    small = reduce_to(a, 10)
+    assert small.shape == (10, 4) and np.allclose(small[:5], 1) and np.allclose(small[5:], 0)
+    assert at_most(a, 200) is a and at_most(a, 50).shape == (50, 20)
+    back = full_size(small > 0.5, a.shape)
+    assert back.shape == a.shape and np.array_equal(back, a > 0.5)
