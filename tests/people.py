@@ -17,8 +17,10 @@ def paper_digit(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return _paper(digit, rng)[0]
 
 
-def _paper(digit: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int, int]]:
-    """``paper_digit``, and where the digit's square is on it: (top, left, side)."""
+def _paper(digit: np.ndarray, rng: np.random.Generator,
+           lines: str | None = None) -> tuple[Image.Image, tuple[int, int, int]]:
+    """``paper_digit``, and where the digit's square is on it: (top, left, side). ``lines``:
+    "ruled" or "squared" paper (``lined_paper``)."""
     scale = rng.uniform(4, 10)
     side = int(28 * scale)
     ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32) / 255
@@ -33,8 +35,43 @@ def _paper(digit: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, tu
     light = rng.uniform(-25, 25) * (xx / w - 0.5) + rng.uniform(-25, 25) * (yy / h - 0.5)
     paper = base + light + rng.standard_normal((h, w), dtype=np.float32) * rng.uniform(3, 10)
     tint = rng.uniform(0.93, 1.0, 3)
-    rgb = np.stack([paper * t for t in tint], -1) * (1 - strength[..., None])
+    rgb = np.stack([paper * t for t in tint], -1)
+    if lines:
+        rgb = rgb * (1 - _printed_lines(yy, xx, side, lines, rng))
+    rgb = rgb * (1 - strength[..., None])
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB"), (int(top), int(left), side)
+
+
+def _printed_lines(yy: np.ndarray, xx: np.ndarray, side: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """How much light a notebook's printed lines take away per pixel and channel (h, w, 3): a
+    ruling every 0.8-1.5 digit heights (ruled), or squares of 0.4-0.8 of one (squared), blue-grey,
+    0.7-2.5 px wide, 15-45% darker than the paper (the pen: 75-95%); a ruled page may have a red margin line down it."""
+    height = side * 20 / 28  # the digit's height on the page
+    pitch = height / (rng.uniform(0.8, 1.5) if kind == "ruled" else rng.uniform(1.25, 2.5))
+    width = rng.uniform(0.7, 2.5)
+
+    def line(pos: np.ndarray, offset: float) -> np.ndarray:  # 1 on a line, soft at its edges
+        return np.clip(width / 2 + 0.5 - np.abs((pos - offset + pitch / 2) % pitch - pitch / 2), 0, 1)
+
+    on = line(yy, rng.uniform(0, pitch))
+    if kind == "squared":
+        on = np.maximum(on, line(xx, rng.uniform(0, pitch)))
+    colour = np.array([rng.uniform(0.7, 1.0), rng.uniform(0.45, 0.8), rng.uniform(0.1, 0.4)])  # blue, bluish grey
+    taken = (on * rng.uniform(0.25, 0.7))[..., None] * colour
+    if kind == "ruled" and rng.random() < 0.5:  # the margin
+        margin = np.clip(width - np.abs(xx - rng.uniform(0, xx.shape[1])), 0, 1) * rng.uniform(0.3, 0.6)
+        taken = np.maximum(taken, margin[..., None] * np.array([0.05, 0.8, 0.8]))
+    return taken
+
+
+def lined_paper(digit: np.ndarray, rng: np.random.Generator, kind: str, turn: float = 4.0) -> Image.Image:
+    """``paper_digit`` written on a notebook's "ruled" or "squared" page, photographed turned by up
+    to ``turn`` degrees (and cropped inside the page)."""
+    img = _paper(digit, rng, lines=kind)[0]
+    w, h = img.size
+    turned = img.rotate(float(rng.uniform(-turn, turn)), resample=Image.Resampling.BILINEAR)
+    cut = 0.5 * np.sin(np.radians(turn)) + 0.01  # the corners the turn brought in
+    return turned.crop((int(cut * h), int(cut * w), w - int(cut * h), h - int(cut * w)))
 
 
 def desk_photo(digit: np.ndarray, rng: np.random.Generator, turn: float = 5.0) -> Image.Image:
@@ -230,6 +267,8 @@ def draw_style(name: str, digit: np.ndarray, rng: np.random.Generator) -> tuple[
         return _grey(canvas), "png"
     if name == "desk":  # a photo of the sheet on a table, the table showing around it
         return desk_photo(digit, rng), "jpeg"
+    if name in ("ruled", "squared"):  # a notebook's page: printed lines, fainter than the pen
+        return lined_paper(digit, rng, name), "jpeg"
     if name == "phone":  # a photo stored sideways or upside down, with the EXIF tag that turns it back
         orientation = int(rng.choice([3, 6, 8]))
         turn = {3: 180, 6: 90, 8: 270}[orientation]
@@ -238,7 +277,8 @@ def draw_style(name: str, digit: np.ndarray, rng: np.random.Generator) -> tuple[
 
 
 STYLES = ("photo", "jpeg", "rgba", "transparent", "two-level", "1-bit", "white-on-black", "coloured",
-          "thin-pen", "marker", "canvas-32", "canvas-64", "edge", "sparse", "boxed", "dusty", "phone", "desk")
+          "thin-pen", "marker", "canvas-32", "canvas-64", "edge", "sparse", "boxed", "dusty", "phone", "desk",
+          "ruled", "squared")
 
 
 def make_corpus(images: np.ndarray, labels: np.ndarray, directory: Path, per_style: int,
