@@ -122,7 +122,7 @@ RULING_TURNS = tuple(float(a) for a in range(-6, 7))  # degrees: the paper's tur
 RULING_LEVEL = 0.08  # a line inks the pixels of its row at least this much (of the strongest ink) ...
 RULING_COVER = 0.85  # ... over this share of its row at least: it crosses the picture
 RULING_FAINT = 0.7  # ... and is fainter than the pen: its typical level at most this (a 7's bar is not)
-RULING_WIDTH = 0.04  # ... and thin: at most this share of the picture's height, and 3 px
+RULING_WIDTH = 0.04  # ... and thin: at most this share of the picture's height (or 3 px, if more)
 RULING_SEARCH = 128  # px: the paper's turn is found on a copy this large
 RULING_PAPER = 0.3  # beside a line (a few rows away) the paper is blank: at most this share of the line's level
 

@@ -44,8 +44,9 @@ def _paper(digit: np.ndarray, rng: np.random.Generator,
 
 def _printed_lines(yy: np.ndarray, xx: np.ndarray, side: int, kind: str, rng: np.random.Generator) -> np.ndarray:
     """How much light a notebook's printed lines take away per pixel and channel (h, w, 3): a
-    ruling every 0.8-1.5 digit heights (ruled), or squares of 0.4-0.8 of one (squared), blue-grey,
-    0.7-2.5 px wide, 15-45% darker than the paper (the pen: 75-95%); a ruled page may have a red margin line down it."""
+    ruling every 0.67-1.25 digit heights (ruled), or squares of 0.4-0.8 of one (squared), blue to
+    bluish grey, 0.7-2.5 px wide, 12-57% darker than the paper (about 30% on average; the pen:
+    75-95%); a ruled page may have a red margin line down it."""
     height = side * 20 / 28  # the digit's height on the page
     pitch = height / (rng.uniform(0.8, 1.5) if kind == "ruled" else rng.uniform(1.25, 2.5))
     width = rng.uniform(0.7, 2.5)
