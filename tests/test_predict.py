@@ -472,7 +472,7 @@ def test_a_digit_on_ruled_or_squared_paper_is_read_without_the_printed_lines(tmp
     got = [(r["prediction"], r["unsure"]) for r in json.loads(out.stdout)]
     assert got == [("4", False)] * 4 + [("7", False), ("7", False), ("4", False), ("0", False)], out.output
     with_lines = [preprocess.prepare(p).image for p in paths[4:]]
-    monkeypatch.setattr(preprocess, "_without_rulings", lambda ink, turns=None: (ink, (None, None)))
+    monkeypatch.setattr(preprocess, "without_rulings", lambda ink, turns=None: (ink, (None, None)))
     out = runner.invoke(app, ["predict", "--json", *paths[:4]])  # without the step: all doubted
     assert not any(r["prediction"] == "4" and not r["unsure"] for r in json.loads(out.stdout)), out.output
     for path, image in zip(paths[4:], with_lines):  # and the others come out the same without it
