@@ -70,7 +70,8 @@ class Prepared:
 
 
 INK_EVERYWHERE = 0.35  # coverage above which a picture probably is not one digit
-MEDIAN_KEEP = 0.9  # the noise filter is used only when it keeps this share of the strong ink
+MEDIAN_KEEP = 0.9  # the noise filter is used only when it keeps this share of the strong ink (and adds
+# at most the rest)
 TOO_LITTLE_INK = 4  # pixels: an ink box smaller than this on both sides (work resolution) is a speck
 
 
@@ -105,12 +106,15 @@ def _clean(ink: np.ndarray, turns: Turns | None = None) -> tuple[np.ndarray, flo
         raise ImageError("no ink found: the image looks blank")
     ink, turns = without_rulings(ink / top, turns)
     # faint noise and texture: a 3x3 median filter -- unless it would take a noticeable part of the
-    # strokes themselves (the thin necks of a digit on a tiny canvas, a 1-2 px pen): a clean drawing
-    # does not need it, and a filter allowed to take 40% of the ink broke such digits into pieces
+    # strokes themselves (the thin necks of a digit on a tiny canvas, a 1-2 px pen), or add as much
+    # (the 1-2 px loops of a digit on a tiny canvas, filled): a clean drawing does not need it, and a
+    # filter allowed to take 40% of the ink broke such digits into pieces
     if min(h, w) >= 9:
         filtered = to_array(to_pil(ink).filter(ImageFilter.MedianFilter(3)))
-        strong = int((ink > 0.5).sum())
-        if strong and (filtered > 0.5).sum() >= MEDIAN_KEEP * strong and filtered.max() >= 0.08:
+        strong, kept = ink > 0.5, filtered > 0.5
+        count, added = int(strong.sum()), int(np.count_nonzero(kept & ~strong))
+        if count and kept.sum() >= MEDIAN_KEEP * count and added <= (1 - MEDIAN_KEEP) * count \
+                and filtered.max() >= 0.08:
             ink = filtered / float(filtered.max())
     threshold = otsu(ink)
     if threshold <= 0.02:
