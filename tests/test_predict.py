@@ -98,6 +98,12 @@ def _bit16(path: Path) -> Path:
     return path
 
 
+def _float_tiff(path: Path, scale: float) -> Path:
+    grey = np.asarray(Image.open(PAINT_4).convert("L"), dtype=np.float32) * scale
+    Image.fromarray(grey, "F").save(path)  # 32-bit floating-point grey
+    return path
+
+
 @pytest.mark.parametrize("name, make", [
     ("png-rgb", lambda p: Image.open(PAINT_4).convert("RGB").save(p.with_suffix(".png"))),
     ("jpeg", lambda p: Image.open(PAINT_4).convert("RGB").save(p.with_suffix(".jpg"), quality=70)),
@@ -108,6 +114,8 @@ def _bit16(path: Path) -> Path:
     ("palette", lambda p: Image.open(PAINT_4).convert("P", palette=Image.Palette.ADAPTIVE).save(p.with_suffix(".png"))),
     ("grey-alpha", lambda p: Image.open(PAINT_4).convert("LA").save(p.with_suffix(".png"))),
     ("16-bit", lambda p: _bit16(p.with_suffix(".png"))),
+    ("float-0-1", lambda p: _float_tiff(p.with_suffix(".tiff"), 1 / 255)),  # scientific data: 0 to 1
+    ("float-0-255", lambda p: _float_tiff(p.with_suffix(".tiff"), 1.0)),
     ("white-on-black", lambda p: Image.eval(Image.open(PAINT_4).convert("L"), lambda v: 255 - v).save(
         p.with_suffix(".png"))),
 ])
