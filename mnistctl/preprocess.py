@@ -72,6 +72,7 @@ class Prepared:
 INK_EVERYWHERE = 0.35  # coverage above which a picture probably is not one digit
 MEDIAN_KEEP = 0.9  # the noise filter is used only when it keeps this share of the strong ink (and adds
 # at most the rest)
+MID_GREY = (0.25, 0.75)  # a border between these levels does not tell dark ink from light by itself
 TOO_LITTLE_INK = 4  # pixels: an ink box smaller than this on both sides (work resolution) is a speck
 
 
@@ -88,7 +89,15 @@ def _as_ink(grey: np.ndarray) -> np.ndarray:
     border = np.concatenate([grey[:ring].ravel(), grey[-ring:].ravel(), grey[:, :ring].ravel(),
                              grey[:, -ring:].ravel()])
     paper = float(np.median(border))
-    if paper > 0.5:
+    dark_ink = paper > 0.5
+    if MID_GREY[0] <= paper <= MID_GREY[1]:
+        # a mid-grey border (grey paper, a vignette darkening the corners): the ink is what stands
+        # out furthest from the picture's typical level, darker or lighter
+        sample = grey[::2, ::2] if grey.size > 250_000 else grey
+        level = float(np.median(sample))
+        lo, hi = np.percentile(grey, [0.1, 99.9])
+        dark_ink = level - float(lo) >= float(hi) - level
+    if dark_ink:
         return (1.0 - grey).astype(np.float32)
     return grey.astype(np.float32, copy=True)
 

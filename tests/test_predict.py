@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from conftest import REPO, missing
@@ -124,6 +124,27 @@ def test_formats_and_modes(tmp_path, shipped, name, make):
     [path] = list(tmp_path.iterdir())
     [r] = _predict([path], shipped)
     assert r.error is None and _label(r) == "4", (name, r.error, _label(r))
+
+
+def test_ink_on_mid_grey_paper_and_under_a_vignette_is_told_from_the_paper(tmp_path, shipped):
+    """Dark ink on grey paper, chalk on a grey board, and a photo whose corners a vignette darkens:
+    a border near mid-grey once decided alone which was ink (the paper was read as the digit)."""
+    ink = np.asarray(Image.open(PAINT_4).convert("L").filter(ImageFilter.GaussianBlur(2)), np.float32) / 255
+    ink = 1 - ink  # 1 on the strokes, soft at their edges
+    h, w = ink.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    shade = 1 - 0.7 * (np.hypot(yy / h - 0.5, xx / w - 0.5) / 0.7) ** 2  # the corners at about 30%
+    pictures = {"grey-paper": 120 * (1 - ink) + 15 * ink, "chalk": 105 * (1 - ink) + 235 * ink,
+                "vignette": (205 * (1 - ink) + 30 * ink) * shade}
+    paths = []
+    for name, grey in {"white-paper": 245 * (1 - ink) + 15 * ink, **pictures}.items():
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8)).save(paths[-1])
+    plain, *results = _predict(paths, shipped)
+    assert [_label(r) for r in results] == ["4"] * len(pictures)
+    # the model sees the same digit as on white paper (not the paper around a dark digit)
+    assert all(np.abs(r.image.astype(int) - plain.image).mean() < 12 for r in results), \
+        [np.abs(r.image.astype(int) - plain.image).mean() for r in results]
 
 
 def test_transparent_background_counts_as_background(tmp_path, shipped):
