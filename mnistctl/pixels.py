@@ -1,6 +1,6 @@
 """The pixel-level algorithms preprocessing is built from, each careful about its degenerate cases:
 float images through Pillow and back, box resampling, Otsu's threshold (a two-level image
-included), the 8-connected pieces of a mask, and a mask from a reduced copy back at full size.
+included), a picture's border, the 8-connected pieces of a mask, and a mask from a reduced copy back at full size.
 
 Numpy and Pillow only; no torch.
 """
@@ -38,6 +38,11 @@ def otsu(values: np.ndarray, bins: int = 64) -> float:
     # the tied cuts form one run when the levels between them are empty: take its middle
     i = int(ties[len(ties) // 2]) if np.all(np.diff(ties) == 1) else int(ties[0])
     return float(edges[i + 1])
+
+
+def border(a: np.ndarray, ring: int = 1) -> np.ndarray:
+    """The values of the ``ring`` outermost rows and columns of ``a``, flat (corners counted twice)."""
+    return np.concatenate([a[:ring].ravel(), a[-ring:].ravel(), a[:, :ring].ravel(), a[:, -ring:].ravel()])
 
 
 def at_most(a: np.ndarray, longest: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from mnistctl.images import Decoded, ImageError, ImageSource, read_image  # noqa: F401  (re-exported)
-from mnistctl.pixels import at_most, full_size, otsu, pieces, reduce_to, to_array, to_pil
+from mnistctl.pixels import at_most, border, full_size, otsu, pieces, reduce_to, to_array, to_pil
 from mnistctl.rulings import Turns, without_rulings
 
 WORK_SIZE = 320  # larger images are reduced to this longest side before the finer steps
@@ -28,9 +28,9 @@ def looks_like_mnist(d: Decoded) -> bool:
     """28x28 8-bit grey, light ink on a black border: an MNIST digit already."""
     if d.raw is None or d.raw.shape != (CANVAS, CANVAS):
         return False
-    border = np.concatenate([d.raw[0], d.raw[-1], d.raw[:, 0], d.raw[:, -1]])
+    edge = border(d.raw)
     # most of the border black (its median at most 10, counted: np.median costs more than the rest)
-    return 2 * int(np.count_nonzero(border <= 10)) > border.size and int(d.raw.max()) >= 128
+    return 2 * int(np.count_nonzero(edge <= 10)) > edge.size and int(d.raw.max()) >= 128
 
 
 def _background(ink: np.ndarray) -> np.ndarray:
@@ -46,8 +46,7 @@ def _background(ink: np.ndarray) -> np.ndarray:
     ch, cw = h // bh, w // bw
     blocks = ink[: ch * bh, : cw * bw].reshape(ch, bh, cw, bw)
     low = to_array(to_pil(np.percentile(blocks, 25, axis=(1, 3)).astype(np.float32)).filter(ImageFilter.MinFilter(3)))
-    border = np.concatenate([low[0], low[-1], low[:, 0], low[:, -1]])
-    low = np.minimum(low, float(border.max()) + 0.02)
+    low = np.minimum(low, float(border(low).max()) + 0.02)
     return to_array(to_pil(low).resize((w, h), Image.Resampling.BILINEAR))
 
 
@@ -85,10 +84,7 @@ def _as_ink(grey: np.ndarray) -> np.ndarray:
     """Ink as light on dark: the border is paper, so light paper is inverted (any colours, any
     number of grey levels)."""
     h, w = grey.shape
-    ring = max(1, round(0.04 * min(h, w)))
-    border = np.concatenate([grey[:ring].ravel(), grey[-ring:].ravel(), grey[:, :ring].ravel(),
-                             grey[:, -ring:].ravel()])
-    paper = float(np.median(border))
+    paper = float(np.median(border(grey, max(1, round(0.04 * min(h, w))))))
     dark_ink = paper > 0.5
     if MID_GREY[0] <= paper <= MID_GREY[1]:
         # a mid-grey border (grey paper, a vignette darkening the corners): the ink is what stands

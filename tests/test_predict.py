@@ -22,7 +22,7 @@ from mnistctl.cli import app
 from mnistctl.config import DataConfig
 from mnistctl.data import load_split
 from mnistctl.inference import TorchClassifier, prepare_image
-from mnistctl.pixels import pieces
+from mnistctl.pixels import border, pieces
 from mnistctl.predict import predict_files
 from people import STYLES, draw_style, make_corpus, make_people_set
 
@@ -370,7 +370,7 @@ def test_photos_stored_sideways_are_read_as_viewers_show_them(tmp_path, shipped,
 
 def test_a_frame_around_the_digit_is_left_out(tmp_path):
     """A form's box or a canvas border in a screenshot; a digit filling its picture is no frame."""
-    from PIL import ImageDraw, ImageFilter
+    from PIL import ImageDraw
 
     from mnistctl.preprocess import _as_ink, _inside_frame, read_image
 
@@ -465,7 +465,7 @@ def test_a_digit_on_ruled_or_squared_paper_is_read_without_the_printed_lines(tmp
     """A notebook's printed lines cross the digit and the whole picture: they were ink, and the 4
     was read with a confidence of 0.4-0.5. Lines turned by a few degrees, a margin line across the
     rulings, a grid: all taken away, the pen's strokes kept where they cross them."""
-    from PIL import ImageDraw, ImageFilter
+    from PIL import ImageDraw
 
     from mnistctl import preprocess
 
@@ -589,7 +589,7 @@ def test_two_level_tiny_and_one_bit_drawings_are_read(tmp_path, shipped):
 def _holes(image: np.ndarray) -> int:
     """Enclosed dark regions of a prepared (light on black) input: an 8 has two."""
     labels, count = pieces(image <= 127)
-    outside = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))) - {0}
+    outside = set(np.unique(border(labels))) - {0}
     return count - len(outside)
 
 
