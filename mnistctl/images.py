@@ -180,10 +180,13 @@ def _to_grey(img: Image.Image) -> Decoded:
         return Decoded(raw.astype(np.float32) / 255.0, raw)
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img.convert("F") if img.mode.startswith("I;16") else img, dtype=np.float32)
-        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        if img.mode == "F":
+            a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
         # the range the values were stored in: 16 bits, 8 bits, or (floating point) 0 to 1
-        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else \
-            1.0 if img.mode == "F" and a.max() <= 1.0 else 255.0
+        if img.mode.startswith("I;16") or a.max() > 255:
+            top = 65535.0
+        else:
+            top = 1.0 if img.mode == "F" and a.max() <= 1.0 else 255.0
         return Decoded(np.clip(a / top, 0.0, 1.0), None)
     has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
     if not has_alpha:
