@@ -61,6 +61,26 @@ def test_registries_match_the_choices_the_cli_offers():
             engine.make_scheduler(opt, TrainConfig(schedule=schedule, epochs=2), 5)
 
 
+def test_the_one_cycle_schedule_works_for_runs_of_a_few_steps():
+    """5 steps in all made torch's OneCycleLR divide by zero (its warm-up ended on the first step):
+    ``train --preset best --epochs 1 --epoch-fraction 0.01`` crashed. Short runs start at the peak."""
+    model = Net(ModelConfig(nf=4))
+    for total in range(1, 13):
+        opt = engine.make_optimizer(model, TrainConfig(lr=0.1))
+        sched = engine.make_scheduler(opt, TrainConfig(lr=0.1, epochs=1), total)
+        lrs = [opt.param_groups[0]["lr"]]
+        for _ in range(total):
+            opt.step()
+            sched.step() if len(lrs) < total else None
+            lrs.append(opt.param_groups[0]["lr"])
+        assert 0.07 <= max(lrs) <= 0.1 + 1e-12, (total, lrs)  # every run gets near the peak
+        assert total == 1 or lrs[total - 1] < 0.07, (total, lrs)  # and anneals from it
+    opt = engine.make_optimizer(model, TrainConfig(lr=0.1))
+    sched = engine.make_scheduler(opt, TrainConfig(lr=0.1, epochs=1), 100)  # longer runs: a fifth to warm up
+    lrs = [opt.param_groups[0]["lr"]] + [(opt.step(), sched.step(), opt.param_groups[0]["lr"])[2] for _ in range(99)]
+    assert lrs.index(max(lrs)) == 19 and lrs[0] == pytest.approx(0.1 / 20)
+
+
 @pytest.mark.parametrize("name, cls, settings", [("adam", torch.optim.Adam, {}), ("adamw", torch.optim.AdamW, {}),
                                                  ("sgd", torch.optim.SGD, {"momentum": 0.9, "nesterov": True})])
 def test_optimizers_without_compile_guards_update_exactly_as_torch_optim(name, cls, settings):
