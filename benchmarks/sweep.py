@@ -8,7 +8,9 @@ Stops at the deadline (runs still going are killed) and scores what finished: OU
 sweep-log.txt, and the final models as one ckpt-RECIPE.tar per recipe. SWEEP_CONFIGS (JSON: name
 -> options) and SWEEP_JOBS ("A1 B2 ...") replace the recipes and jobs below, SWEEP_DEVICE (cuda)
 and SWEEP_WORKERS (10) the device and the number of runs at a time, SWEEP_EXTRA adds options to
-every run. The results of the run on an H100 are in benchmarks/accuracy-sweep-h100.json.
+every run. Options that begin with ``aug:NAME`` train with one of benchmarks/sweep_train.py's
+augmentations instead of mnistctl's. The results of the runs on an H100 are in
+benchmarks/accuracy-sweep-h100.json, those on an H200 in benchmarks/accuracy-sweep-h200.json.
 """
 import concurrent.futures as cf
 import json
@@ -35,7 +37,8 @@ jobs = ([(c, s) for s in (1, 2, 3) for c in "CDBA"] + [(c, s) for s in (4, 5) fo
         + [(c, s) for s in (1, 2, 3) for c in "E"])
 if "SWEEP_JOBS" in os.environ:
     jobs = [(j[0], int(j[1:])) for j in os.environ["SWEEP_JOBS"].split()]
-env = {**os.environ, "OMP_NUM_THREADS": "1"}
+HERE = Path(__file__).resolve().parent
+env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
 log = open(out / "sweep-log.txt", "a")
 
 
@@ -44,8 +47,12 @@ def run(job):
     left = deadline - time.time()
     if left < 30:
         return job, "skipped", 0.0
-    cmd = [sys.executable, "-m", "mnistctl", "train", "--device", DEVICE, "--quiet", "--seed", str(s),
-           "--run-dir", str(root / f"{c}{s}"), *CONFIGS[c].split(), *os.environ.get("SWEEP_EXTRA", "").split()]
+    options = CONFIGS[c].split()
+    # "aug:NAME ...": trained with one of benchmarks/sweep_train.py's augmentations
+    program = ["-m", "mnistctl"] if not options[0].startswith("aug:") else [str(HERE / "sweep_train.py"),
+                                                                          options.pop(0)[4:]]
+    cmd = [sys.executable, *program, "train", "--device", DEVICE, "--quiet", "--seed", str(s),
+           "--run-dir", str(root / f"{c}{s}"), *options, *os.environ.get("SWEEP_EXTRA", "").split()]
     t = time.time()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=left, env=env)

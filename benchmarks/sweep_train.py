@@ -1,0 +1,73 @@
+"""`mnistctl train` with another batched augmentation, for the recipe sweep (benchmarks/sweep.py):
+
+    python benchmarks/sweep_train.py VARIANT train --preset best ...
+
+VARIANT names one of AUGMENTATIONS below; the rest is the `mnistctl train` command line. The
+variants were tried on a GPU for --preset best and none did better on the validation split than
+mnistctl's own (``base``), so they stay here rather than in mnistctl: elastic distortions (a
+smooth random displacement field added to the affine grid, as in Simard et al. 2003) and a
+stronger and a weaker affine range (README: "Accuracy").
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mnistctl import engine
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    degrees: float = 10.0  # mnistctl.data.AugmentConfig's defaults
+    translate: float = 0.1
+    scale: tuple[float, float] = (0.9, 1.1)
+    elastic: float = 0.0  # largest displacement at the coarse field's nodes, in pixels (0: none)
+    nodes: int = 4  # the coarse field is nodes x nodes, upsampled bicubically to the image
+
+
+AUGMENTATIONS = {
+    "base": Augmentation(),
+    "elastic1.5": Augmentation(elastic=1.5),
+    "elastic2.5": Augmentation(elastic=2.5),
+    "elastic2.5-coarse": Augmentation(elastic=2.5, nodes=3),
+    "strong": Augmentation(degrees=15, translate=0.12, scale=(0.85, 1.15)),
+    "strong-elastic1.5": Augmentation(degrees=15, translate=0.12, scale=(0.85, 1.15), elastic=1.5),
+    "weak": Augmentation(degrees=7, translate=0.08, scale=(0.92, 1.08)),
+}
+
+
+def augment(x: torch.Tensor, cfg: Augmentation, generator: torch.Generator | None = None) -> torch.Tensor:
+    """mnistctl.data.augment, plus the elastic displacement field when ``cfg.elastic`` > 0."""
+    n, _, h, w = x.shape
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, generator=generator, device=x.device) * (hi - lo) + lo
+
+    angle = uniform(-cfg.degrees, cfg.degrees) * (math.pi / 180.0)
+    scale = uniform(*cfg.scale)
+    tx = uniform(-cfg.translate, cfg.translate) * 2.0
+    ty = uniform(-cfg.translate, cfg.translate) * 2.0
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    if cfg.elastic:
+        noise = torch.rand(n, 2, cfg.nodes, cfg.nodes, generator=generator, device=x.device) * 2 - 1
+        field = F.interpolate(noise, size=(h, w), mode="bicubic", align_corners=True)
+        grid = grid + (field * (cfg.elastic * 2.0 / w)).permute(0, 2, 3, 1).to(grid.dtype)  # pixels -> grid units
+    background = x.amin()
+    out = F.grid_sample(x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out + background
+
+
+if __name__ == "__main__":
+    chosen = AUGMENTATIONS[sys.argv.pop(1)]
+    engine.AugmentConfig = lambda: chosen  # what the training loop builds and applies
+    engine.augment = augment
+    sys.argv[0] = "mnistctl"
+    from mnistctl.cli import main
+
+    main()
