@@ -257,6 +257,10 @@ def export(
     fmt: Annotated[ExportFormat | None, typer.Option(
         "--format", "-f", show_default="from the extension of --output",
         help="onnx: a model for ONNX Runtime and other runtimes; mnistctl: an inference-only checkpoint.")] = None,
+    calibrate: Annotated[bool, typer.Option(
+        "--calibrate", help="Fit a temperature on the validation split so that the confidences match the "
+                            "accuracy (a model trained with label smoothing is otherwise never more than "
+                            "about 90% sure). Predictions do not change.")] = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Export a trained model for deployment: ONNX, or an inference-only mnistctl checkpoint.
@@ -270,9 +274,11 @@ def export(
         models = models_given(checkpoint_arg, checkpoint_path)
         if models is None:
             raise ConfigError("give the checkpoint to export: mnistctl export runs/NAME/best.pt -o model.onnx")
-        exported = export_model(models, output, fmt.value if fmt else None, data_dir)
+        exported = export_model(models, output, fmt.value if fmt else None, data_dir, calibrate)
     acc = exported.test_accuracy
     about = f", test accuracy {pct(acc)}" if acc is not None else " (test set not downloaded: accuracy not recorded)"
+    if exported.temperatures:
+        about += f", temperature {', '.join(f'{t:g}' for t in exported.temperatures)} fitted on the validation split"
     say(f"Saved {output}: {exported.description} ({human_size(output.stat().st_size)}{about})")
 
 

@@ -17,6 +17,7 @@ class Exported:
     format: str
     test_accuracy: float | None
     members: int = 1  # models averaged in it
+    temperatures: tuple[float, ...] = ()  # fitted by --calibrate, one per model
 
     @property
     def description(self) -> str:
@@ -48,11 +49,13 @@ def format_for(output: Path, fmt: str | None = None) -> str:
 
 
 def export_model(source: str | Path | list[str | Path], output: str | Path, fmt: str | None = None,
-                 data_dir: str | Path | None = None) -> Exported:
+                 data_dir: str | Path | None = None, calibrate: bool = False) -> Exported:
     """Export the checkpoint ``source`` to ``output`` (atomically), measuring its test accuracy
     first when the test set is downloaded. Several checkpoints (of the same classes) export to
-    one ONNX model that averages their probabilities."""
+    one ONNX model that averages their probabilities. With ``calibrate`` each model first gets
+    the temperature that fits its confidences to the validation split (needs the data set)."""
     from mnistctl.checkpoint import load
+    from mnistctl.evaluation import calibrate as calibrated
     from mnistctl.evaluation import evaluate
     from mnistctl.inference import Ensemble, TorchClassifier, model_files
 
@@ -66,6 +69,8 @@ def export_model(source: str | Path | list[str | Path], output: str | Path, fmt:
         raise ConfigError.invalid("output", f"{output}: several checkpoints export as one ONNX model only: name it "
                                             f"{output.with_suffix('.onnx').name}", "the output file")
     checkpoints = [load(path) for path in sources]
+    if calibrate:
+        checkpoints = [calibrated(c, "val", data_dir) for c in checkpoints]
     classifiers = [TorchClassifier(c) for c in checkpoints]
     clf = classifiers[0] if len(classifiers) == 1 else Ensemble(classifiers)  # refuses models of other classes
     try:
@@ -78,4 +83,5 @@ def export_model(source: str | Path | list[str | Path], output: str | Path, fmt:
         export_onnx(checkpoints[0], output, accuracy, members=checkpoints)
     else:
         checkpoints[0].inference_only(accuracy).save(output)
-    return Exported(output, fmt, accuracy, len(checkpoints))
+    temperatures = tuple(c.model_config.temperature for c in checkpoints) if calibrate else ()
+    return Exported(output, fmt, accuracy, len(checkpoints), temperatures)

@@ -65,8 +65,10 @@ class Net(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for pixels in the 0-255 range, ``[N, 1, 28, 28]``."""
-        return self.classifier(self.features(self.normalize(x)))
+        """Logits for pixels in the 0-255 range, ``[N, 1, 28, 28]`` (divided by the config's
+        temperature where a calibrated model has one other than 1)."""
+        logits = self.classifier(self.features(self.normalize(x)))
+        return logits if self.cfg.temperature == 1.0 else logits / self.cfg.temperature
 
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:

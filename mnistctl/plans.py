@@ -115,7 +115,7 @@ def read_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     preset = data.get("preset")
     if preset is not None and not isinstance(preset, str):
         raise ConfigError(f"config file {path}: preset must be a name, got {preset!r}")
-    derived = {"num_classes", "mean", "std", "split_seed"}
+    derived = {"num_classes", "mean", "std", "temperature", "split_seed"}
     sections = [data[k] for k in ("model", "data", "train") if isinstance(data.get(k), dict)]
     flat = {k: v for k, v in data.items() if k not in ("model", "data", "train", "preset", "init", "mnistctl_version",
                                                         "torch_version", "device", "threads", "processes")}
