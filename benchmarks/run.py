@@ -129,7 +129,7 @@ def bench(args) -> dict:
     pred1t, pred1ts = median_of(reps, lambda: _run([*MNISTCTL, "predict", "-c", shipped_pt, str(one)])[0])
     rows.append(row("mnistctl predict one.png (PyTorch)", pred1t, "s", "python -c 'import torch'", imp,
                     higher_is_better=False, target="<= 3 s", samples=pred1ts,
-                    note="the same model as a checkpoint (-c mnist-nf32.pt), on PyTorch"))
+                    note="the same model as a checkpoint (-c mnist-best.pt), on PyTorch"))
 
     # 4. the fast preset: whole process and test accuracy per seed, against importing torch timed
     #    beside each seed's runs (these machines' speed drifts within minutes)

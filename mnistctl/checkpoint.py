@@ -37,7 +37,7 @@ from mnistctl.history import Best, EpochRecord, parse_history
 FORMAT = "mnistctl-checkpoint"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-PRETRAINED_NAME = "mnist-nf32.pt"
+PRETRAINED_NAME = "mnist-best.pt"
 PRETRAINED_LABEL = f"built-in model ({PRETRAINED_NAME})"
 
 

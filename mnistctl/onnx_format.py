@@ -24,7 +24,7 @@ FORMAT = "mnistctl-onnx"
 FORMAT_VERSION = 1
 INPUT, OUTPUTS = "pixels", ("logits", "probabilities")
 OPSET = 18
-PRETRAINED_ONNX = "mnist-nf32.onnx"
+PRETRAINED_ONNX = "mnist-best.onnx"
 
 
 def pretrained_onnx_path() -> Path:

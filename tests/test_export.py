@@ -109,8 +109,8 @@ def test_the_built_in_model_ships_as_onnx_too():
     assert path.is_file() and path.stat().st_size <= 2_000_000
     assert checkpoint.pretrained_path().stat().st_size <= 2_000_000
     clf = load_classifier()
-    assert isinstance(clf, OnnxClassifier) and clf.source == "built-in model (mnist-nf32.onnx)"
-    assert clf.test_accuracy >= 0.995 and clf.dataset == "mnist" and clf.nf == 32
+    assert isinstance(clf, OnnxClassifier) and clf.source == "built-in model (mnist-best.onnx)"
+    assert clf.test_accuracy >= 0.9965 and clf.dataset == "mnist" and clf.nf == 40
     assert isinstance(load_classifier(device="auto"), TorchClassifier)  # PyTorch on request
 
 
@@ -220,3 +220,44 @@ def test_predict_and_evaluate_take_several_models(tmp_path, small):
     # evaluate: arguments and --checkpoint together name the members
     evaluated = runner.invoke(app, ["evaluate", str(pt), "-c", str(other), "--json", "--data-dir", str(tmp_path)])
     assert evaluated.exit_code == 1 and "mnistctl download" in evaluated.stderr  # no data here: one clear line
+
+
+def test_fit_temperature_finds_the_temperature_the_labels_were_drawn_with():
+    """Labels drawn from softmax(z / 0.5) are best explained by T = 0.5, those from softmax(z / 2)
+    by T = 2; argmax-free, so it cannot pass by accident."""
+    from mnistctl.evaluation import fit_temperature
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (20000, 10)).astype(np.float32)
+    for true_t in (0.5, 2.0):
+        p = np.exp(z / true_t - (z / true_t).max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        labels = (p.cumsum(1) > rng.random((len(z), 1))).argmax(1)
+        assert fit_temperature(z, labels) == pytest.approx(true_t, rel=0.05)
+
+
+@pytest.mark.realdata
+def test_export_calibrate_fits_the_built_in_models_temperature_and_keeps_its_answers(tmp_path, mnist_data_dir):
+    """The built-in model was trained with label smoothing (never more than about 90% sure) and
+    exported with --calibrate. Undo its temperature, calibrate again: the same temperature, the
+    same predictions, confident answers for clear digits; a checkpoint saved before temperatures
+    existed (no such setting) loads as T = 1."""
+    from dataclasses import replace
+
+    shipped = checkpoint.load_or_pretrained(None)
+    assert 0.3 < shipped.model_config.temperature < 0.8
+    raw = replace(shipped, model_config=replace(shipped.model_config, temperature=1.0))
+    raw.save(tmp_path / "raw.pt")
+    payload = torch.load(tmp_path / "raw.pt", weights_only=True)
+    del payload["model_config"]["temperature"]  # as an older mnistctl wrote it
+    torch.save(payload, tmp_path / "old.pt")
+    assert checkpoint.load(tmp_path / "old.pt").model_config.temperature == 1.0
+    out = runner.invoke(app, ["export", str(tmp_path / "old.pt"), "-o", str(tmp_path / "cal.onnx"), "--calibrate",
+                              "--data-dir", str(mnist_data_dir)])
+    assert out.exit_code == 0, out.output
+    assert f"temperature {shipped.model_config.temperature:g} fitted on the validation split" in out.stdout
+    images = load_split(DataConfig(), "test", mnist_data_dir)[0][:500].numpy()
+    before = TorchClassifier(checkpoint.load(tmp_path / "old.pt")).probabilities(images)
+    after = OnnxClassifier(tmp_path / "cal.onnx").probabilities(images)
+    assert (before.argmax(1) == after.argmax(1)).all()
+    assert np.median(before.max(1)) < 0.93 < 0.99 < np.median(after.max(1))

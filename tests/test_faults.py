@@ -82,7 +82,7 @@ def good_files(tmp_path, fake_data_dir) -> dict[str, Path]:
     history = tmp_path / "history.json"
     history.write_text(json.dumps({"run": "r", "history": [h.to_dict() for h in checkpoint.load(ckpt).history]}))
     return {"checkpoint": ckpt, "image": PNG, "history": history, "data": fake_data_dir,
-            "onnx": REPO / "mnistctl" / "pretrained" / "mnist-nf32.onnx"}
+            "onnx": REPO / "mnistctl" / "pretrained" / "mnist-best.onnx"}
 
 
 # command -> (its arguments with {path} for the file it reads, the kind of file that is)
@@ -154,7 +154,7 @@ def test_every_command_refuses_every_crafted_checkpoint(command, tmp_path, good_
 def test_an_onnx_model_that_reads_other_files_is_refused(tmp_path):
     import onnx
 
-    model = onnx.load(str(REPO / "mnistctl" / "pretrained" / "mnist-nf32.onnx"))
+    model = onnx.load(str(REPO / "mnistctl" / "pretrained" / "mnist-best.onnx"))
     onnx.save_model(model, str(tmp_path / "model.onnx"), save_as_external_data=True, location="weights.bin",
                     size_threshold=0)
     result = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "model.onnx"), str(PNG)])

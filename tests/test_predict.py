@@ -48,8 +48,8 @@ def test_shipped_model_is_small_and_self_describing(shipped):
     path = checkpoint.pretrained_path()
     assert path.stat().st_size <= 2_000_000
     ckpt = shipped.checkpoint
-    assert ckpt.dataset == "mnist" and not ckpt.resumable and ckpt.model_config.nf == 32
-    assert ckpt.test_accuracy >= 0.995 and shipped.source.startswith("built-in model")
+    assert ckpt.dataset == "mnist" and not ckpt.resumable and ckpt.model_config.nf == 40  # a --preset best run
+    assert ckpt.test_accuracy >= 0.9965 and shipped.source.startswith("built-in model")
 
 
 @pytest.mark.realdata
@@ -59,7 +59,7 @@ def test_shipped_model_scores_on_the_real_test_set(mnist_data_dir):
     report = json.loads(result.stdout)
     assert report["checkpoint"] is None and report["model"].startswith("built-in model") and report["images"] == 10000
     assert report["classes"] == [str(d) for d in range(10)]
-    assert report["accuracy"] >= 0.995
+    assert report["accuracy"] >= 0.996  # 99.66% where it was measured; other CPUs may differ by an image
 
 
 @pytest.mark.realdata

@@ -162,7 +162,7 @@ def test_too_large_uploads_get_413_declared_or_streamed(server):
 
 @pytest.mark.parametrize("method,path,status", [
     ("GET", "/../../etc/passwd", 404), ("GET", "/%2e%2e/%2e%2e/etc/passwd", 404), ("GET", "/web/index.html", 404),
-    ("GET", "/mnistctl/pretrained/mnist-nf32.pt", 404), ("GET", "/predict", 405), ("DELETE", "/model", 405),
+    ("GET", "/mnistctl/pretrained/mnist-best.pt", 404), ("GET", "/predict", 405), ("DELETE", "/model", 405),
     ("POST", "/predict?input=perhaps", 422),
 ])
 def test_no_request_reaches_the_file_system_and_errors_are_json(server, method, path, status):
