@@ -10,7 +10,6 @@ stronger and a weaker affine range (README: "Accuracy").
 """
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 
@@ -18,13 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from mnistctl import engine
+from mnistctl.data import AugmentConfig, random_affine_grid, warp
 
 
 @dataclass(frozen=True)
-class Augmentation:
-    degrees: float = 10.0  # mnistctl.data.AugmentConfig's defaults
-    translate: float = 0.1
-    scale: tuple[float, float] = (0.9, 1.1)
+class Augmentation(AugmentConfig):
+    """mnistctl's affine ranges (its defaults unless a variant changes them), plus an elastic field."""
+
     elastic: float = 0.0  # largest displacement at the coarse field's nodes, in pixels (0: none)
     nodes: int = 4  # the coarse field is nodes x nodes, upsampled bicubically to the image
 
@@ -43,24 +42,12 @@ AUGMENTATIONS = {
 def augment(x: torch.Tensor, cfg: Augmentation, generator: torch.Generator | None = None) -> torch.Tensor:
     """mnistctl.data.augment, plus the elastic displacement field when ``cfg.elastic`` > 0."""
     n, _, h, w = x.shape
-
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        return torch.rand(n, generator=generator, device=x.device) * (hi - lo) + lo
-
-    angle = uniform(-cfg.degrees, cfg.degrees) * (math.pi / 180.0)
-    scale = uniform(*cfg.scale)
-    tx = uniform(-cfg.translate, cfg.translate) * 2.0
-    ty = uniform(-cfg.translate, cfg.translate) * 2.0
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    grid = random_affine_grid(x, cfg, generator)
     if cfg.elastic:
         noise = torch.rand(n, 2, cfg.nodes, cfg.nodes, generator=generator, device=x.device) * 2 - 1
         field = F.interpolate(noise, size=(h, w), mode="bicubic", align_corners=True)
         grid = grid + (field * (cfg.elastic * 2.0 / w)).permute(0, 2, 3, 1).to(grid.dtype)  # pixels -> grid units
-    background = x.amin()
-    out = F.grid_sample(x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out + background
+    return warp(x, grid)
 
 
 if __name__ == "__main__":

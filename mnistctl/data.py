@@ -64,6 +64,11 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
     One ``affine_grid`` + ``grid_sample`` for the whole batch; the background (the minimum of
     the batch, the paper colour) fills what moves in from outside. Works on any value range.
     """
+    return warp(x, random_affine_grid(x, cfg, generator))
+
+
+def random_affine_grid(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The sampling grid [N, H, W, 2] of a random affine change per image of the batch ``x``."""
     n = x.shape[0]
     dev = x.device
 
@@ -76,7 +81,11 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
     ty = uniform(-cfg.translate, cfg.translate) * 2.0
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+
+
+def warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``x`` resampled at ``grid`` (bilinear), the batch's background filling what comes from outside."""
     background = x.amin()
     out = F.grid_sample(x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out + background
