@@ -75,13 +75,17 @@ OPTIMIZER_REGISTRY: dict[str, OptimizerFactory] = {
 WARMUP = 0.2  # the one-cycle schedule's share of steps rising to the peak learning rate
 
 
+def _constant(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int):
+    return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+
+
 def _one_cycle(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int):
     """Warm-up over the first fifth of the steps, then annealing. A run too short for a warm-up
     of more than one step starts near the peak (torch's OneCycleLR divides by zero when its
     warm-up ends on the first step: 5 steps in all, such as ``--epochs 1 --epoch-fraction 0.01``),
     and a run of one step takes it at the peak (OneCycleLR would give it the final, lowest rate)."""
     if total == 1:
-        return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+        return _constant(opt, cfg, total)
     warmup = WARMUP if WARMUP * total > 1 else 0.5 / total
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=warmup,
                                                div_factor=20, final_div_factor=200)
@@ -90,7 +94,7 @@ def _one_cycle(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int):
 SCHEDULE_REGISTRY: dict[str, ScheduleFactory] = {
     "onecycle": _one_cycle,
     "cosine": lambda opt, cfg, total: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total),
-    "constant": lambda opt, cfg, total: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0),
+    "constant": _constant,
 }
 
 
