@@ -65,7 +65,7 @@ def evaluate_checkpoint(ckpt: Any, split: str = "test", batch_size: int = INFERE
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature T for which ``softmax(logits / T)`` has the lowest cross-entropy on
     ``labels`` (temperature scaling, Guo et al. 2017). The cross-entropy is convex in 1/T, so a
-    golden-section search over 1/T in [0.05, 20] finds it; rounded to 3 significant digits."""
+    golden-section search over 1/T in [0.05, 20] finds it."""
     z = logits.astype(np.float64)
     picked = z[np.arange(len(labels)), labels]
 
@@ -87,13 +87,14 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
             fb = loss(b)
-    return float(f"{2 / (lo + hi):.3g}")
+    return 2 / (lo + hi)
 
 
 def calibrate(ckpt: Any, split: str = "val", data_dir: str | Path | None = None) -> Any:
     """``ckpt`` with the temperature that makes its confidences match its accuracy on ``split``
     (the validation part by default: the test set stays for scoring). A calibrated checkpoint
-    is calibrated again on top of its temperature. Argmax, and so the accuracy, is unchanged."""
+    is calibrated again on top of its temperature. Argmax, and so the accuracy, is unchanged.
+    The temperature is kept to 3 significant digits."""
     from dataclasses import replace
 
     from mnistctl.inference import TorchClassifier
