@@ -23,7 +23,7 @@ import numpy as np
 from mnistctl.config import INFERENCE_BATCH, DataConfig, ModelConfig
 from mnistctl.errors import CheckpointError, MnistctlError
 from mnistctl.metrics import softmax
-from mnistctl.preprocess import ImageSource, prepare_image
+from mnistctl.preprocess import ImageSource, prepare_image, widen
 
 __all__ = ["Classifier", "Ensemble", "OnnxClassifier", "Prediction", "TorchClassifier", "load_classifier",
            "prepare_image", "ImageSource"]
@@ -96,8 +96,21 @@ class Classifier:
         """Class probabilities ``[N, K]`` (float32)."""
         return softmax(self.logits(images)).astype(np.float32)
 
-    def classify(self, images: Any) -> list[Prediction]:
-        return predictions(self.probabilities(images), self.classes)
+    def classify(self, images: Any, redrawn: Sequence[bool] | np.ndarray | None = None) -> list[Prediction]:
+        """Predictions for ``images`` ``[N, 28, 28]``. ``redrawn`` marks those that preprocessing made
+        from people's pictures (``Prepared.redrawn``): each is read twice, as prepared and with its
+        strokes half a pixel wider (``preprocess.widen``), and the two probabilities averaged -- on
+        three practice corpora of people-style drawings of validation digits this made 19-77% fewer
+        mistakes (README: "Reading your own digits"). An MNIST digit given as it is is read once."""
+        if redrawn is None or not np.any(redrawn):
+            return predictions(self.probabilities(images), self.classes)
+        batch = _as_batch(images)
+        mask = np.asarray(redrawn, bool)
+        if mask.shape != (len(batch),):
+            raise MnistctlError(f"redrawn marks {mask.size} images, but the batch holds {len(batch)}")
+        probs = np.array(self.probabilities(batch), np.float32)  # a copy that can be written
+        probs[mask] = (probs[mask] + self.probabilities(widen(batch[mask]))) / 2
+        return predictions(probs, self.classes)
 
 
 class TorchClassifier(Classifier):

@@ -33,6 +33,7 @@ class FilePrediction:
     error: str | None = None
     image: np.ndarray | None = None  # the 28x28 uint8 input the model saw
     notes: tuple[str, ...] = ()  # what preprocessing found odd about the picture
+    redrawn: bool = False  # preprocessing made the input from a picture that was not an MNIST digit
 
     @property
     def reasons(self) -> list[str]:
@@ -113,7 +114,7 @@ def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = T
 
 
 def _classify_into(ready: list[FilePrediction], classifier: Classifier) -> None:
-    for r, p in zip(ready, classifier.classify(np.stack([r.image for r in ready]))):
+    for r, p in zip(ready, classifier.classify(np.stack([r.image for r in ready]), [r.redrawn for r in ready])):
         r.prediction = p
 
 
@@ -123,7 +124,7 @@ def predict_image(source: ImageSource, classifier: Classifier, path: str = "imag
     the error in it when the image cannot be read."""
     result = FilePrediction(path)
     if _prepare_into(result, source, preprocess):
-        [result.prediction] = classifier.classify(result.image[None])
+        [result.prediction] = classifier.classify(result.image[None], [result.redrawn])
     return result
 
 
@@ -134,7 +135,7 @@ def _prepare_into(result: FilePrediction, source: ImageSource, preprocess: bool)
     except ImageError as exc:
         result.error = str(exc)
         return False
-    result.image, result.notes = prepared.image, prepared.notes
+    result.image, result.notes, result.redrawn = prepared.image, prepared.notes, prepared.redrawn
     return True
 
 

@@ -17,13 +17,15 @@ from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from conftest import REPO, missing
-from mnistctl import checkpoint
+from mnistctl import checkpoint, preprocess
 from mnistctl.cli import app
 from mnistctl.config import DataConfig
 from mnistctl.data import load_split
+from mnistctl.errors import MnistctlError
 from mnistctl.inference import TorchClassifier, prepare_image
 from mnistctl.pixels import border, pieces
 from mnistctl.predict import predict_files
+from mnistctl.preprocess import prepare
 from people import STYLES, draw_style, make_corpus, make_people_set
 
 runner = CliRunner()
@@ -90,6 +92,9 @@ def test_mnist_digits_pass_through_unchanged(tmp_path, mnist_data_dir, shipped):
         assert np.array_equal(r.image, img.numpy())
     expected = shipped.probabilities(images[:300].numpy())
     assert [r.prediction.index for r in results] == expected.argmax(1).tolist()
+    # read once, as evaluate reads it: not also widened, as a redrawn picture is
+    assert not any(r.redrawn for r in results)
+    assert np.allclose([r.prediction.probabilities for r in results], expected, atol=1e-6)
 
 
 def _bit16(path: Path) -> Path:
@@ -291,7 +296,7 @@ def test_exported_checkpoints_cannot_be_resumed(tmp_path):
 
 def test_array_first_api_gives_what_predict_gives(tmp_path, shipped):
     """Path, bytes, stream and PIL image prepare to the same 28x28 input, and classify() on arrays
-    gives the predictions predict_files gives for the files."""
+    marked as redrawn gives the predictions predict_files gives for the files."""
     data = PAINT_4.read_bytes()
     with Image.open(PAINT_4) as img:
         from_pil = prepare_image(img)
@@ -299,38 +304,68 @@ def test_array_first_api_gives_what_predict_gives(tmp_path, shipped):
     assert all(np.array_equal(inputs[0], x) for x in inputs[1:])
     assert inputs[0].shape == (28, 28) and inputs[0].dtype == np.uint8
     paths = sorted(ASSETS.glob("digit-*"))
-    batch = np.stack([prepare_image(p) for p in paths])
-    from_arrays = shipped.classify(batch)
+    prepared = [prepare(p) for p in paths]
+    assert [p.redrawn for p in prepared] == ["mnist" not in p.name for p in paths]  # all but the MNIST digit
+    batch = np.stack([p.image for p in prepared])
+    redrawn = np.array([p.redrawn for p in prepared])[:, None]
+    from_arrays = shipped.classify(batch, redrawn[:, 0])
     from_files = _predict(paths, shipped)
     assert [p.label for p in from_arrays] == [_label(r) for r in from_files] == [p.name.split("-")[1] for p in paths]
     assert all(abs(a.confidence - r.prediction.confidence) < 1e-6 for a, r in zip(from_arrays, from_files))
     probs = shipped.probabilities(batch)
     assert probs.shape == (4, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    assert shipped.classify(torch.from_numpy(batch[:1]))[0].label == from_arrays[0].label  # tensors work too
+    assert shipped.classify(torch.from_numpy(batch), redrawn[:, 0])[3].label == from_arrays[3].label  # tensors too
+    widened = shipped.probabilities(preprocess.widen(batch))
+    assert np.allclose([a.probabilities for a in from_arrays], np.where(redrawn, (probs + widened) / 2, probs),
+                       atol=1e-6)
+    once = shipped.classify(batch, [False] * 4)  # marked as not redrawn: read once, as classify(batch) reads it
+    assert np.allclose([a.probabilities for a in once], probs, atol=1e-6)
+    assert [a.probabilities for a in once] == [a.probabilities for a in shipped.classify(batch)]
+    with pytest.raises(MnistctlError, match="marks 3 images, but the batch holds 4"):
+        shipped.classify(batch, [True] * 3)
 
 
-# per-style floors the corpus test holds: the issue's target is 98% for every style and 99% overall;
-# a fine pen (the centre lines of MNIST strokes) and 32x32 canvases are not there yet (96.7% and 97.3%)
-STYLE_FLOOR = {"thin-pen": 0.95}
+def test_widen_gives_every_stroke_a_soft_rim_of_half_its_brightness():
+    """preprocess.widen: a pixel next to a stroke becomes half as bright as its brightest
+    four-neighbour (never darker than it was); diagonals, blank pictures and the dtype are kept."""
+    x = np.zeros((2, 28, 28), np.uint8)
+    x[0, 10, 10], x[0, 20, 5:8], x[0, 20, 8] = 255, 200, 120
+    x[0, 0, 27] = 100  # at the border: its rim is cut off by the edge, not wrapped round
+    out = preprocess.widen(x)
+    assert out.dtype == np.uint8 and out.shape == x.shape
+    assert not out[1].any()  # blank stays blank
+    assert (out >= x).all()
+    assert out[0, 10, 10] == 255 and out[0, 9, 10] == out[0, 11, 10] == out[0, 10, 9] == out[0, 10, 11] == 128
+    assert out[0, 9, 9] == 0  # the diagonal: not a four-neighbour
+    assert out[0, 20, 8] == 120 and out[0, 20, 9] == 60 and out[0, 21, 6] == 100 and out[0, 19, 8] == 60
+    assert out[0, 1, 27] == out[0, 0, 26] == 50 and out[0, 27, 27] == out[0, 0, 0] == 0
+    assert np.array_equal(preprocess.widen(x[0]), out[0])  # one image or a batch
+    assert (out > 0).sum() == (x > 0).sum() + 4 + 10 + 2
 
 
 @pytest.mark.realdata
 def test_people_style_corpus_every_style(tmp_path, mnist_data_dir, shipped):
-    """150 real test digits drawn in each of 20 styles (the same digits in every style)."""
+    """150 real test digits drawn in each of 20 styles (the same digits in every style): at least
+    98% of each style and 99% of all read right (README: "Reading your own digits"), with fewer
+    mistakes than reading each prepared input once, without the widened second look."""
     images, labels = load_split(DataConfig(), "test", mnist_data_dir)
     perm = np.random.default_rng(100).permutation(10000)
     corpus = make_corpus(images.numpy()[perm], labels.numpy()[perm], tmp_path, per_style=150, seed=0)
     assert set(corpus) == set(STYLES) and len(STYLES) >= 20
-    right = total = 0
+    right = total = once_right = 0
     scores = {}
     for style, items in corpus.items():
         results = _predict([p for p, _ in items], shipped)
         assert all(r.error is None for r in results), (style, [r.error for r in results if r.error][:3])
-        good = sum(r.prediction.index == label for r, (_, label) in zip(results, items))
+        assert all(r.redrawn for r in results)
+        truth = np.array([label for _, label in items])
+        good = sum(r.prediction.index == label for r, label in zip(results, truth))
+        once_right += int((shipped.probabilities(np.stack([r.image for r in results])).argmax(1) == truth).sum())
         scores[style] = good / len(items)
         right, total = right + good, total + len(items)
-    assert all(acc >= STYLE_FLOOR.get(style, 0.97) for style, acc in scores.items()), scores
-    assert right / total >= 0.985, (right / total, scores)
+    assert all(acc >= 0.98 for acc in scores.values()), scores
+    assert right / total >= 0.99, (right / total, scores)
+    assert total - right < total - once_right, (total - right, total - once_right)
 
 
 @pytest.mark.realdata
