@@ -408,7 +408,7 @@ def _fit(ink: np.ndarray) -> np.ndarray:
     return np.round(out * 255.0).astype(np.uint8)
 
 
-WIDER = 0.5  # ``widen``: the share of a stroke's edge pixel given to each of its four neighbours
+WIDER = 0.5  # ``widen``: each pixel becomes at least this share of its brightest four-neighbour
 
 
 def widen(images: np.ndarray) -> np.ndarray:

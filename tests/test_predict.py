@@ -307,16 +307,16 @@ def test_array_first_api_gives_what_predict_gives(tmp_path, shipped):
     prepared = [prepare(p) for p in paths]
     assert [p.redrawn for p in prepared] == ["mnist" not in p.name for p in paths]  # all but the MNIST digit
     batch = np.stack([p.image for p in prepared])
-    redrawn = np.array([p.redrawn for p in prepared])[:, None]
-    from_arrays = shipped.classify(batch, redrawn[:, 0])
+    redrawn = np.array([p.redrawn for p in prepared])
+    from_arrays = shipped.classify(batch, redrawn)
     from_files = _predict(paths, shipped)
     assert [p.label for p in from_arrays] == [_label(r) for r in from_files] == [p.name.split("-")[1] for p in paths]
     assert all(abs(a.confidence - r.prediction.confidence) < 1e-6 for a, r in zip(from_arrays, from_files))
     probs = shipped.probabilities(batch)
     assert probs.shape == (4, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    assert shipped.classify(torch.from_numpy(batch), redrawn[:, 0])[3].label == from_arrays[3].label  # tensors too
+    assert shipped.classify(torch.from_numpy(batch), redrawn)[3].label == from_arrays[3].label  # tensors too
     widened = shipped.probabilities(preprocess.widen(batch))
-    assert np.allclose([a.probabilities for a in from_arrays], np.where(redrawn, (probs + widened) / 2, probs),
+    assert np.allclose([a.probabilities for a in from_arrays], np.where(redrawn[:, None], (probs + widened) / 2, probs),
                        atol=1e-6)
     once = shipped.classify(batch, [False] * 4)  # marked as not redrawn: read once, as classify(batch) reads it
     assert np.allclose([a.probabilities for a in once], probs, atol=1e-6)
