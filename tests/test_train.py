@@ -273,7 +273,7 @@ def _learnable_dataset(n_train: int, n_test: int) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("dataset", ["fashion-mnist", "kmnist"])
 def test_best_preset_trains_on_the_other_data_sets(tmp_path, dataset):
-    """The preset's whole recipe (nf=40, EMA, dropout, label smoothing) learns made-up data in the
+    """The preset's whole recipe (nf=40, SGD, EMA, dropout, label smoothing) learns made-up data in the
     other data sets' place, in 3 of its 20 epochs: what it reaches on the real ones is in the README."""
     directory = tmp_path / "data" / dataset
     directory.mkdir(parents=True)
@@ -288,6 +288,8 @@ def test_best_preset_trains_on_the_other_data_sets(tmp_path, dataset):
     best = PRESETS["best"]
     assert ckpt.dataset == dataset and ckpt.model_config.nf == best["nf"] == 40
     assert (ckpt.train_config.ema, ckpt.model_config.dropout) == (best["ema"], best["dropout"])
+    assert (ckpt.train_config.optimizer, ckpt.train_config.lr, ckpt.train_config.weight_decay) == (
+        best["optimizer"], best["lr"], best["weight_decay"]) == ("sgd", 0.2, 0.0005)
     assert not _same(ckpt.weights, ckpt.training.raw_weights)  # the average is what is saved
     assert ckpt.history[-1].val_acc >= 0.9
     report = evaluate_checkpoint(ckpt, "test", data_dir=tmp_path / "data").report
