@@ -26,7 +26,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # lost 0.18 points (98.92%) and was not taken
     "fast": {"epochs": 1, "epoch_fraction": 0.8, "lr": 0.02, "batch_size": 128, "augment": False,
              "label_smoothing": 0.1},
-    # the strongest recipe for this network in 12-16 minutes on 2 laptop cores: wider (nf=40),
+    # the strongest recipe for this network in 12-15 minutes on 2 laptop cores: wider (nf=40),
     # 20 epochs of batched augmentation, an average of the weights (EMA), dropout, label smoothing,
     # and SGD with Nesterov momentum and weight decay in place of Adam. Picked by mean validation
     # accuracy among 27 recipes over three sweeps, never by the test set: 99.61% over 6 seeds,

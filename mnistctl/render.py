@@ -107,7 +107,9 @@ def train_header(plan: RunPlan, info: RunInfo) -> str:
             f"validation images, {t.epochs} epoch{'s' if t.epochs != 1 else ''} of {info.steps} steps"
             + (f" ({t.epoch_fraction:.0%} of the training images each)" if t.epoch_fraction < 1 else "")
             + f", {_batch(t.batch_size, info)}, "
-            f"{t.optimizer} lr {t.lr:g} ({t.schedule}), augment {'on' if t.augment else 'off'}, "
+            f"{t.optimizer} lr {t.lr:g} ({t.schedule})"
+            + (f", weight decay {t.weight_decay:g}" if t.weight_decay else "")
+            + f", augment {'on' if t.augment else 'off'}, "
             f"device {info.device}"
             + (f" ({info.threads} thread{'s' if info.threads != 1 else ''}{' each' if info.processes > 1 else ''})"
                if info.device == "cpu" else "")

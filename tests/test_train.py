@@ -284,6 +284,7 @@ def test_best_preset_trains_on_the_other_data_sets(tmp_path, dataset):
                                  "--data-dir", str(tmp_path / "data"), "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "EMA 0.999" in result.stdout and "dropout 0.25" in result.stdout
+    assert "sgd lr 0.2 (onecycle), weight decay 0.0005, augment on" in result.stdout
     ckpt = checkpoint.load(run_dir / "last.pt")
     best = PRESETS["best"]
     assert ckpt.dataset == dataset and ckpt.model_config.nf == best["nf"] == 40
