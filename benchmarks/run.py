@@ -30,12 +30,15 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from benchmarks import baseline  # noqa: E402
-from mnistctl import __version__, accel, checkpoint, cudagraph, engine  # noqa: E402
+from mnistctl import __version__, checkpoint  # noqa: E402
+from mnistctl import devices as accel  # noqa: E402
 from mnistctl.config import DataConfig, ModelConfig  # noqa: E402
-from mnistctl.data import load_split  # noqa: E402
-from mnistctl.evaluation import evaluate_checkpoint  # noqa: E402
+from mnistctl.data.splits import load_split  # noqa: E402
 from mnistctl.fsutil import write_json  # noqa: E402
+from mnistctl.inference.evaluation import evaluate_checkpoint  # noqa: E402
 from mnistctl.model import Net, num_parameters  # noqa: E402
+from mnistctl.training import cudagraph  # noqa: E402
+from mnistctl.training import loop as engine  # noqa: E402
 
 CPU = torch.device("cpu")
 MNISTCTL = [sys.executable, "-m", "mnistctl"]
@@ -189,8 +192,8 @@ def bench(args) -> dict:
     # 7. predict a directory of PNG digits, after start-up, against one-image-at-a-time
     from PIL import Image
 
-    from mnistctl.inference import TorchClassifier
-    from mnistctl.predict import predict_files
+    from mnistctl.inference.classifier import TorchClassifier
+    from mnistctl.inference.files import predict_files
 
     count = 1000 if args.quick else 10000
     png_dir = scratch / "png"
@@ -336,8 +339,8 @@ def accuracy(args) -> dict:
     """Per preset: test accuracy over seeds (mean, spread, and the ensemble of all of them), the
     whole process's time, the training time and the model's size. Slow (``best`` is about 13
     minutes a seed on 2 CPU cores): run on its own with ``--accuracy``."""
-    from mnistctl.evaluation import evaluate as evaluate_classifier
-    from mnistctl.inference import load_classifier
+    from mnistctl.inference.classifier import load_classifier
+    from mnistctl.inference.evaluation import evaluate as evaluate_classifier
 
     scratch = Path(tempfile.mkdtemp(prefix="mnistctl-acc-"))
     env = {"MNISTCTL_DATA_DIR": str(args.data_dir)} if args.data_dir else {}

@@ -40,11 +40,13 @@ def _timed(label: str, fn=None):
 
 def main(argv: list[str]) -> None:
     with _timed("import the CLI (Typer, Rich)"):
-        from mnistctl import cli
+        from mnistctl.cli import commands as cli
     with _timed("import torch"):
         import torch  # noqa: F401
     with _timed("import mnistctl's core modules"):
-        from mnistctl import checkpoint, engine, runs
+        from mnistctl import checkpoint
+        from mnistctl.training import loop as engine
+        from mnistctl.training import run as runs
     with _timed("import matplotlib (for the loss plot)"):
         from mnistctl import plotting
     saving = "checkpoints, history, metrics"

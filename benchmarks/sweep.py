@@ -70,7 +70,7 @@ with cf.ThreadPoolExecutor(int(os.environ.get("SWEEP_WORKERS", "10"))) as pool:
 import torch  # noqa: E402
 
 from mnistctl import checkpoint  # noqa: E402
-from mnistctl.evaluation import evaluate_checkpoint  # noqa: E402
+from mnistctl.inference.evaluation import evaluate_checkpoint  # noqa: E402
 
 keep = Path("/tmp/keep")
 keep.mkdir(exist_ok=True)

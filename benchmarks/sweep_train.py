@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mnistctl import engine
-from mnistctl.data import AugmentConfig, random_affine_grid, warp
+from mnistctl.data.splits import AugmentConfig, random_affine_grid, warp
+from mnistctl.training import loop as engine
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ AUGMENTATIONS = {
 
 
 def augment(x: torch.Tensor, cfg: Augmentation, generator: torch.Generator | None = None) -> torch.Tensor:
-    """mnistctl.data.augment, plus the elastic displacement field when ``cfg.elastic`` > 0."""
+    """mnistctl.data.splits.augment, plus the elastic displacement field when ``cfg.elastic`` > 0."""
     n, _, h, w = x.shape
     grid = random_affine_grid(x, cfg, generator)
     if cfg.elastic:
@@ -67,6 +67,6 @@ if __name__ == "__main__":
     engine.AugmentConfig = lambda: chosen  # what the training loop builds and applies
     engine.augment = augment
     sys.argv[0] = "mnistctl"
-    from mnistctl.cli import main
+    from mnistctl.cli.commands import main
 
     main()

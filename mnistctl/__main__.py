@@ -1,3 +1,3 @@
-from mnistctl.cli import main
+from mnistctl.cli.commands import main
 
 main()

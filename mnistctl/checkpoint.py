@@ -32,7 +32,7 @@ from mnistctl import __version__
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig
 from mnistctl.errors import CheckpointError, MnistctlError
 from mnistctl.fsutil import atomic_path
-from mnistctl.history import Best, EpochRecord, parse_history
+from mnistctl.runfiles import Best, EpochRecord, parse_history
 
 FORMAT = "mnistctl-checkpoint"
 FORMAT_VERSION = 2

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from mnistctl.errors import ConfigError
 from mnistctl.fsutil import atomic_path
-from mnistctl.history import METRICS_FILE, EpochRecord, parse_history, read_steps
+from mnistctl.runfiles import METRICS_FILE, EpochRecord, parse_history, read_steps
 
 
 def figure_format(path: str | Path) -> str:

@@ -21,6 +21,15 @@ from mnistctl.datasets import MNIST, DatasetInfo, IdxFile
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The terminal size of whoever started pytest (pytest-xdist's workers see COLUMNS=80) would fix the width of the
+# CLI's consoles when they are made, before a test's own COLUMNS could reach them.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+# Under pytest-xdist each worker (and every mnistctl it starts) keeps to one thread: two workers with two OpenMP
+# threads each on two cores spin against each other and run a training test five times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """Encode a uint8 array as IDX: magic 0x0000_08_<ndim>, big-endian dims, data."""
@@ -102,8 +111,8 @@ def mnist_mirror() -> Path:
 @pytest.fixture(scope="session")
 def mnist_data_dir(mnist_mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory holding the real MNIST, fetched by the real download code path."""
+    from mnistctl.data.download import download
     from mnistctl.datasets import dataset_dir
-    from mnistctl.download import download
 
     data_dir = tmp_path_factory.mktemp("data")
     download(MNIST, dataset_dir(MNIST, data_dir), [str(mnist_mirror)])
@@ -124,11 +133,11 @@ def make_checkpoint(nf: int = 4, resumable: bool = True, seed: int = 0):
     """A real checkpoint of a freshly initialised network (no training needed)."""
     import torch
 
-    from mnistctl import engine
     from mnistctl.checkpoint import Checkpoint, TrainingState
     from mnistctl.config import DataConfig, ModelConfig, TrainConfig
-    from mnistctl.history import Best, EpochRecord
     from mnistctl.model import Net
+    from mnistctl.runfiles import Best, EpochRecord
+    from mnistctl.training import loop as engine
 
     torch.manual_seed(seed)
     cfg = ModelConfig(nf=nf)

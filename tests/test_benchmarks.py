@@ -86,7 +86,7 @@ def test_the_sweeps_base_augmentation_is_mnistctls_and_elastic_moves_pixels():
 
     import torch
 
-    from mnistctl.data import AugmentConfig, augment
+    from mnistctl.data.splits import AugmentConfig, augment
 
     spec = importlib.util.spec_from_file_location("sweep_train", REPO / "benchmarks" / "sweep_train.py")
     sweep_train = importlib.util.module_from_spec(spec)

@@ -11,11 +11,13 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import make_checkpoint
-from mnistctl import checkpoint, engine, runs
+from mnistctl import checkpoint
 from mnistctl.checkpoint import Checkpoint
-from mnistctl.cli import app
+from mnistctl.cli.commands import app
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig
 from mnistctl.errors import CheckpointError, TrainingInterrupted, WriteError
+from mnistctl.training import loop as engine
+from mnistctl.training import run as runs
 
 runner = CliRunner()
 

@@ -11,13 +11,13 @@ from typer.testing import CliRunner
 
 from conftest import write_mirror
 from mnistctl import __version__
-from mnistctl.cli import app
+from mnistctl.cli.commands import app
 
 runner = CliRunner()
 
 
 def test_help_lists_commands_without_importing_torch_or_matplotlib():
-    code = ("import sys\nfrom mnistctl.cli import app\n"
+    code = ("import sys\nfrom mnistctl.cli.commands import app\n"
             "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
             "print('HEAVY', sorted(m for m in ('torch', 'matplotlib', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -7,7 +7,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from mnistctl.cli import OPTION_OF, app
+from mnistctl.cli.commands import OPTION_OF, app
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig, default
 from mnistctl.errors import ConfigError
 from mnistctl.recipes import PRESETS

@@ -1,4 +1,4 @@
-"""CUDA-graph training steps (mnistctl.cudagraph): the bookkeeping around capture and replay,
+"""CUDA-graph training steps (mnistctl.training.cudagraph): the bookkeeping around capture and replay,
 checked on the CPU with a stand-in graph that, like a real one, re-runs the recorded step with
 the indices copied in and writes its gradients into the same tensors every time. (The real
 capture runs on a GPU: benchmarks and README "CUDA".)"""
@@ -10,10 +10,11 @@ import contextlib
 import pytest
 import torch
 
-from mnistctl import cudagraph, engine
 from mnistctl.config import ModelConfig, TrainConfig
 from mnistctl.errors import ConfigError
 from mnistctl.model import Net
+from mnistctl.training import cudagraph
+from mnistctl.training import loop as engine
 
 CPU = torch.device("cpu")
 
@@ -164,7 +165,7 @@ def test_a_graph_recorded_on_other_data_is_not_replayed_on_new_data():
 def test_train_says_when_it_could_not_use_cuda_graphs(tmp_path, fake_data_dir, monkeypatch):
     from typer.testing import CliRunner
 
-    from mnistctl.cli import app
+    from mnistctl.cli.commands import app
 
     # the CPU stands in for a GPU whose graph capture fails: the run goes on and says so at the end
     monkeypatch.setattr(cudagraph, "usable", lambda device, processes: True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import idx_bytes, make_fake_dataset
-from mnistctl.data import AugmentConfig, DataConfig, augment, load_split, read_idx, sample_digits, split_indices
+from mnistctl.data.splits import AugmentConfig, DataConfig, augment, load_split, read_idx, sample_digits, split_indices
 from mnistctl.errors import ConfigError, DataError
 
 

@@ -22,10 +22,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mnistctl import checkpoint, engine, runs
-from mnistctl.cli import app
+from mnistctl import checkpoint
+from mnistctl.cli.commands import app
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig
-from mnistctl.distributed import TIMEOUT_ENV, TRACE_ENV, Group
+from mnistctl.training import loop as engine
+from mnistctl.training import run as runs
+from mnistctl.training.distributed import TIMEOUT_ENV, TRACE_ENV, Group
 
 runner = CliRunner()
 VAL_SPLIT = "0.085"  # 51 of the 600 made-up images: 549 train, both odd
@@ -296,7 +298,7 @@ def test_fast_preset_in_two_processes_on_real_mnist(tmp_path, mnist_data_dir):
     """The fast recipe's global batch of 128, shared by two processes (64 each)."""
     done = torchrun(["--preset", "fast", "--batch-size", "64", "--run-dir", "fast2"], _env(mnist_data_dir), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    from mnistctl.evaluation import evaluate_checkpoint
+    from mnistctl.inference.evaluation import evaluate_checkpoint
 
     report = evaluate_checkpoint(checkpoint.load(tmp_path / "fast2" / "last.pt"), "test",
                                  data_dir=mnist_data_dir).report

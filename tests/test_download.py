@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import fake_info, make_fake_dataset, md5, write_mirror
+from mnistctl.data.download import DownloadProgress, Pace, download, md5_of_file
 from mnistctl.datasets import MNIST, resolve_mirrors
-from mnistctl.download import DownloadProgress, Pace, download, md5_of_file
 from mnistctl.errors import DownloadError
 
 

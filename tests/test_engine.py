@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnistctl import engine, recipes
-from mnistctl.cli import Optimizer, Schedule
+from mnistctl import recipes
+from mnistctl.cli.commands import Optimizer, Schedule
 from mnistctl.config import ModelConfig, TrainConfig
 from mnistctl.errors import ConfigError
 from mnistctl.model import Net, expected_shapes
+from mnistctl.training import loop as engine
 
 CPU = torch.device("cpu")
 
@@ -117,7 +118,7 @@ def test_optimizers_without_compile_guards_update_exactly_as_torch_optim(name, c
 def test_a_training_run_does_not_import_the_compiler(tmp_path, fake_data_dir):
     """torch.optim's compile guards import torch._dynamo (as long as `import torch` again) on first
     use; a plain `mnistctl train` does without them."""
-    code = ("import sys\nfrom mnistctl.cli import app\n"
+    code = ("import sys\nfrom mnistctl.cli.commands import app\n"
             "try:\n    app(sys.argv[1:])\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
             "print('COMPILER', 'torch._dynamo' in sys.modules)")
     import subprocess
@@ -195,7 +196,7 @@ def test_one_epoch_learns_a_made_up_task_and_counts_every_image():
 def test_a_fraction_of_an_epoch_trains_on_a_new_random_part_of_the_images_each_epoch(tmp_path):
     import json
 
-    from mnistctl.distributed import Group
+    from mnistctl.training.distributed import Group
 
     images, labels = _toy_data()
     cfg = TrainConfig(epochs=2, batch_size=32, augment=False, epoch_fraction=0.5)

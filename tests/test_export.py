@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 
 from conftest import REPO, make_checkpoint
 from mnistctl import __version__, checkpoint
-from mnistctl.cli import app
+from mnistctl.cli.commands import app
 from mnistctl.config import DataConfig
-from mnistctl.data import load_split
-from mnistctl.inference import OnnxClassifier, TorchClassifier, load_classifier
-from mnistctl.onnx_format import export_onnx, pretrained_onnx_path
-from mnistctl.predict import predict_files
+from mnistctl.data.splits import load_split
+from mnistctl.inference.classifier import OnnxClassifier, TorchClassifier, load_classifier
+from mnistctl.inference.files import predict_files
+from mnistctl.inference.onnx_format import export_onnx, pretrained_onnx_path
 from people import make_people_set
 
 runner = CliRunner()
@@ -116,7 +116,7 @@ def test_the_built_in_model_ships_as_onnx_too():
 
 def _without_torch(*args: str) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh interpreter; stderr ends with whether torch was imported, and the exit code."""
-    code = ("import sys\nfrom mnistctl.cli import app\n"
+    code = ("import sys\nfrom mnistctl.cli.commands import app\n"
             "try:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
             "print('TORCH', 'torch' in sys.modules, code, file=sys.stderr)")
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO)
@@ -170,7 +170,7 @@ def test_an_ensemble_averages_its_members_and_exports_as_one_onnx_model(tmp_path
     from dataclasses import replace
 
     from mnistctl.errors import CheckpointError
-    from mnistctl.inference import Ensemble
+    from mnistctl.inference.classifier import Ensemble
 
     paths = [make_checkpoint(nf=4, seed=s).save(tmp_path / f"m{s}.pt") for s in (1, 2, 3)]
     members = [TorchClassifier(checkpoint.load(p)) for p in paths]
@@ -225,7 +225,7 @@ def test_predict_and_evaluate_take_several_models(tmp_path, small):
 def test_fit_temperature_finds_the_temperature_the_labels_were_drawn_with():
     """Labels drawn from softmax(z / 0.5) are best explained by T = 0.5, those from softmax(z / 2)
     by T = 2; argmax-free, so it cannot pass by accident."""
-    from mnistctl.evaluation import fit_temperature
+    from mnistctl.inference.evaluation import fit_temperature
 
     rng = np.random.default_rng(0)
     z = rng.normal(0, 3, (20000, 10)).astype(np.float32)

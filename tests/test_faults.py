@@ -34,12 +34,12 @@ from typer.testing import CliRunner
 
 from conftest import REPO, make_checkpoint, make_fake_dataset
 from mnistctl import checkpoint, fsutil
-from mnistctl.cli import app
-from mnistctl.download import Pace, download, md5_of_file
+from mnistctl.cli.commands import app
+from mnistctl.data.download import Pace, download, md5_of_file
+from mnistctl.data.idx import read_idx
 from mnistctl.errors import DataError, DownloadError, WriteError
-from mnistctl.history import read_steps
-from mnistctl.idx import read_idx
-from mnistctl.preprocess import ImageError, prepare
+from mnistctl.images.prepare import ImageError, prepare
+from mnistctl.runfiles import read_steps
 
 runner = CliRunner()
 PNG = REPO / "assets" / "digit-4-paint.png"
@@ -56,7 +56,7 @@ def _bounded():
         raise Hung("the command blocked (opened a FIFO? waited on the network?)")
 
     previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(60)
+    signal.alarm(120)
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
@@ -159,7 +159,7 @@ def test_an_onnx_model_that_reads_other_files_is_refused(tmp_path):
                     size_threshold=0)
     result = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "model.onnx"), str(PNG)])
     _one_clear_line(result, "keeps tensors in other files")
-    from mnistctl.onnx_format import check_self_contained, pretrained_onnx_path
+    from mnistctl.inference.onnx_format import check_self_contained, pretrained_onnx_path
 
     check_self_contained(pretrained_onnx_path(), "built-in")  # why load_classifier may skip the check for it
 
@@ -306,7 +306,7 @@ def test_a_checkpoint_whose_training_state_does_not_fit_cannot_be_resumed(tmp_pa
 
 
 def test_a_bug_keeps_its_traceback_and_asks_to_be_reported(tmp_path):
-    script = ("import mnistctl.cli as c, mnistctl.plotting as p\n"
+    script = ("import mnistctl.cli.commands as c, mnistctl.plotting as p\n"
               "def boom(*a, **k): raise ZeroDivisionError('a bug')\n"
               "p.plot_runs = boom\n"
               "import sys; sys.argv = ['mnistctl', 'plot', 'x', '-o', 'y.png']; c.main()\n")

@@ -15,13 +15,14 @@ import torch.nn.functional as F
 from rich.console import Console
 from typer.testing import CliRunner
 
-from mnistctl import checkpoint, engine
-from mnistctl.cli import app
+from mnistctl import checkpoint
+from mnistctl.cli.commands import app
+from mnistctl.cli.terminal import RAMP, colourless, digit_text
 from mnistctl.config import ModelConfig, TrainConfig
-from mnistctl.history import read_steps
 from mnistctl.model import Net
 from mnistctl.plotting import history_figure
-from mnistctl.terminal import RAMP, colourless, digit_text
+from mnistctl.runfiles import read_steps
+from mnistctl.training import loop as engine
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from mnistctl.metrics import confusion_matrix, report
+from mnistctl.inference.metrics import confusion_matrix, report
 
 
 def _logits_for(pred: list[int], k: int, confidence: float = 0.9) -> torch.Tensor:

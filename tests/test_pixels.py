@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnistctl.pixels import at_most, full_size, otsu, pieces, reduce_to
+from mnistctl.images.pixels import at_most, full_size, otsu, pieces, reduce_to
 
 
 def test_otsu_cuts_between_two_levels_in_the_middle_of_the_tie():

@@ -17,15 +17,16 @@ from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from conftest import REPO, missing
-from mnistctl import checkpoint, preprocess
-from mnistctl.cli import app
+from mnistctl import checkpoint
+from mnistctl.cli.commands import app
 from mnistctl.config import DataConfig
-from mnistctl.data import load_split
+from mnistctl.data.splits import load_split
 from mnistctl.errors import MnistctlError
-from mnistctl.inference import TorchClassifier, prepare_image
-from mnistctl.pixels import border, pieces
-from mnistctl.predict import predict_files
-from mnistctl.preprocess import prepare
+from mnistctl.images import prepare as preprocess
+from mnistctl.images.pixels import border, pieces
+from mnistctl.images.prepare import prepare
+from mnistctl.inference.classifier import TorchClassifier, prepare_image
+from mnistctl.inference.files import predict_files
 from people import STYLES, draw_style, make_corpus, make_people_set
 
 runner = CliRunner()
@@ -230,7 +231,7 @@ def test_chunks_classified_beside_reading_keep_every_file_with_its_own_result(tm
                                                                               monkeypatch):
     """A directory is read in chunks, each classified in a second thread while the next is read:
     every file must still get its own prediction (and a bad file its error), across the chunks."""
-    import mnistctl.predict as predict_module
+    import mnistctl.inference.files as predict_module
 
     images, labels = load_split(DataConfig(), "test", mnist_data_dir)
     for i in range(11):
@@ -246,7 +247,7 @@ def test_chunks_classified_beside_reading_keep_every_file_with_its_own_result(tm
         if i != 5:
             assert r.error is None and r.prediction.index == alone.prediction.index == int(labels[i]), i
             assert np.allclose(r.prediction.probabilities, alone.prediction.probabilities, atol=1e-5)
-    from mnistctl.preprocess import ImageError, read_image
+    from mnistctl.images.prepare import ImageError, read_image
     with pytest.raises(ImageError, match="not a file"):
         read_image(tmp_path / "sub.png")
 
@@ -374,7 +375,7 @@ def test_the_noise_filter_leaves_the_strokes_of_small_drawings(mnist_data_dir, m
     drawn on a 32x32 canvas; it must not be used where it would take a noticeable part of them.
     300 training digits drawn that way keep at least 85% of the ink they have without it (the filter
     once took up to 21%)."""
-    from mnistctl import preprocess
+    from mnistctl.images import prepare as preprocess
 
     images, _ = load_split(DataConfig(), "train", mnist_data_dir)
     rng = np.random.default_rng(0)
@@ -407,7 +408,7 @@ def test_a_frame_around_the_digit_is_left_out(tmp_path):
     """A form's box or a canvas border in a screenshot; a digit filling its picture is no frame."""
     from PIL import ImageDraw
 
-    from mnistctl.preprocess import _as_ink, _inside_frame, read_image
+    from mnistctl.images.prepare import _as_ink, _inside_frame, read_image
 
     four = Image.open(PAINT_4).convert("L")
     boxed = four.copy()
@@ -432,7 +433,7 @@ def test_a_photo_of_the_sheet_on_a_table_is_read_without_the_table(tmp_path, mon
     paper. It used to be ink (or, filling most of the border, the paper's colour): the 4 was misread."""
     from PIL import ImageDraw
 
-    from mnistctl import preprocess
+    from mnistctl.images import prepare as preprocess
 
     four = Image.open(PAINT_4).convert("L").resize((300, 300))
     paper = np.full((640, 520), 228, np.uint8)
@@ -502,7 +503,7 @@ def test_a_digit_on_ruled_or_squared_paper_is_read_without_the_printed_lines(tmp
     rulings, a grid: all taken away, the pen's strokes kept where they cross them."""
     from PIL import ImageDraw
 
-    from mnistctl import preprocess
+    from mnistctl.images import prepare as preprocess
 
     four = np.asarray(Image.open(PAINT_4).convert("L").resize((240, 240)))
     names = []
@@ -573,7 +574,7 @@ def test_specks_apart_from_the_digit_are_left_out_and_two_digits_are_doubted(tmp
 def test_files_that_are_no_picture_say_what_they_are(tmp_path, monkeypatch):
     """HEIC (without its plugin), SVG and PDF are common "images" Pillow cannot read: each error
     names the format and what to do."""
-    from mnistctl import images
+    from mnistctl.images import read as images
 
     monkeypatch.setattr(images, "_heif_plugin", lambda: False)  # as where mnistctl[heif] is not installed
     files = {"photo.heic": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64),

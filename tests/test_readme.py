@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import REPO
-from mnistctl.cli import app
+from mnistctl.cli.commands import app
 
 runner = CliRunner()
 # commands that cannot run here, and where they are checked instead

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, Server
-from mnistctl.idx import load_file_pair
+from mnistctl.data.idx import load_file_pair
 from people import make_corpus
 
 PHOTO = REPO / "assets" / "digit-7-photo.jpg"
@@ -239,7 +239,7 @@ def test_ctrl_c_stops_cleanly_and_port_in_use_is_one_clear_line():
 def test_a_host_that_does_not_resolve_is_one_clear_line():
     from typer.testing import CliRunner
 
-    from mnistctl.cli import app
+    from mnistctl.cli.commands import app
 
     result = CliRunner().invoke(app, ["serve", "--host", "no-such-host.invalid", "--port", "0"])
     assert result.exit_code == 1

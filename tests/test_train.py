@@ -13,12 +13,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mnistctl import accel, checkpoint, engine, runs
-from mnistctl.cli import app
+from mnistctl import checkpoint
+from mnistctl import devices as accel
+from mnistctl.cli.commands import app
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig
 from mnistctl.errors import ConfigError, RunExistsError, TrainingInterrupted
-from mnistctl.evaluation import evaluate_checkpoint
+from mnistctl.inference.evaluation import evaluate_checkpoint
 from mnistctl.recipes import PRESETS
+from mnistctl.training import loop as engine
+from mnistctl.training import run as runs
 
 runner = CliRunner()
 CPU = torch.device("cpu")

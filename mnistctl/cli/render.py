@@ -17,16 +17,16 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from mnistctl.download import DownloadProgress
+from mnistctl.data.download import DownloadProgress
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mnistctl.download import FileResult
-    from mnistctl.evaluation import Evaluation
-    from mnistctl.history import EpochRecord
-    from mnistctl.inference import Classifier
-    from mnistctl.metrics import EvalReport
-    from mnistctl.predict import FilePrediction
-    from mnistctl.runs import FitResult, RunInfo, RunPlan
+    from mnistctl.data.download import FileResult
+    from mnistctl.inference.classifier import Classifier
+    from mnistctl.inference.evaluation import Evaluation
+    from mnistctl.inference.files import FilePrediction
+    from mnistctl.inference.metrics import EvalReport
+    from mnistctl.runfiles import EpochRecord
+    from mnistctl.training.run import FitResult, RunInfo, RunPlan
 
 
 def pct(x: float) -> str:
@@ -398,7 +398,7 @@ def predictions_table(results: Sequence[FilePrediction], dataset: str) -> Table:
 
 def input_panels(results: Sequence[FilePrediction], plain: bool = False) -> list[RenderableType]:
     """The 28x28 input of each readable file drawn in the terminal, with its prediction."""
-    from mnistctl.terminal import digit_text
+    from mnistctl.cli.terminal import digit_text
 
     panels = []
     for r in results:

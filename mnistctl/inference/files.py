@@ -1,4 +1,4 @@
-"""Predict the digits in image files: a thin walker over ``mnistctl.inference``.
+"""Predict the digits in image files: a thin walker over ``mnistctl.inference.classifier``.
 
 Expands files, directories and glob patterns, prepares each image (``prepare_image``) and
 classifies them in batches (``Classifier.classify``); an input that cannot be read carries its
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mnistctl.inference import Classifier, Prediction
-from mnistctl.preprocess import ImageError, ImageSource, prepare
+from mnistctl.images.prepare import ImageError, ImageSource, prepare
+from mnistctl.inference.classifier import Classifier, Prediction
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CHUNK = 1024  # files decoded before a round of classification

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from mnistctl import idx
 from mnistctl.config import INFERENCE_BATCH
+from mnistctl.data import idx
 from mnistctl.errors import ConfigError
-from mnistctl.inference import Classifier
-from mnistctl.metrics import EvalReport, report
+from mnistctl.inference.classifier import Classifier
+from mnistctl.inference.metrics import EvalReport, report
 
 EVAL_SPLITS = ("test", "val")
 
@@ -36,7 +36,7 @@ def split_arrays(data_config, split: str, data_dir: str | Path | None = None) ->
         raise ConfigError.invalid("split", f"must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
     if split == "test":
         return idx.load_file_pair(data_config.dataset, "test", data_dir)
-    from mnistctl.data import load_split
+    from mnistctl.data.splits import load_split
 
     images, labels = load_split(data_config, split, data_dir)
     return images.numpy(), labels.numpy()
@@ -55,7 +55,7 @@ def evaluate(clf: Classifier, split: str = "test", data_dir: str | Path | None =
 def evaluate_checkpoint(ckpt: Any, split: str = "test", batch_size: int = INFERENCE_BATCH, device: Any = None,
                         data_dir: str | Path | None = None) -> Evaluation:
     """Rebuild the model of a loaded checkpoint (on ``device``, CPU by default) and score it."""
-    from mnistctl.inference import TorchClassifier
+    from mnistctl.inference.classifier import TorchClassifier
 
     if batch_size < 1:
         raise ConfigError.invalid("batch_size", f"must be at least 1, got {batch_size}")
@@ -97,7 +97,7 @@ def calibrate(ckpt: Any, split: str = "val", data_dir: str | Path | None = None)
     The temperature is kept to 3 significant digits."""
     from dataclasses import replace
 
-    from mnistctl.inference import TorchClassifier
+    from mnistctl.inference.classifier import TorchClassifier
 
     images, labels = split_arrays(ckpt.data_config, split, data_dir)
     extra = fit_temperature(TorchClassifier(ckpt).logits(images), labels)

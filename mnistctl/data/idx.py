@@ -1,5 +1,5 @@
 """IDX files (the MNIST format) read into numpy arrays, validated. Torch-free, so a front end that
-runs an exported model (ONNX Runtime) reads the data the same way; ``mnistctl.data`` wraps these
+runs an exported model (ONNX Runtime) reads the data the same way; ``mnistctl.data.splits`` wraps these
 arrays as tensors without copying."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""``mnistctl train``: its options, and the plan-then-fit it hands to ``mnistctl.runs``; shown
-with ``mnistctl.render``'s header, live view and summary. Registered by ``mnistctl.cli``.
+"""``mnistctl train``: its options, and the plan-then-fit it hands to ``mnistctl.training.run``; shown
+with ``mnistctl.cli.render``'s header, live view and summary. Registered by ``mnistctl.cli.commands``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mnistctl.cli_common import (
+from mnistctl.cli.common import (
     DatasetName,
     Device,
     Optimizer,
@@ -143,7 +143,8 @@ def train(
     # only what was given on the command line: a config file, the preset or a resumed run supplies the rest
     settings = {k: v for k, v in values.items() if _given(ctx, _PARAM.get(k, k))}
     with user_errors():
-        from mnistctl import accel, distributed
+        from mnistctl import devices as accel
+        from mnistctl.training import distributed
 
         if threads is not None:
             accel.set_threads(threads)
@@ -158,7 +159,7 @@ def train(
         return
     for warning in result.warnings:
         warning_line(warning)
-    from mnistctl.render import train_summary
+    from mnistctl.cli.render import train_summary
 
     for line in train_summary(result):
         say(line)
@@ -168,8 +169,8 @@ def _train(ctx: typer.Context, group, settings: dict[str, Any], preset, config: 
            run_dir: Path | None, name: str | None, init: str | None, print_config: bool, quiet: bool,
            save_model: bool, tensorboard: bool, data_dir: Path | None):
     """Plan the run and train it (every process of a group does), showing progress on process 0."""
-    from mnistctl import runs
-    from mnistctl.render import train_header, train_view
+    from mnistctl.cli.render import train_header, train_view
+    from mnistctl.training import run as runs
 
     chosen = preset.value if _given(ctx, "preset") else None
     if config is not None:

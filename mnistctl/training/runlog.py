@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from mnistctl import engine
 from mnistctl.errors import ConfigError, MnistctlError
-from mnistctl.history import METRICS_FILE, EpochRecord, StepRecord, read_steps
+from mnistctl.runfiles import METRICS_FILE, EpochRecord, StepRecord, read_steps
+from mnistctl.training import loop as engine
 
 
 class StepLog(engine.TrainCallbacks):

@@ -1,6 +1,6 @@
 """The training loop and batched inference: plain functions over in-memory tensors, in the spirit
 of torchvision's reference ``train_one_epoch`` / ``evaluate``. Whole runs (fit, resume, interrupt,
-history, files) are in ``mnistctl.runs``; device details in ``mnistctl.accel``.
+history, files) are in ``mnistctl.training.run``; device details in ``mnistctl.devices``.
 
 Every random draw of training (the epoch's shuffle, augmentation, dropout) comes from seeds
 derived from (seed, epoch, step), so a run is reproducible on CPU and a run interrupted at any
@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistctl.accel import as_input, autocast
 from mnistctl.config import INFERENCE_BATCH, TrainConfig
-from mnistctl.cudagraph import StepGraph
-from mnistctl.data import AugmentConfig, augment
-from mnistctl.distributed import Group
+from mnistctl.data.splits import AugmentConfig, augment
+from mnistctl.devices import as_input, autocast
 from mnistctl.errors import ConfigError
-from mnistctl.history import EpochRecord
+from mnistctl.runfiles import EpochRecord
+from mnistctl.training.cudagraph import StepGraph
+from mnistctl.training.distributed import Group
 
 # --- optimizers and schedules: registries whose names are recipes.OPTIMIZERS / SCHEDULES ------
 
@@ -228,8 +228,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     image is seen once. With ``cfg.epoch_fraction`` < 1 the epoch stops after that share of its
     steps: a different random part of the images each epoch. ``average`` (EMA) is updated after
     every step. In a group of several processes each trains on its part of the step's images (see
-    ``mnistctl.distributed``); the sums in ``stats`` are the whole group's. With ``graph`` (CUDA, one
-    per run: see ``mnistctl.cudagraph``) the forward and backward pass of whole batches is replayed.
+    ``mnistctl.training.distributed``); the sums in ``stats`` are the whole group's. With ``graph`` (CUDA, one
+    per run: see ``mnistctl.training.cudagraph``) the forward and backward pass of whole batches is replayed.
 
     Starts at ``start_step`` (for a resumed run) and adds to ``stats``. Raises Interrupted after
     a completed step when ``should_stop()`` is true (on any process of the group) or a callback

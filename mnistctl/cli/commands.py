@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from mnistctl import __version__
-from mnistctl.cli_common import (
+from mnistctl.cli.common import (
     OPTION_OF,
     CheckpointOpt,
     DataDirOpt,
@@ -38,9 +38,9 @@ from mnistctl.cli_common import (
     say,
     user_errors,
 )
-from mnistctl.cli_train import train
+from mnistctl.cli.train import train
 from mnistctl.config import INFERENCE_BATCH, DataConfig
-from mnistctl.download import Pace
+from mnistctl.data.download import Pace
 from mnistctl.errors import ConfigError, MnistctlError, Terminated
 
 __all__ = ["OPTION_OF", "Optimizer", "Schedule", "app", "main", "train"]
@@ -78,8 +78,8 @@ def download(
 ) -> None:
     """Fetch a data set's four IDX files, verify their checksums and store them."""
     from mnistctl import datasets
-    from mnistctl.download import download as fetch_all
-    from mnistctl.render import DownloadView, download_table
+    from mnistctl.cli.render import DownloadView, download_table
+    from mnistctl.data.download import download as fetch_all
 
     view = DownloadView(err_console)
     with user_errors():
@@ -105,17 +105,17 @@ def samples(
 ) -> None:
     """Save a grid of random digits with their labels as a PNG (and show them in the terminal)."""
     with user_errors():
-        from mnistctl.data import write_samples
+        from mnistctl.data.splits import write_samples
 
         grid = write_samples(DataConfig(dataset=dataset.value), split.value, count, seed, output, data_dir)
     if terminal:
-        from mnistctl.terminal import colourless, digit_grid
+        from mnistctl.cli.terminal import colourless, digit_grid
 
         console.print(digit_grid(grid.images.tolist(), grid.names, width=console.width, plain=colourless(console)))
     say(f"Saved {len(grid.names)} {split.value} digits to [bold]{grid.path}[/]")
 
 
-command()(train)  # in mnistctl.cli_train; registered here to keep the commands in this order
+command()(train)  # in mnistctl.cli.train; registered here to keep the commands in this order
 
 
 @command()
@@ -137,9 +137,9 @@ def evaluate(
     Given several checkpoints, scores their ensemble: the average of their class probabilities.
     """
     with user_errors():
-        from mnistctl import evaluation
-        from mnistctl.inference import load_classifier
-        from mnistctl.render import confusion_table, eval_summary, per_class_table
+        from mnistctl.cli.render import confusion_table, eval_summary, per_class_table
+        from mnistctl.inference import evaluation
+        from mnistctl.inference.classifier import load_classifier
 
         models = models_given(checkpoint_arg, checkpoint_path)
         clf = load_classifier(models, device.value, batch_size)
@@ -210,9 +210,9 @@ def predict(
     import sys
 
     with user_errors():
-        from mnistctl import predict as core
-        from mnistctl.inference import load_classifier
-        from mnistctl.render import PredictProgress, input_panels, model_line, predictions_table
+        from mnistctl.cli.render import PredictProgress, input_panels, model_line, predictions_table
+        from mnistctl.inference import files as core
+        from mnistctl.inference.classifier import load_classifier
 
         if as_json and as_csv:
             raise ConfigError("choose one of --json and --csv")
@@ -229,7 +229,7 @@ def predict(
     else:
         say(model_line(clf))
         console.print(predictions_table(results, clf.dataset))
-        from mnistctl.terminal import colourless
+        from mnistctl.cli.terminal import colourless
 
         for panel in input_panels(results, colourless(console)) if show else []:
             console.print(panel)
@@ -268,8 +268,8 @@ def export(
     Either records the model's test accuracy when the test set is downloaded.
     """
     with user_errors():
-        from mnistctl.export import export_model
-        from mnistctl.render import human_size, pct
+        from mnistctl.cli.render import human_size, pct
+        from mnistctl.inference.export import export_model
 
         models = models_given(checkpoint_arg, checkpoint_path)
         if models is None:
@@ -300,9 +300,9 @@ def serve(
     Needs the serve extra: pip install 'mnistctl\\[serve]'. Ctrl-C stops it.
     """
     with user_errors():
-        from mnistctl import serve as core
-        from mnistctl.inference import load_classifier
-        from mnistctl.render import model_line
+        from mnistctl.cli.render import model_line
+        from mnistctl.inference.classifier import load_classifier
+        from mnistctl.serve import app as core
 
         clf = load_classifier(checkpoint_path, device.value)
         web = core.create_app(clf, max_upload=int(max_upload_mb * 1024 * 1024))

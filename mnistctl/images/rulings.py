@@ -1,6 +1,6 @@
 """The printed lines of ruled and squared notebook paper, taken away from a picture of ink.
 
-Works on ink maps in [0, 1] (1: the strongest ink), as ``mnistctl.preprocess`` cleans them;
+Works on ink maps in [0, 1] (1: the strongest ink), as ``mnistctl.images.prepare`` cleans them;
 numpy and Pillow only.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from mnistctl.pixels import at_most, to_array, to_pil
+from mnistctl.images.pixels import at_most, to_array, to_pil
 
 # the printed lines of ruled or squared paper: straight rows of faint ink across the whole picture
 RULING_TURNS = tuple(float(a) for a in range(-6, 7))  # degrees: the paper's turns looked at (then +-0.5)

@@ -143,7 +143,7 @@ def command(*args: Any, **kwargs: Any):
 
 def models_given(arguments: list[Path] | None, options: list[Path] | None) -> list[Path] | None:
     """The models named as arguments and with --checkpoint, together (several: an ensemble)."""
-    from mnistctl.inference import model_files
+    from mnistctl.inference.classifier import model_files
 
     return model_files([*(arguments or []), *(options or [])]) or None
 

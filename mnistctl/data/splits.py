@@ -14,15 +14,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mnistctl import idx as idx_files
 from mnistctl.config import DataConfig
+from mnistctl.data import idx as idx_files
 from mnistctl.errors import ConfigError
 from mnistctl.recipes import SPLITS
 
 
 def read_idx(path: Path, ndim: int, hint: str = "mnistctl download --force") -> torch.Tensor:
     """Read an IDX file of unsigned bytes with ``ndim`` dimensions into a uint8 tensor (see
-    ``mnistctl.idx.read_idx``)."""
+    ``mnistctl.data.idx.read_idx``)."""
     return torch.from_numpy(idx_files.read_idx(path, ndim, hint))
 
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mnistctl.images import Decoded, ImageError, ImageSource, read_image  # noqa: F401  (re-exported)
-from mnistctl.pixels import at_most, border, full_size, otsu, pieces, reduce_to, to_array, to_pil
-from mnistctl.rulings import Turns, without_rulings
+from mnistctl.images.pixels import at_most, border, full_size, otsu, pieces, reduce_to, to_array, to_pil
+from mnistctl.images.read import Decoded, ImageError, ImageSource, read_image  # noqa: F401  (re-exported)
+from mnistctl.images.rulings import Turns, without_rulings
 
 WORK_SIZE = 320  # larger images are reduced to this longest side before the finer steps
 BOX, CANVAS = 20, 28

@@ -1,6 +1,6 @@
 """Whole training runs: fit a plan and write its files.
 
-``plan_run`` (from ``mnistctl.plans``, and importable from here) turns what a user asked for into
+``plan_run`` (from ``mnistctl.training.plan``, and importable from here) turns what a user asked for into
 typed configs and a run directory (warning about options a resumed run ignores); ``fit`` trains
 and writes ``best.pt``, ``last.pt`` and ``history.json``, saving a resumable checkpoint on Ctrl-C;
 ``train`` does both and draws ``loss.png``. Front ends call ``plan_run`` then ``train``.
@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from mnistctl import __version__, accel, cudagraph, engine
+from mnistctl import __version__
+from mnistctl import devices as accel
 from mnistctl.checkpoint import Checkpoint, TrainingState
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig
-from mnistctl.data import load_split
-from mnistctl.distributed import Group, weights_digest
+from mnistctl.data.splits import load_split
 from mnistctl.errors import (
     CheckpointError,
     ConfigError,
@@ -33,10 +33,13 @@ from mnistctl.errors import (
     WriteError,
 )
 from mnistctl.fsutil import atomic_path, remove_stale_parts, write_csv, write_json
-from mnistctl.history import METRICS_COLUMNS, METRICS_FILE, Best, EpochRecord, StepRecord, metrics_rows
-from mnistctl.interrupts import REPEAT_GRACE_S, deferred_interrupt
 from mnistctl.model import Net, num_parameters
-from mnistctl.plans import (  # noqa: F401  (the planning API, as front ends call it)
+from mnistctl.runfiles import METRICS_COLUMNS, METRICS_FILE, Best, EpochRecord, StepRecord, metrics_rows
+from mnistctl.training import cudagraph
+from mnistctl.training import loop as engine
+from mnistctl.training.distributed import Group, weights_digest
+from mnistctl.training.interrupts import REPEAT_GRACE_S, deferred_interrupt
+from mnistctl.training.plan import (  # noqa: F401  (the planning API, as front ends call it)
     BUILTIN,
     CONFIG_FILE,
     DATA_SETTINGS,
@@ -49,7 +52,7 @@ from mnistctl.plans import (  # noqa: F401  (the planning API, as front ends cal
     plan_run,
     read_config,
 )
-from mnistctl.runlog import StepLog, TensorBoard, kept_steps
+from mnistctl.training.runlog import StepLog, TensorBoard, kept_steps
 
 # --- fitting ----------------------------------------------------------------------------------
 
@@ -104,7 +107,7 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     epochs without a better validation accuracy.
 
     In a ``group`` of several processes (torchrun), every process calls this; they share each step
-    and the validation (see ``mnistctl.distributed``), and only process 0 writes files. A run keeps
+    and the validation (see ``mnistctl.training.distributed``), and only process 0 writes files. A run keeps
     its global batch (``batch_size`` x the processes it started with) when resumed with another
     number of processes, so its steps and schedule do not change.
     """

@@ -1,13 +1,13 @@
 """Array-first inference: classify a batch of 28x28 digits held in memory.
 
-    from mnistctl.inference import load_classifier, prepare_image
+    from mnistctl.inference.classifier import load_classifier, prepare_image
     clf = load_classifier()                       # the built-in model; or "best.pt", "model.onnx"
     x = prepare_image("five.png")                 # path, bytes, stream or PIL image -> 28x28 uint8
     [p] = clf.classify(x[None])                   # a batch [N, 28, 28] of 0-255 pixels
     p.label, p.confidence, p.top(3)
 
 Every front end (the CLI's ``predict``, a web server, a notebook) goes through ``Classifier``:
-the same preprocessing, the same model, the same numbers. ``mnistctl.predict`` walks files on top.
+the same preprocessing, the same model, the same numbers. ``mnistctl.inference.files`` walks files on top.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 
 from mnistctl.config import INFERENCE_BATCH, DataConfig, ModelConfig
 from mnistctl.errors import CheckpointError, MnistctlError
-from mnistctl.metrics import softmax
-from mnistctl.preprocess import ImageSource, prepare_image, widen
+from mnistctl.images.prepare import ImageSource, prepare_image, widen
+from mnistctl.inference.metrics import softmax
 
 __all__ = ["Classifier", "Ensemble", "OnnxClassifier", "Prediction", "TorchClassifier", "load_classifier",
            "prepare_image", "ImageSource"]
@@ -117,7 +117,7 @@ class TorchClassifier(Classifier):
     backend = "pytorch"
 
     def __init__(self, checkpoint, device: str | Any = "cpu", batch_size: int = INFERENCE_BATCH):
-        from mnistctl import accel
+        from mnistctl import devices as accel
 
         self.checkpoint = checkpoint
         self.device = accel.resolve_device(device) if isinstance(device, str) else device
@@ -131,7 +131,7 @@ class TorchClassifier(Classifier):
     def logits(self, images: Any) -> np.ndarray:
         import torch
 
-        from mnistctl.engine import predict_logits
+        from mnistctl.training.loop import predict_logits
 
         return predict_logits(self.model, torch.from_numpy(_as_batch(images)), self.batch_size, self.device).numpy()
 
@@ -148,7 +148,7 @@ class OnnxClassifier(Classifier):
 
     def __init__(self, path: str | Path, label: str | None = None, batch_size: int = INFERENCE_BATCH, *,
                  trusted: bool = False):
-        from mnistctl.onnx_format import check_self_contained, read_metadata
+        from mnistctl.inference.onnx_format import check_self_contained, read_metadata
 
         try:
             import onnxruntime as ort
@@ -256,7 +256,7 @@ def load_classifier(checkpoint: str | Path | Sequence[str | Path] | None = None,
     Runtime when it is installed and ``device`` is ``cpu`` (the fast path: no torch import), on
     PyTorch otherwise.
     """
-    from mnistctl.onnx_format import PRETRAINED_ONNX, pretrained_onnx_path
+    from mnistctl.inference.onnx_format import PRETRAINED_ONNX, pretrained_onnx_path
 
     if checkpoint is not None and not isinstance(checkpoint, (str, Path)):
         files = model_files(checkpoint)

@@ -55,9 +55,9 @@ def export_model(source: str | Path | list[str | Path], output: str | Path, fmt:
     one ONNX model that averages their probabilities. With ``calibrate`` each model first gets
     the temperature that fits its confidences to the validation split (needs the data set)."""
     from mnistctl.checkpoint import load
-    from mnistctl.evaluation import calibrate as calibrated
-    from mnistctl.evaluation import evaluate
-    from mnistctl.inference import Ensemble, TorchClassifier, model_files
+    from mnistctl.inference.classifier import Ensemble, TorchClassifier, model_files
+    from mnistctl.inference.evaluation import calibrate as calibrated
+    from mnistctl.inference.evaluation import evaluate
 
     output = Path(output)
     fmt = format_for(output, fmt)
@@ -78,7 +78,7 @@ def export_model(source: str | Path | list[str | Path], output: str | Path, fmt:
     except DataError:
         accuracy = checkpoints[0].test_accuracy if len(checkpoints) == 1 else None
     if fmt == "onnx":
-        from mnistctl.onnx_format import export_onnx
+        from mnistctl.inference.onnx_format import export_onnx
 
         export_onnx(checkpoints[0], output, accuracy, members=checkpoints)
     else:

@@ -59,7 +59,7 @@ def as_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 def autocast(device: torch.device):
     """bf16 mixed precision on CUDA (where it is faster); full precision elsewhere. Without
     autocast's cache of cast weights (each weight is used once a pass anyway), as a step recorded
-    as a CUDA graph needs (``mnistctl.cudagraph``)."""
+    as a CUDA graph needs (``mnistctl.training.cudagraph``)."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda", cache_enabled=False)
 
 

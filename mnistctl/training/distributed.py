@@ -5,7 +5,7 @@ environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_
 outside torchrun is a group of one, and every method here is then a no-op, so the training loop
 has a single code path.
 
-How the work is shared (``mnistctl.engine.train_one_epoch``): each epoch's seeded shuffle is cut
+How the work is shared (``mnistctl.training.loop.train_one_epoch``): each epoch's seeded shuffle is cut
 into global batches of ``batch_size x processes`` images (the last one takes the remainder, so
 every image is seen exactly once per epoch); each process takes a contiguous part of every global
 batch, and its loss is weighted by its share, so the averaged gradient is the gradient of the whole
@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistctl import accel
+from mnistctl import devices as accel
 from mnistctl.errors import ConfigError, DistributedError
 
 TIMEOUT_ENV = "MNISTCTL_DIST_TIMEOUT"

@@ -1,6 +1,6 @@
 """Planning a training run: what a user asked for (a preset and settings, a config file, a run to
 resume or extend, a checkpoint to fine-tune from) as typed configs and a run directory, with
-warnings about options a resumed run ignores. ``mnistctl.runs`` fits the plan.
+warnings about options a resumed run ignores. ``mnistctl.training.run`` fits the plan.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from typing import Any
 
 from mnistctl import __version__
 from mnistctl.errors import MnistctlError
-from mnistctl.inference import Classifier
-from mnistctl.predict import predict_image, prediction_json
+from mnistctl.inference.classifier import Classifier
+from mnistctl.inference.files import predict_image, prediction_json
 
 MAX_UPLOAD = 10 * 1024 * 1024  # bytes: a larger upload is refused with 413
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
@@ -50,7 +50,7 @@ class RequestError(Exception):
 
 def page_files() -> dict[str, tuple[bytes, str]]:
     """The page's files from the package, by URL path: (content, media type)."""
-    web = resources.files("mnistctl") / "web"
+    web = resources.files("mnistctl.serve") / "web"
     return {url: (web.joinpath(name).read_bytes(), media) for url, (name, media) in PAGE_FILES.items()}
 
 
