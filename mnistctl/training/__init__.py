@@ -1,1 +1,1 @@
-"""training"""
+"""Training a run: planning it, the loop, logs, torchrun groups, CUDA graphs, and interrupts."""
