@@ -1,4 +1,4 @@
-"""The command line: a Typer skin over mnistctl's Python API (``mnistctl.api``)."""
+"""The command line: a Typer skin over the core packages; `mnistctl.cli.commands` registers the commands."""
 
 from mnistctl.cli.commands import app, main
 
