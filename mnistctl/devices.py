@@ -12,7 +12,7 @@ import sys
 import torch
 from torch import nn
 
-from mnistctl.errors import ConfigError
+from mnistctl.errors import ConfigError, one_of
 from mnistctl.recipes import DEVICES
 
 
@@ -22,8 +22,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if name not in DEVICES:
-        raise ConfigError.invalid("device", f"must be one of {', '.join(DEVICES)}, got {name!r}")
+    one_of("device", name, DEVICES)
     if name == "cuda" and not cuda:
         raise ConfigError.invalid("device", "cuda is not available here (no CUDA GPU found): choose cpu or auto")
     if name == "mps" and not mps:

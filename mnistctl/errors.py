@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import signal
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 
 class MnistctlError(Exception):
@@ -47,6 +49,15 @@ class ConfigError(MnistctlError):
     def invalid(cls, setting: str, problem: str, label: str | None = None) -> ConfigError:
         """``label`` is how the message names the setting (default: its name with spaces)."""
         return cls(f"{label or setting.replace('_', ' ')} {problem}", setting=setting, problem=problem)
+
+
+def one_of(setting: str, value: Any, choices: Iterable[str]) -> Any:
+    """``value`` if it is one of ``choices``; otherwise a ConfigError listing them (the one check
+    of a named choice: optimizer, schedule, device, split, format, preset, ...)."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError.invalid(setting, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 class RunExistsError(ConfigError):

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mnistctl.config import ModelConfig
+from mnistctl.config import INFERENCE_BATCH, ModelConfig
+from mnistctl.devices import as_input, autocast
 
 __all__ = ["ModelConfig", "Net", "Normalize", "num_parameters"]
 
@@ -93,3 +94,19 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = INFERENCE_BATCH,
+                   device: torch.device | None = None) -> torch.Tensor:
+    """Logits (float32, on the CPU) for 0-255 ``images`` [N, 28, 28] or [N, 1, 28, 28], in batches."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = as_input(images[start:start + batch_size], device)
+        with autocast(device):
+            out.append(model(x).float())
+    model.train(was_training)
+    return torch.cat(out).cpu() if out else torch.empty(0, model.cfg.num_classes)

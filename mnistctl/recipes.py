@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 SPLITS = ("train", "val", "test")
+EVAL_SPLITS = ("test", "val")  # what a model is scored on (never the part it was trained on)
+EXPORT_FORMATS = {"onnx": (".onnx",), "mnistctl": (".pt", ".pth")}  # each with its file extensions
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")

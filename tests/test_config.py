@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from typer.testing import CliRunner
 
 from mnistctl.cli.commands import OPTION_OF, app
-from mnistctl.config import DataConfig, ModelConfig, TrainConfig, default
+from mnistctl.config import SETTINGS, DataConfig, ModelConfig, TrainConfig, default, derived_settings, user_settings
 from mnistctl.errors import ConfigError
 from mnistctl.recipes import PRESETS
 
@@ -50,13 +51,69 @@ def test_cli_rejects_bad_options_before_any_work(tmp_path, args, option):
     assert not run_dir.exists()  # nothing was started
 
 
-def test_every_setting_has_an_option():
-    for cls in (TrainConfig, DataConfig):
-        for name in cls.__dataclass_fields__:
-            if name not in ("eval_batch_size", "split_seed"):
-                assert name in OPTION_OF, name
-    for name in ("nf", "dropout"):
-        assert name in OPTION_OF
+def _another_value(name):
+    """A valid value of setting ``name`` other than its default."""
+    _, f, declared = SETTINGS[name]
+    value = f.default
+    if declared.choices:
+        return next(c for c in declared.choices if c != value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    return 0.5 if value == 0 else value / 2
+
+
+def _as_argument(name, value):
+    flag = OPTION_OF[name]
+    if isinstance(value, bool):
+        return [flag if value else f"--no-{flag[2:]}"]
+    return [flag, str(value)]
+
+
+@pytest.mark.parametrize("name", user_settings())
+def test_every_setting_is_one_option_one_config_key_and_one_field(tmp_path, name):
+    """The CLI, a config file and the dataclass agree on each declared setting: its option sets the
+    same config.json value that the key does in a config file and the field does in Python."""
+    owner, f, declared = SETTINGS[name]
+    section = {ModelConfig: "model", DataConfig: "data", TrainConfig: "train"}[owner]
+    value = _another_value(name)
+    expected = owner(**{name: value}).to_dict()[name]
+    assert expected == value != f.default
+
+    by_option = runner.invoke(app, ["train", *_as_argument(name, value), "--print-config"])
+    assert by_option.exit_code == 0, by_option.output
+    assert json.loads(by_option.stdout)[section][name] == expected
+
+    config = tmp_path / "settings.json"
+    config.write_text(json.dumps({name: value}))
+    by_file = runner.invoke(app, ["train", "--config", str(config), "--print-config"])
+    assert by_file.exit_code == 0, by_file.output
+    assert json.loads(by_file.stdout) == json.loads(by_option.stdout)
+
+    help_text = " ".join(runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).stdout.split())
+    assert re.search(rf"{re.escape(OPTION_OF[name])}\b", help_text)
+    assert " ".join(declared.help.split()) in help_text
+
+
+def test_derived_settings_have_no_option():
+    help_text = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).stdout
+    for name in derived_settings():
+        assert f"--{name.replace('_', '-')}" not in help_text, name
+    assert set(user_settings()) | set(derived_settings()) == set(SETTINGS)
+
+
+def test_a_bad_value_of_any_setting_names_its_option(tmp_path):
+    for name in user_settings():
+        _, f, declared = SETTINGS[name]
+        if isinstance(f.default, bool):
+            continue  # a flag has no bad value on the command line
+        outside_the_rule = ["-7"] if declared.rule is not None and not declared.rule(-7) else []
+        for bad in ["nonsense", *outside_the_rule]:
+            result = runner.invoke(app, ["train", OPTION_OF[name], bad, "--print-config"])
+            assert result.exit_code != 0, (name, bad)
+            assert OPTION_OF[name] in result.output, (name, bad, result.output)
+            assert "Traceback" not in result.output
 
 
 def test_help_shows_the_defaults_of_the_config_dataclasses():

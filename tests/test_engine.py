@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 import torch
 
@@ -52,8 +54,8 @@ def test_the_network_normalises_its_0_255_input_itself():
 
 
 def test_registries_match_the_choices_the_cli_offers():
-    assert tuple(engine.OPTIMIZER_REGISTRY) == recipes.OPTIMIZERS == tuple(o.value for o in Optimizer)
-    assert tuple(engine.SCHEDULE_REGISTRY) == recipes.SCHEDULES == tuple(s.value for s in Schedule)
+    assert tuple(engine.OPTIMIZER_REGISTRY) == recipes.OPTIMIZERS == get_args(Optimizer)
+    assert tuple(engine.SCHEDULE_REGISTRY) == recipes.SCHEDULES == get_args(Schedule)
     model = Net(ModelConfig(nf=4))
     for name in recipes.OPTIMIZERS:
         opt = engine.make_optimizer(model, TrainConfig(optimizer=name, lr=0.1))

@@ -20,16 +20,14 @@ from mnistctl.cli.common import (
     OPTION_OF,
     CheckpointOpt,
     DataDirOpt,
-    DatasetName,
     DatasetOpt,
-    Device,
     DeviceOpt,
     EvalSplit,
+    ExportFormat,
     Optimizer,
     Schedule,
     Split,
     app,
-    choices,
     command,
     console,
     err_console,
@@ -62,7 +60,7 @@ def _main(
 
 @command()
 def download(
-    dataset: DatasetOpt = DatasetName.mnist,
+    dataset: DatasetOpt = "mnist",
     data_dir: DataDirOpt = None,
     mirror: Annotated[list[str] | None, typer.Option(
         "--mirror", "-m", show_default=False,
@@ -83,7 +81,7 @@ def download(
 
     view = DownloadView(err_console)
     with user_errors():
-        info = datasets.get_dataset(dataset.value)
+        info = datasets.get_dataset(dataset)
         directory = datasets.dataset_dir(info, data_dir)
         try:
             results = fetch_all(info, directory, datasets.resolve_mirrors(info, mirror), force=force,
@@ -96,23 +94,23 @@ def download(
 @command()
 def samples(
     count: Annotated[int, typer.Option("--count", "-n", min=1, max=400, help="How many digits.")] = 25,
-    split: Annotated[Split, typer.Option(help="Which split to draw from.")] = Split.train,
+    split: Annotated[Split, typer.Option(help="Which split to draw from.")] = "train",
     seed: Annotated[int, typer.Option(help="Random seed for the choice of digits.")] = 0,
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("samples.png"),
     terminal: Annotated[bool, typer.Option("--terminal", "-t", help="Also draw the digits in the terminal.")] = False,
-    dataset: DatasetOpt = DatasetName.mnist,
+    dataset: DatasetOpt = "mnist",
     data_dir: DataDirOpt = None,
 ) -> None:
     """Save a grid of random digits with their labels as a PNG (and show them in the terminal)."""
     with user_errors():
         from mnistctl.data.splits import write_samples
 
-        grid = write_samples(DataConfig(dataset=dataset.value), split.value, count, seed, output, data_dir)
+        grid = write_samples(DataConfig(dataset=dataset), split, count, seed, output, data_dir)
     if terminal:
         from mnistctl.cli.terminal import colourless, digit_grid
 
         console.print(digit_grid(grid.images.tolist(), grid.names, width=console.width, plain=colourless(console)))
-    say(f"Saved {len(grid.names)} {split.value} digits to [bold]{grid.path}[/]")
+    say(f"Saved {len(grid.names)} {split} digits to [bold]{grid.path}[/]")
 
 
 command()(train)  # in mnistctl.cli.train; registered here to keep the commands in this order
@@ -124,9 +122,9 @@ def evaluate(
         metavar="CHECKPOINT", show_default=False,
         help="The model to score (the same as --checkpoint); several are scored as an ensemble.")] = None,
     checkpoint_path: CheckpointOpt = None,
-    split: Annotated[EvalSplit, typer.Option(help="Score on the test set or the validation part.")] = EvalSplit.test,
+    split: Annotated[EvalSplit, typer.Option(help="Score on the test set or the validation part.")] = "test",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = INFERENCE_BATCH,
-    device: DeviceOpt = Device.auto,
+    device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
     plots: Annotated[Path | None, typer.Option(
         show_default=False, help="Write confusion.png and mistakes.png into this directory.")] = None,
@@ -142,8 +140,8 @@ def evaluate(
         from mnistctl.inference.classifier import load_classifier
 
         models = models_given(checkpoint_arg, checkpoint_path)
-        clf = load_classifier(models, device.value, batch_size)
-        result = evaluation.evaluate(clf, split.value, data_dir)
+        clf = load_classifier(models, device, batch_size)
+        result = evaluation.evaluate(clf, split, data_dir)
         written = evaluation.write_figures(result, plots) if plots is not None else []
     if as_json:
         single = str(models[0]) if models and len(models) == 1 else None
@@ -199,7 +197,7 @@ def predict(
     save_inputs: Annotated[Path | None, typer.Option(
         show_default=False, help="Write the 28x28 inputs the model saw as PNGs into this directory.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = INFERENCE_BATCH,
-    device: DeviceOpt = Device.cpu,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Read the digit in each image: a table of predictions with confidence and top 3.
 
@@ -217,7 +215,7 @@ def predict(
         if as_json and as_csv:
             raise ConfigError("choose one of --json and --csv")
         stdin = sys.stdin.buffer.read() if core.STDIN in paths and not sys.stdin.isatty() else None
-        clf = load_classifier(checkpoint_path, device.value, batch_size)
+        clf = load_classifier(checkpoint_path, device, batch_size)
         with PredictProgress(err_console) as progress:
             results = core.predict_files(paths, clf, preprocess, stdin=stdin, progress=progress.update)
         saved = core.save_inputs(results, save_inputs) if save_inputs is not None else []
@@ -240,9 +238,6 @@ def predict(
         many = f"{failed} of {len(results)} images could not be read; the first, " if failed > 1 else "could not read "
         error_line(f"{many}{first.path}: {first.error}")
         raise typer.Exit(1)
-
-
-ExportFormat = choices("ExportFormat", ("onnx", "mnistctl"))
 
 
 @command()
@@ -274,7 +269,7 @@ def export(
         models = models_given(checkpoint_arg, checkpoint_path)
         if models is None:
             raise ConfigError("give the checkpoint to export: mnistctl export runs/NAME/best.pt -o model.onnx")
-        exported = export_model(models, output, fmt.value if fmt else None, data_dir, calibrate)
+        exported = export_model(models, output, fmt, data_dir, calibrate)
     acc = exported.test_accuracy
     about = f", test accuracy {pct(acc)}" if acc is not None else " (test set not downloaded: accuracy not recorded)"
     if exported.temperatures:
@@ -293,7 +288,7 @@ def serve(
         "--max-upload-mb", min=0.001, help="Refuse larger uploads with 413 (megabytes).")] = 10.0,
     access_log: Annotated[bool, typer.Option(
         "--access-log/--no-access-log", help="Log each request on stderr.")] = True,
-    device: DeviceOpt = Device.cpu,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Serve a page to draw digits on and a JSON prediction API (POST /predict, GET /model, GET /health).
 
@@ -304,7 +299,7 @@ def serve(
         from mnistctl.inference.classifier import load_classifier
         from mnistctl.serve import app as core
 
-        clf = load_classifier(checkpoint_path, device.value)
+        clf = load_classifier(checkpoint_path, device)
         web = core.create_app(clf, max_upload=int(max_upload_mb * 1024 * 1024))
         listener = core.listen(host, port)
         say(model_line(clf))

@@ -6,16 +6,16 @@ Imports only typer, rich and torch-free project modules, so that ``mnistctl --he
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
+from mnistctl.config import SETTINGS
 from mnistctl.datasets import DATA_DIR_ENV, REGISTRY
 from mnistctl.errors import (
     FIXABLE_ERRNOS,
@@ -26,7 +26,7 @@ from mnistctl.errors import (
     Terminated,
     TrainingInterrupted,
 )
-from mnistctl.recipes import DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, SPLITS
+from mnistctl.recipes import DEVICES, EVAL_SPLITS, EXPORT_FORMATS, OPTIMIZERS, PRESETS, SCHEDULES, SPLITS
 
 app = typer.Typer(
     name="mnistctl",
@@ -40,28 +40,24 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def choices(name: str, values) -> type[enum.Enum]:
-    """A str Enum of ``values`` (Typer shows and checks them as the option's choices)."""
-    return enum.Enum(name, {v: v for v in values}, type=str)
+def choices(values: Iterable[str]) -> Any:
+    """``Literal[...]`` of ``values``: Typer shows and checks them as an option's choices."""
+    return Literal[tuple(values)]
 
 
-DatasetName = choices("DatasetName", REGISTRY)
-Split = choices("Split", SPLITS)
-EvalSplit = choices("EvalSplit", ("test", "val"))
-Optimizer = choices("Optimizer", OPTIMIZERS)
-Schedule = choices("Schedule", SCHEDULES)
-Device = choices("Device", DEVICES)
-Preset = choices("Preset", PRESETS)
+if TYPE_CHECKING:  # to a type checker, choices are strings
+    DatasetName = Split = EvalSplit = Optimizer = Schedule = Device = Preset = ExportFormat = str
+else:
+    DatasetName, Split, EvalSplit = choices(REGISTRY), choices(SPLITS), choices(EVAL_SPLITS)
+    Optimizer, Schedule, Device = choices(OPTIMIZERS), choices(SCHEDULES), choices(DEVICES)
+    Preset, ExportFormat = choices(PRESETS), choices(EXPORT_FORMATS)
 
-# the option that sets each core setting: core errors name settings, the CLI names options
-OPTION_OF = {"nf": "--nf", "dropout": "--dropout", "epochs": "--epochs", "epoch_fraction": "--epoch-fraction",
-             "lr": "--lr", "batch_size": "--batch-size",
-             "optimizer": "--optimizer", "schedule": "--schedule", "weight_decay": "--weight-decay",
-             "label_smoothing": "--label-smoothing", "ema": "--ema", "seed": "--seed", "augment": "--augment",
-             "val_fraction": "--val-split", "dataset": "--dataset", "device": "--device", "run_dir": "--run-dir",
-             "patience": "--patience", "tensorboard": "--tensorboard", "init": "--init", "resume": "--resume",
-             "config": "--config",
-             "split": "--split", "count": "--count", "preset": "--preset", "output": "--output", "format": "--format"}
+# the option that sets each core setting: core errors name settings, the CLI names options. The
+# run's settings bring their own (mnistctl.config); these are the other commands' and train's run options
+OPTION_OF = {**{name: s.option_name(name) for name, (_, _, s) in SETTINGS.items() if s.option},
+             **{name: f"--{name.replace('_', '-')}" for name in (
+                 "device", "run_dir", "tensorboard", "init", "resume", "config", "split", "count", "preset", "output",
+                 "format")}}
 
 
 CheckpointOpt = Annotated[list[Path] | None, typer.Option(

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from mnistctl.config import DataConfig
 from mnistctl.data import idx as idx_files
-from mnistctl.errors import ConfigError
+from mnistctl.errors import ConfigError, one_of
 from mnistctl.recipes import SPLITS
 
 
@@ -38,8 +38,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
 
 def load_split(cfg: DataConfig, split: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 [N, 28, 28], labels int64 [N]) of ``split``: train, val or test."""
-    if split not in SPLITS:
-        raise ConfigError.invalid("split", f"must be one of {', '.join(SPLITS)}, got {split!r}")
+    one_of("split", split, SPLITS)
     file_split = "test" if split == "test" else "train"
     images, labels = map(torch.from_numpy, idx_files.load_file_pair(cfg.dataset, file_split, data_dir))
     if split == "test":

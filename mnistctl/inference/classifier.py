@@ -131,7 +131,7 @@ class TorchClassifier(Classifier):
     def logits(self, images: Any) -> np.ndarray:
         import torch
 
-        from mnistctl.training.loop import predict_logits
+        from mnistctl.model import predict_logits
 
         return predict_logits(self.model, torch.from_numpy(_as_batch(images)), self.batch_size, self.device).numpy()
 

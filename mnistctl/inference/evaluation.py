@@ -15,11 +15,10 @@ import numpy as np
 
 from mnistctl.config import INFERENCE_BATCH
 from mnistctl.data import idx
-from mnistctl.errors import ConfigError
+from mnistctl.errors import ConfigError, one_of
 from mnistctl.inference.classifier import Classifier
 from mnistctl.inference.metrics import EvalReport, report
-
-EVAL_SPLITS = ("test", "val")
+from mnistctl.recipes import EVAL_SPLITS
 
 
 @dataclass
@@ -32,8 +31,7 @@ class Evaluation:
 def split_arrays(data_config, split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images, labels) of ``split`` as numpy arrays; only the validation part needs torch (its
     seeded permutation is torch's)."""
-    if split not in EVAL_SPLITS:
-        raise ConfigError.invalid("split", f"must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
+    one_of("split", split, EVAL_SPLITS)
     if split == "test":
         return idx.load_file_pair(data_config.dataset, "test", data_dir)
     from mnistctl.data.splits import load_split

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistctl.errors import ConfigError, DataError
+from mnistctl.errors import ConfigError, DataError, one_of
+from mnistctl.recipes import EXPORT_FORMATS
 
-FORMATS = {"onnx": (".onnx",), "mnistctl": (".pt", ".pth")}
+FORMATS = EXPORT_FORMATS
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,7 @@ def format_for(output: Path, fmt: str | None = None) -> str:
             raise ConfigError.invalid("output", f"{output} has no known extension: name it .onnx (ONNX) or .pt "
                                                 "(mnistctl checkpoint), or choose the format", "the output file")
         return by_suffix
-    if fmt not in FORMATS:
-        raise ConfigError.invalid("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    one_of("format", fmt, FORMATS)
     if by_suffix != fmt:
         wanted = FORMATS[fmt][0]
         raise ConfigError.invalid("output", f"{output} does not match the {fmt} format: name it "

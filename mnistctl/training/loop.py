@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistctl.config import INFERENCE_BATCH, TrainConfig
+from mnistctl.config import TrainConfig
 from mnistctl.data.splits import AugmentConfig, augment
 from mnistctl.devices import as_input, autocast
-from mnistctl.errors import ConfigError
+from mnistctl.errors import one_of
+from mnistctl.model import predict_logits  # noqa: F401  (re-exported: the loop's inference)
 from mnistctl.runfiles import EpochRecord
 from mnistctl.training.cudagraph import StepGraph
 from mnistctl.training.distributed import Group
@@ -99,10 +100,7 @@ SCHEDULE_REGISTRY: dict[str, ScheduleFactory] = {
 
 
 def _lookup(registry: dict[str, Any], name: str, setting: str):
-    try:
-        return registry[name]
-    except KeyError:
-        raise ConfigError.invalid(setting, f"must be one of {', '.join(registry)}, got {name!r}") from None
+    return registry[one_of(setting, name, registry)]
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -337,24 +335,6 @@ def evaluate_shared(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         group.record("val", images=list(range(a, b)))
     loss_sum, correct, count = group.all_sum(sums).tolist()
     return loss_sum / max(count, 1), correct / max(count, 1), int(count)
-
-
-# --- inference ------------------------------------------------------------------------------
-
-@torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = INFERENCE_BATCH,
-                   device: torch.device | None = None) -> torch.Tensor:
-    """Logits (float32, on the CPU) for 0-255 ``images`` [N, 28, 28] or [N, 1, 28, 28], in batches."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = as_input(images[start:start + batch_size], device)
-        with autocast(device):
-            out.append(model(x).float())
-    model.train(was_training)
-    return torch.cat(out).cpu() if out else torch.empty(0, model.cfg.num_classes)
 
 
 def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

@@ -6,22 +6,22 @@ warnings about options a resumed run ignores. ``mnistctl.training.run`` fits the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mnistctl.checkpoint import Checkpoint
 from mnistctl.checkpoint import load as load_checkpoint
-from mnistctl.config import DataConfig, ModelConfig, TrainConfig
-from mnistctl.errors import ConfigError, RunExistsError
+from mnistctl.config import DataConfig, ModelConfig, TrainConfig, derived_settings, user_settings
+from mnistctl.errors import ConfigError, RunExistsError, one_of
 from mnistctl.recipes import PRESETS
 
 RUNS_ROOT = Path("runs")
 CONFIG_FILE = "config.json"
 # which config each user-settable name belongs to (num_classes, mean and std follow the data set)
-MODEL_SETTINGS = ("nf", "batchnorm", "dropout")
-DATA_SETTINGS = ("dataset", "val_fraction")
-TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig))
+MODEL_SETTINGS = user_settings(ModelConfig)
+DATA_SETTINGS = user_settings(DataConfig)
+TRAIN_SETTINGS = user_settings(TrainConfig)
 
 
 @dataclass
@@ -80,8 +80,7 @@ def plan_run(preset: str | None = None, settings: dict[str, Any] | None = None, 
         given = {**given, "nf": start.model_config.nf, "dropout": start.model_config.dropout,
                  "batchnorm": start.model_config.batchnorm, "dataset": start.data_config.dataset}
     preset = preset or "original"
-    if preset not in PRESETS:
-        raise ConfigError.invalid("preset", f"must be one of {', '.join(PRESETS)}, got {preset!r}")
+    one_of("preset", preset, PRESETS)
     recipe = {**PRESETS[preset], **given}
     pick = lambda keys: {k: recipe[k] for k in keys if k in recipe}  # noqa: E731
     data_cfg = DataConfig(**pick(DATA_SETTINGS))
@@ -115,7 +114,7 @@ def read_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     preset = data.get("preset")
     if preset is not None and not isinstance(preset, str):
         raise ConfigError(f"config file {path}: preset must be a name, got {preset!r}")
-    derived = {"num_classes", "mean", "std", "temperature", "split_seed"}
+    derived = set(derived_settings())
     sections = [data[k] for k in ("model", "data", "train") if isinstance(data.get(k), dict)]
     flat = {k: v for k, v in data.items() if k not in ("model", "data", "train", "preset", "init", "mnistctl_version",
                                                         "torch_version", "device", "threads", "processes")}
