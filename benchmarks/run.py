@@ -297,9 +297,9 @@ def loop_rate(x: torch.Tensor, y: torch.Tensor, device: torch.device, nf: int = 
     sched = engine.make_scheduler(opt, cfg, 2 * steps)
     graph = cudagraph.StepGraph(model, engine.new_window(device)) if graphs else None
     warm = engine.TrainConfig(batch_size=batch, epoch_fraction=min(1.0, 10 / steps))
-    engine.train_one_epoch(model, opt, sched, x, y, warm, 0, engine.EpochStats(), graph=graph)
+    engine.train_one_epoch(engine.Learner(model, opt, sched, graph=graph), x, y, warm, 0, engine.EpochStats())
     stats = engine.EpochStats()  # its seconds end after the epoch's last read of the device's sums
-    engine.train_one_epoch(model, opt, sched, x, y, cfg, 1, stats, graph=graph)
+    engine.train_one_epoch(engine.Learner(model, opt, sched, graph=graph), x, y, cfg, 1, stats)
     if graph is not None and not graph.captured:
         raise SystemExit(f"benchmark: the CUDA graph was not captured: {graph.failure}")
     return stats.seen / stats.seconds

@@ -16,6 +16,12 @@ normalisation stored beside it), which is upgraded on load.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mnistctl.model import Net
+
+
 import io
 import math
 import pickle
@@ -76,7 +82,7 @@ class Checkpoint:
     def resumable(self) -> bool:
         return self.training is not None
 
-    def build_model(self):
+    def build_model(self) -> Net:
         """The network with these weights, in eval mode, on the CPU."""
         from mnistctl.model import Net
 

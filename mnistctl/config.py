@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any, TypeVar
 
-from mnistctl.datasets import MNIST, REGISTRY, get_dataset
+from mnistctl.datasets import MNIST, REGISTRY, DatasetInfo, get_dataset
 from mnistctl.errors import ConfigError, one_of
 from mnistctl.recipes import OPTIMIZERS, SCHEDULES
 
@@ -173,7 +173,7 @@ class DataConfig(_Settings):
         super().__post_init__()
 
     @property
-    def info(self):
+    def info(self) -> DatasetInfo:
         return get_dataset(self.dataset)
 
 

@@ -6,6 +6,7 @@ on the device they run on.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 
@@ -55,7 +56,7 @@ def as_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x
 
 
-def autocast(device: torch.device):
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 mixed precision on CUDA (where it is faster); full precision elsewhere. Without
     autocast's cache of cast weights (each weight is used once a pass anyway), as a step recorded
     as a CUDA graph needs (``mnistctl.training.cudagraph``)."""

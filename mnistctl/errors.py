@@ -63,10 +63,10 @@ def one_of(setting: str, value: Any, choices: Iterable[str]) -> Any:
 class RunExistsError(ConfigError):
     """A new run would overwrite the checkpoints of an earlier one."""
 
-    def __init__(self, run_dir: Path, taken: list[str]):
+    def __init__(self, run_dir: Path, taken: list[str], last: Path):
         self.run_dir = run_dir
         self.taken = taken
-        self.last = run_dir / "last.pt"
+        self.last = last  # the run's resumable checkpoint
         super().__init__(f"run directory {run_dir} already holds {' and '.join(taken)}: choose another "
                          f"run directory or name, or resume that run from {self.last}", setting="run_dir")
 

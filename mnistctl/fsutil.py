@@ -64,7 +64,7 @@ def _fixable(exc: OSError, target: Path) -> BaseException:
 def remove_stale_parts(directory: str | os.PathLike[str], older_than: float = 120.0) -> list[Path]:
     """Remove the temporary files (``.NAME.*.part``) that killed processes left in ``directory``:
     those untouched for ``older_than`` seconds (a live writer touches its own far more often)."""
-    removed = []
+    removed: list[Path] = []
     now = time.time()
     try:
         candidates = list(Path(directory).glob(f".*{PART_SUFFIX}"))

@@ -109,4 +109,4 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = INF
         with autocast(device):
             out.append(model(x).float())
     model.train(was_training)
-    return torch.cat(out).cpu() if out else torch.empty(0, model.cfg.num_classes)
+    return torch.cat(out).cpu() if out else torch.empty(0, int(model.cfg.num_classes))  # type: ignore[union-attr,arg-type]

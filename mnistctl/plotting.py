@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 
 from mnistctl.errors import ConfigError
 from mnistctl.fsutil import atomic_path
-from mnistctl.runfiles import METRICS_FILE, EpochRecord, parse_history, read_steps
+from mnistctl.runfiles import HISTORY_FILE, LAST_FILE, METRICS_FILE, EpochRecord, parse_history, read_steps
 
 
 def figure_format(path: str | Path) -> str:
@@ -37,7 +38,7 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     return Path(path)
 
 
-def digit_grid_figure(images, titles: Sequence[str], suptitle: str | None = None,
+def digit_grid_figure(images: Any, titles: Sequence[str], suptitle: str | None = None,
                       title_colors: Sequence[str] | None = None) -> Figure:
     """A square-ish grid of 28x28 digits (light ink on black, as MNIST stores them)."""
     n = len(titles)
@@ -141,10 +142,10 @@ def load_history(path: str | Path) -> tuple[str, list[EpochRecord], list]:
 
     path = Path(path)
     if path.is_dir():
-        if (path / "history.json").is_file():
-            path = path / "history.json"
-        elif (path / "last.pt").is_file():
-            path = path / "last.pt"
+        if (path / HISTORY_FILE).is_file():
+            path = path / HISTORY_FILE
+        elif (path / LAST_FILE).is_file():
+            path = path / LAST_FILE
         else:
             raise MnistctlError(f"{path} holds no history.json or last.pt: is it a run directory?")
     if not path.exists():
@@ -182,6 +183,6 @@ def plot_runs(paths: Sequence[str | Path], output: str | Path,
     runs = [load_history(p) for p in paths]
     labels = [label for label, *_ in runs]
     if len(set(labels)) < len(labels):  # same run name twice: label by path instead
-        runs = [(str(p), *rest) for p, (_, *rest) in zip(paths, runs)]
+        runs = [(str(p), *rest) for p, (_, *rest) in zip(paths, runs)]  # type: ignore[misc]
     fig = history_figure(runs, error_log)
     return fig, [label for label, *_ in runs], save_figure(fig, output)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnistctl.errors import MnistctlError
+
+if TYPE_CHECKING:  # only named in annotations: the base stays torch-free
+    from mnistctl.training.distributed import Group
+    from mnistctl.training.plan import RunPlan
+    from mnistctl.training.run import RunInfo
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class EpochRecord:
             values = {k: (int if k == "epoch" else float)(data[k]) for k in names if k in data}
         except (TypeError, ValueError):
             raise MnistctlError("a per-epoch record holds a value that is not a number") from None
-        return cls(**values)
+        return cls(**values)  # type: ignore[arg-type]  # epoch is the int among the floats
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,14 @@ def parse_history(rows: Any) -> list[EpochRecord]:
         raise MnistctlError("the history is not a list of per-epoch records")
     return [EpochRecord.from_dict(r) for r in rows]
 
+
+# --- the files of a run directory (named here only) ---------------------------------------------
+
+CONFIG_FILE = "config.json"  # every setting of the run; `train --config` reads it
+BEST_FILE = "best.pt"  # the checkpoint of the epoch with the best validation accuracy
+LAST_FILE = "last.pt"  # the latest checkpoint, resumable (after Ctrl-C: mid-epoch)
+HISTORY_FILE = "history.json"  # the per-epoch records
+PLOT_FILE = "loss.png"  # the loss curves
 
 # --- per-step metrics: metrics.csv in a run directory ------------------------------------------
 
@@ -131,3 +144,32 @@ def read_steps(text: str) -> list[StepRecord]:
     except (TypeError, ValueError):
         raise MnistctlError("a metrics.csv row holds a value that is not a number") from None
     return out
+
+
+class TrainCallbacks:
+    """Hooks a front end implements to show a training run's progress (torch-free, so a front end
+    subclasses it without importing torch); the defaults do nothing."""
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int, start_step: int) -> None: ...
+
+    def on_batch(self, step: int, loss: float | None, images: int) -> None:
+        """After each step; ``loss`` (the batch's plain cross-entropy) is None on steps where an
+        accelerator was not synced."""
+
+    def on_epoch_end(self, record: EpochRecord) -> None: ...
+
+
+class RunHooks(TrainCallbacks):
+    """What a front end may hook into ``train_settings`` beyond the training loop's progress (the
+    inherited ``on_*`` hooks); the defaults do nothing."""
+
+    def on_join(self, group: Group) -> None:
+        """This process has joined its group (of one, or of several under torchrun); nothing is planned yet."""
+
+    def on_plan(self, plan: RunPlan, group: Group) -> bool:
+        """The run is planned (on every process of a group). Return False to stop before anything is
+        written or trained (as ``train --print-config`` does)."""
+        return True
+
+    def on_ready(self, info: RunInfo) -> None:
+        """Data and model are in place; the first step is next."""

@@ -74,8 +74,8 @@ def _train(graph_kind: str | None, cfg: TrainConfig, n: int = 200, epochs: int =
     graph = None if graph_kind is None else StandInGraph(model, engine.new_window(CPU), fail=graph_kind == "fail")
     history = []
     for epoch in range(epochs):
-        stats = engine.train_one_epoch(model, opt, sched, images, labels, cfg, epoch, engine.EpochStats(),
-                                       graph=graph)
+        stats = engine.train_one_epoch(engine.Learner(model, opt, sched, graph=graph), images, labels, cfg, epoch,
+                                       engine.EpochStats())
         history.append((stats.loss_sum, stats.objective_sum, stats.correct, stats.seen))
     return model, opt, history, graph
 
@@ -137,7 +137,8 @@ def test_real_cuda_graph_steps_follow_eager_ones_closely(monkeypatch):
         opt = engine.make_optimizer(model, cfg)
         sched = engine.make_scheduler(opt, cfg, engine.steps_per_epoch(400, 32))
         graph = cudagraph.StepGraph(model, engine.new_window(cuda)) if use_graph else None
-        stats = engine.train_one_epoch(model, opt, sched, images, labels, cfg, 0, engine.EpochStats(), graph=graph)
+        stats = engine.train_one_epoch(engine.Learner(model, opt, sched, graph=graph), images, labels, cfg, 0,
+                                       engine.EpochStats())
         if use_graph:
             assert graph.captured and graph.failure is None
         results.append((torch.cat([p.detach().flatten() for p in model.parameters()]), stats))
@@ -155,9 +156,10 @@ def test_a_graph_recorded_on_other_data_is_not_replayed_on_new_data():
     opt = engine.make_optimizer(model, cfg)
     sched = engine.make_scheduler(opt, cfg, 4)
     graph = StandInGraph(model, engine.new_window(CPU))
-    engine.train_one_epoch(model, opt, sched, images[:64], labels[:64], cfg, 0, engine.EpochStats(), graph=graph)
+    learner = engine.Learner(model, opt, sched, graph=graph)
+    engine.train_one_epoch(learner, images[:64], labels[:64], cfg, 0, engine.EpochStats())
     assert graph.captured and (graph.eager_steps, graph.replays) == (cudagraph.WARMUP_STEPS, 1)
-    engine.train_one_epoch(model, opt, sched, images[64:], labels[64:], cfg, 1, engine.EpochStats(), graph=graph)
+    engine.train_one_epoch(learner, images[64:], labels[64:], cfg, 1, engine.EpochStats())
     # warmed up and captured again for the new images
     assert graph.captured and (graph.eager_steps, graph.replays) == (2 * cudagraph.WARMUP_STEPS, 2)
 

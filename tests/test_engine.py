@@ -188,7 +188,8 @@ def test_one_epoch_learns_a_made_up_task_and_counts_every_image():
         def on_batch(self, step, loss, n):
             seen.append(n)
 
-    stats = engine.train_one_epoch(model, opt, sched, images, labels, cfg, 0, engine.EpochStats(), callbacks=Count())
+    stats = engine.train_one_epoch(engine.Learner(model, opt, sched), images, labels, cfg, 0, engine.EpochStats(),
+                                   engine.EpochControl(callbacks=Count()))
     assert stats.seen == sum(seen) == 512 and len(seen) == 16
     logits = engine.predict_logits(model, images, batch_size=100)
     loss, acc = engine.loss_and_accuracy(logits, labels)
@@ -207,8 +208,8 @@ def test_a_fraction_of_an_epoch_trains_on_a_new_random_part_of_the_images_each_e
     sched = engine.make_scheduler(opt, cfg, 8)
     group = Group(trace_dir=tmp_path)  # records the images of every step
     for epoch in range(2):
-        stats = engine.train_one_epoch(model, opt, sched, images, labels, cfg, epoch, engine.EpochStats(),
-                                       group=group)
+        stats = engine.train_one_epoch(engine.Learner(model, opt, sched), images, labels, cfg, epoch,
+                                       engine.EpochStats(), engine.EpochControl(group=group))
         assert stats.seen == 256
     steps = [json.loads(line) for line in (tmp_path / "rank0.jsonl").read_text().splitlines()]
     assert [(s["epoch"], s["step"]) for s in steps] == [(e, k) for e in range(2) for k in range(8)]
@@ -237,8 +238,8 @@ def test_stop_request_interrupts_after_a_whole_step():
     stats = engine.EpochStats()
     calls = iter(range(100))
     with pytest.raises(engine.Interrupted) as err:
-        engine.train_one_epoch(model, opt, sched, images, labels, cfg, 0, stats,
-                               should_stop=lambda: next(calls) == 2)
+        engine.train_one_epoch(engine.Learner(model, opt, sched), images, labels, cfg, 0, stats,
+                               engine.EpochControl(should_stop=lambda: next(calls) == 2))
     assert err.value.step == 3 and stats.seen == 96
 
 

@@ -94,8 +94,8 @@ def test_reported_train_loss_is_the_plain_cross_entropy_with_label_smoothing():
     with torch.no_grad():
         logits = model(x[:, None].float())
     optimizer = engine.make_optimizer(model, cfg)
-    stats = engine.train_one_epoch(model, optimizer, engine.make_scheduler(optimizer, cfg, 1), x, y, cfg, 0,
-                                   engine.EpochStats())
+    stats = engine.train_one_epoch(engine.Learner(model, optimizer, engine.make_scheduler(optimizer, cfg, 1)), x, y,
+                                   cfg, 0, engine.EpochStats())
     order = torch.randperm(64, generator=torch.Generator().manual_seed(engine.derive_seed(cfg.seed, 0)))
     assert abs(stats.loss - F.cross_entropy(logits, y).item()) < 1e-5  # the order of a batch does not matter
     assert abs(stats.objective - F.cross_entropy(logits[order], y[order], label_smoothing=0.2).item()) < 1e-5

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -315,7 +315,7 @@ def serve(
     say("Stopped.")
 
 
-def _show(fig, path: Path) -> None:
+def _show(fig: Any, path: Path) -> None:
     import matplotlib
     import matplotlib.pyplot as plt
 
@@ -323,12 +323,13 @@ def _show(fig, path: Path) -> None:
         err_console.print(f"No display to show the figure on; it is saved in {path}.", highlight=False)
         return
     manager = plt.figure().canvas.manager
+    assert manager is not None  # a figure on an interactive backend has one
     manager.canvas.figure = fig
     fig.set_canvas(manager.canvas)
     plt.show()
 
 
-def _terminate(signum, frame) -> None:  # noqa: ARG001
+def _terminate(signum: int, frame: Any) -> None:  # noqa: ARG001
     raise Terminated
 
 

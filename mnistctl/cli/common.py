@@ -6,10 +6,10 @@ Imports only typer, rich and torch-free project modules, so that ``mnistctl --he
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import typer
 from rich.console import Console
@@ -46,7 +46,14 @@ def choices(values: Iterable[str]) -> Any:
 
 
 if TYPE_CHECKING:  # to a type checker, choices are strings
-    DatasetName = Split = EvalSplit = Optimizer = Schedule = Device = Preset = ExportFormat = str
+    DatasetName: TypeAlias = str
+    Split: TypeAlias = str
+    EvalSplit: TypeAlias = str
+    Optimizer: TypeAlias = str
+    Schedule: TypeAlias = str
+    Device: TypeAlias = str
+    Preset: TypeAlias = str
+    ExportFormat: TypeAlias = str
 else:
     DatasetName, Split, EvalSplit = choices(REGISTRY), choices(SPLITS), choices(EVAL_SPLITS)
     Optimizer, Schedule, Device = choices(OPTIMIZERS), choices(SCHEDULES), choices(DEVICES)
@@ -125,12 +132,12 @@ def warning_line(message: str) -> None:
     err_console.print(Text.assemble(("Warning: ", "bold yellow"), message), soft_wrap=True)
 
 
-def command(*args: Any, **kwargs: Any):
+def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``app.command``, with the docstring's paragraphs unwrapped so that --help wraps them to the
     terminal's width instead of breaking lines where the source does."""
     import inspect
 
-    def register(func):
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
         paragraphs = inspect.cleandoc(func.__doc__ or "").split("\n\n")
         func.__doc__ = "\n\n".join(" ".join(p.split()) for p in paragraphs)
         return app.command(*args, **kwargs)(func)

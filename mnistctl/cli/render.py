@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.measure import Measurement
@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnistctl.data.download import DownloadProgress
+from mnistctl.runfiles import TrainCallbacks
 
 if TYPE_CHECKING:  # pragma: no cover
     from mnistctl.data.download import FileResult
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mnistctl.inference.files import FilePrediction
     from mnistctl.inference.metrics import EvalReport
     from mnistctl.runfiles import EpochRecord
-    from mnistctl.training.run import FitResult, RunInfo, RunPlan
+    from mnistctl.training.run import Run, RunInfo, RunPlan
 
 
 def pct(x: float) -> str:
@@ -60,7 +61,7 @@ class DownloadView(DownloadProgress):
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True)
         self.live = False
-        self.task = None
+        self.task: Any = None  # a rich.progress.TaskID once started
         self.done = 0
 
     def start(self, name: str, source: str, total: int | None) -> None:
@@ -134,7 +135,7 @@ def _batch(batch_size: int, info: RunInfo) -> str:
     return f"batch {batch_size}"
 
 
-class TrainView:
+class TrainView(TrainCallbacks):
     """A growing table of epochs with the current epoch's progress bar under it; implements the
     engine's TrainCallbacks hooks."""
 
@@ -164,7 +165,7 @@ class TrainView:
             TextColumn("loss {task.fields[loss]:.4f}"), *wide, TextColumn("ETA"), TimeRemainingColumn(),
             console=console)
         self.live = Live(Group(self.table, self.progress), console=console, refresh_per_second=8)
-        self.task = None
+        self.task: Any = None
         self.best = -1.0
         self.started = False
         self.t0, self.images = 0.0, 0
@@ -178,7 +179,7 @@ class TrainView:
 
     def on_batch(self, step: int, loss: float | None, images: int) -> None:
         self.images += images
-        fields = {"speed": self.images / max(time.perf_counter() - self.t0, 1e-9)}
+        fields: dict[str, Any] = {"speed": self.images / max(time.perf_counter() - self.t0, 1e-9)}
         if loss is not None:
             fields["loss"] = loss
         self.progress.update(self.task, advance=1, **fields)
@@ -212,7 +213,7 @@ class TrainView:
                 self.console.line()
 
 
-class PlainTrainView:
+class PlainTrainView(TrainCallbacks):
     """Training progress as plain lines, for pipes, log files and CI: one line per epoch, and one
     every ``every`` seconds within a long epoch."""
 
@@ -270,7 +271,7 @@ def train_view(console: Console, quiet: bool = False) -> TrainView | PlainTrainV
     return TrainView(console) if console.is_terminal else PlainTrainView(console)
 
 
-def train_summary(result: FitResult) -> list[str]:
+def train_summary(result: Run) -> list[str]:
     best = result.best_record
     waited = result.history[-1].epoch - best.epoch
     early = (f"Stopped early after epoch {result.history[-1].epoch}: no better validation accuracy for "
@@ -353,8 +354,8 @@ class PredictProgress:
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.progress = None
-        self.task = None
+        self.progress: Any = None  # a rich Progress, once there are enough files to show one
+        self.task: Any = None
 
     def __enter__(self) -> PredictProgress:
         return self
@@ -371,7 +372,7 @@ class PredictProgress:
             self.task = self.progress.add_task("", total=total)
         self.progress.update(self.task, completed=done)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
 
@@ -379,6 +380,7 @@ class PredictProgress:
 def predictions_table(results: Sequence[FilePrediction], dataset: str) -> Table:
     """A row per file; an unsure prediction is marked with ? and its reasons."""
     table = Table()
+    justify: Any
     for col, justify in (("file", "left"), ("digit" if dataset == "mnist" else "class", "center"),
                          ("confidence", "right"), ("top 3", "left")):
         table.add_column(col, justify=justify, overflow="fold")
@@ -400,7 +402,7 @@ def input_panels(results: Sequence[FilePrediction], plain: bool = False) -> list
     """The 28x28 input of each readable file drawn in the terminal, with its prediction."""
     from mnistctl.cli.terminal import digit_text
 
-    panels = []
+    panels: list[RenderableType] = []
     for r in results:
         if r.image is not None and r.prediction is not None:
             grid = Table.grid(padding=(0, 2))

@@ -3,6 +3,12 @@ rows per text line); without (NO_COLOR, TERM=dumb, a pipe), characters of increa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
 from collections.abc import Sequence
 
 from rich.console import Group, RenderableType
@@ -31,7 +37,7 @@ def digit_text(image: Sequence[Sequence[int]], plain: bool = False) -> Text:
     return text
 
 
-def colourless(console) -> bool:
+def colourless(console: Console) -> bool:
     """Whether ``console`` shows no colour (NO_COLOR, TERM=dumb, not a terminal): draw digits plain."""
     return console.no_color or console.color_system is None
 

@@ -24,6 +24,7 @@ from mnistctl.cli.common import (
 from mnistctl.config import DATA, RECIPE, SETTINGS, user_settings
 from mnistctl.datasets import DATA_DIR_ENV
 from mnistctl.recipes import PRESETS, describe_preset
+from mnistctl.runfiles import RunHooks
 
 _RUN = "Run"
 
@@ -42,9 +43,8 @@ def _setting_options() -> list[inspect.Parameter]:
         _, f, s = SETTINGS[name]
         kind = {"int": int, "float": float, "bool": bool, "str": str}[f.type] if isinstance(f.type, str) else f.type
         decls = [s.flag_for(name, kind), *([s.short] if s.short else [])]
-        option = typer.Option(*decls, rich_help_panel=s.panel, help=s.help,
-                              **({"show_default": s.show_default} if s.show_default else {}))
-        annotation = Annotated[choices(s.choices) if s.choices else kind, option]
+        option = typer.Option(*decls, rich_help_panel=s.panel, help=s.help, show_default=s.show_default or True)
+        annotation = Annotated[choices(s.choices) if s.choices else kind, option]  # type: ignore[valid-type]
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
                                         annotation=annotation))
     return params
@@ -106,19 +106,19 @@ def train(ctx: typer.Context, **options: Any) -> None:
     # only what was given on the command line: a config file, the preset or a resumed run supplies the rest
     settings = {k: options[k] for k in user_settings() if _given(ctx, k)}
     run = {k: options[k] for k in inspect.signature(_options).parameters if k != "ctx"}
+    hooks = _TrainHooks(run["quiet"], run["print_config"])
     with user_errors():
-        from mnistctl import devices as accel
-        from mnistctl.training import distributed
+        from mnistctl.training.run import train_settings
 
-        if run["threads"] is not None:
-            accel.set_threads(run["threads"])
-        group = distributed.join(run["device"])  # one process, or one of several under torchrun
-        Reporting.secondary = not group.main  # the others' errors are process 0's too: it alone says them
         try:
-            result = _train(ctx, group, settings, **run)
+            result = train_settings(run["preset"] if _given(ctx, "preset") else None, settings,
+                                    config_file=run["config"], resume=run["resume"], init=run["init"],
+                                    run_dir=run["run_dir"], name=run["name"], data_dir=run["data_dir"],
+                                    device=run["device"], threads=run["threads"], tensorboard=run["tensorboard"],
+                                    save_model="mnist_cnn.pt" if run["save_model"] else None, hooks=hooks)
         finally:
-            group.close()
-    if result is None or not group.main:
+            hooks.stop()
+    if result is None or not hooks.main:
         return
     for warning in result.warnings:
         warning_line(warning)
@@ -128,37 +128,50 @@ def train(ctx: typer.Context, **options: Any) -> None:
         say(line)
 
 
-def _train(ctx: typer.Context, group, settings: dict[str, Any], *, preset: str, config: Path | None,
-           resume: Path | None, run_dir: Path | None, name: str | None, init: str | None, print_config: bool,
-           quiet: bool, save_model: bool, tensorboard: bool, data_dir: Path | None, **_: Any):
-    """Plan the run and train it (every process of a group does), showing progress on process 0."""
-    from mnistctl.cli.render import train_header, train_view
-    from mnistctl.training import run as runs
+class _TrainHooks(RunHooks):
+    """The run as this CLI shows it: warnings and ``--print-config`` once planned, then the header
+    and the live view (or plain lines) on process 0 of a group."""
 
-    chosen = preset if _given(ctx, "preset") else None
-    if config is not None:
-        from_file, file_settings = runs.read_config(config)
-        chosen, settings = chosen or from_file, {**file_settings, **settings}
-    plan = runs.plan_run(chosen, settings, resume=resume, run_dir=run_dir, name=name, init=init)
-    for warning in plan.warnings if group.main else ():
-        warning_line(warning)
-    if print_config:
-        if group.main:
-            typer.echo(json.dumps(plan.config(), indent=2))
-        return None
-    view = train_view(console, quiet or not group.main)
+    def __init__(self, quiet: bool, print_config: bool) -> None:
+        self.quiet, self.print_config, self.main = quiet, print_config, True
+        self.plan: Any = None
+        self.view: Any = None
 
-    def ready(info) -> None:
-        if not quiet and group.main:
-            say(train_header(plan, info))
-        view.start(info.history)
+    def on_join(self, group: Any) -> None:
+        self.main = group.main
+        Reporting.secondary = not group.main  # the others' errors are process 0's too: it alone says them
 
-    try:
-        return runs.train(plan, group.device, data_dir, callbacks=view, on_ready=ready,
-                          save_model=Path("mnist_cnn.pt") if save_model else None, tensorboard=tensorboard,
-                          group=group)
-    finally:
-        view.stop()
+    def on_plan(self, plan: Any, group: Any) -> bool:
+        for warning in plan.warnings if self.main else ():
+            warning_line(warning)
+        if self.print_config:
+            if self.main:
+                typer.echo(json.dumps(plan.config(), indent=2))
+            return False
+        from mnistctl.cli.render import train_view
+
+        self.plan, self.view = plan, train_view(console, self.quiet or not self.main)
+        return True
+
+    def on_ready(self, info: Any) -> None:
+        from mnistctl.cli.render import train_header
+
+        if not self.quiet and self.main:
+            say(train_header(self.plan, info))
+        self.view.start(info.history)
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int, start_step: int) -> None:
+        self.view.on_epoch_start(epoch, epochs, steps, start_step)
+
+    def on_batch(self, step: int, loss: float | None, images: int) -> None:
+        self.view.on_batch(step, loss, images)
+
+    def on_epoch_end(self, record: Any) -> None:
+        self.view.on_epoch_end(record)
+
+    def stop(self) -> None:
+        if self.view is not None:
+            self.view.stop()
 
 
 # ctx and --preset, the settings (panels Recipe, Model, Data), then the options of the run

@@ -184,7 +184,7 @@ def _copy_verified(stream: BinaryIO, tmp: Path, spec: IdxFile, progress: Downloa
     """
     raw_md5, out_md5 = hashlib.md5(), hashlib.md5()
     inflater = None
-    head = b""  # the first bytes, until there are enough to tell gzip from raw
+    head: bytes | None = b""  # the first bytes, until there are enough to tell gzip from raw
     written, expected, prefix = 0, None, b""  # the IDX header (prefix) says how long the file must be
     started, received = time.monotonic(), 0
     read = getattr(stream, "read1", stream.read)  # what has arrived, not a full chunk: a drip cannot stall us

@@ -311,7 +311,8 @@ def analyse(d: Decoded) -> Prepared:
     """``to_mnist`` with what it noticed: how much of the picture is ink, and any reason to doubt
     that it shows a single digit (ink everywhere, ink in separate places, a mere speck)."""
     if looks_like_mnist(d):
-        return Prepared(d.raw.copy(), float((d.raw > 127).mean()))
+        assert d.raw is not None  # looks_like_mnist says there is a raw 28x28 picture
+        return Prepared(d.raw.copy(), float(np.mean(d.raw > 127)))
     ink = _as_ink(_without_table(d.grey))
     # a look at the whole picture (reduced when large) finds where the digit is and how much ink there is
     view = at_most(ink, WORK_SIZE)

@@ -55,7 +55,7 @@ def read_image(source: ImageSource) -> Decoded:
             raise ImageError("not a file")
         if info.st_size == 0:
             raise ImageError("empty file (0 bytes)")
-        opened = path
+        opened: Path | io.BytesIO | BinaryIO = path
     elif isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError("empty file (0 bytes)")

@@ -12,6 +12,12 @@ the same preprocessing, the same model, the same numbers. ``mnistctl.inference.f
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mnistctl.checkpoint import Checkpoint
+
+
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,7 +122,7 @@ class Classifier:
 class TorchClassifier(Classifier):
     backend = "pytorch"
 
-    def __init__(self, checkpoint, device: str | Any = "cpu", batch_size: int = INFERENCE_BATCH):
+    def __init__(self, checkpoint: Checkpoint, device: str | Any = "cpu", batch_size: int = INFERENCE_BATCH):
         from mnistctl import devices as accel
 
         self.checkpoint = checkpoint

@@ -6,6 +6,12 @@ Runtime (the test split is then read without importing torch).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mnistctl.config import DataConfig
+
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +34,8 @@ class Evaluation:
     images: np.ndarray  # the split's images (uint8 [N, 28, 28]), for figures of the mistakes
 
 
-def split_arrays(data_config, split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def split_arrays(data_config: DataConfig, split: str,
+                 data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images, labels) of ``split`` as numpy arrays; only the validation part needs torch (its
     seeded permutation is torch's)."""
     one_of("split", split, EVAL_SPLITS)

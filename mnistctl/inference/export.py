@@ -3,6 +3,7 @@ inference-only mnistctl checkpoint; either records the model's test accuracy."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,20 +49,20 @@ def format_for(output: Path, fmt: str | None = None) -> str:
     return fmt
 
 
-def export_model(source: str | Path | list[str | Path], output: str | Path, fmt: str | None = None,
+def export_model(source: str | Path | Sequence[str | Path], output: str | Path, fmt: str | None = None,
                  data_dir: str | Path | None = None, calibrate: bool = False) -> Exported:
     """Export the checkpoint ``source`` to ``output`` (atomically), measuring its test accuracy
     first when the test set is downloaded. Several checkpoints (of the same classes) export to
     one ONNX model that averages their probabilities. With ``calibrate`` each model first gets
     the temperature that fits its confidences to the validation split (needs the data set)."""
     from mnistctl.checkpoint import load
-    from mnistctl.inference.classifier import Ensemble, TorchClassifier, model_files
+    from mnistctl.inference.classifier import Classifier, Ensemble, TorchClassifier, model_files
     from mnistctl.inference.evaluation import calibrate as calibrated
     from mnistctl.inference.evaluation import evaluate
 
     output = Path(output)
     fmt = format_for(output, fmt)
-    sources = model_files(source if isinstance(source, list) else [source])
+    sources = model_files([source] if isinstance(source, (str, Path)) else list(source))
     for path in sources:
         if path.suffix.lower() == ".onnx":
             raise ConfigError(f"{path} is already an ONNX model: export from the checkpoint it was made from")
@@ -71,8 +72,9 @@ def export_model(source: str | Path | list[str | Path], output: str | Path, fmt:
     checkpoints = [load(path) for path in sources]
     if calibrate:
         checkpoints = [calibrated(c, "val", data_dir) for c in checkpoints]
-    classifiers = [TorchClassifier(c) for c in checkpoints]
+    classifiers: list[Classifier] = [TorchClassifier(c) for c in checkpoints]
     clf = classifiers[0] if len(classifiers) == 1 else Ensemble(classifiers)  # refuses models of other classes
+    accuracy: float | None
     try:
         accuracy = evaluate(clf, "test", data_dir).report.accuracy
     except DataError:

@@ -103,7 +103,8 @@ def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = T
                 if r.path == STDIN and stdin is None:
                     r.error = "no image on standard input"
                     continue
-                if _prepare_into(r, stdin if r.path == STDIN else r.path, preprocess):
+                source: ImageSource = (stdin or b"") if r.path == STDIN else r.path
+                if _prepare_into(r, source, preprocess):
                     ready.append(r)
             if pending is not None:
                 pending.result()
@@ -114,7 +115,8 @@ def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = T
 
 
 def _classify_into(ready: list[FilePrediction], classifier: Classifier) -> None:
-    for r, p in zip(ready, classifier.classify(np.stack([r.image for r in ready]), [r.redrawn for r in ready])):
+    images = np.stack([r.image for r in ready if r.image is not None])  # prepared: every one has its image
+    for r, p in zip(ready, classifier.classify(images, [r.redrawn for r in ready])):
         r.prediction = p
 
 
@@ -123,7 +125,7 @@ def predict_image(source: ImageSource, classifier: Classifier, path: str = "imag
     """One image held in memory (bytes, a stream, a PIL image) or on disk -> its FilePrediction,
     the error in it when the image cannot be read."""
     result = FilePrediction(path)
-    if _prepare_into(result, source, preprocess):
+    if _prepare_into(result, source, preprocess) and result.image is not None:
         [result.prediction] = classifier.classify(result.image[None], [result.redrawn])
     return result
 

@@ -90,7 +90,7 @@ def check_self_contained(path: Path, source: str) -> None:
     except Exception as exc:  # protobuf's DecodeError and onnx's own errors
         raise CheckpointError(f"{source} is not a readable ONNX model ({str(exc).splitlines()[0][:100]})") from None
 
-    def tensors(graph) -> Any:
+    def tensors(graph: Any) -> Any:
         yield from graph.initializer
         for node in graph.node:
             for attr in node.attribute:
@@ -156,7 +156,8 @@ def export_onnx(ckpt: Any, output: str | Path, test_accuracy: float | None = Non
         program = torch.onnx.export(model, (example,), input_names=[INPUT], output_names=list(OUTPUTS),
                                     dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}}, opset_version=OPSET,
                                     dynamo=True, verbose=False)
-        program.save(buffer)
+        assert program is not None  # the dynamo exporter returns its program
+        program.save(buffer)  # type: ignore[arg-type]  # a binary file object works as well as a path
     proto = onnx.load_from_string(buffer.getvalue())
     meta = OnnxMetadata(tuple(ckpt.classes), ckpt.model_config, ckpt.data_config, ckpt.epoch,
                         test_accuracy if test_accuracy is not None else ckpt.test_accuracy, __version__)

@@ -97,10 +97,11 @@ async def upload_from(request: Any, limit: int) -> tuple[str, bytes]:
         form = await Request(request.scope, replay).form(max_files=1, max_fields=10, max_part_size=limit)
     except Exception as exc:  # starlette's MultiPartException and the parser's errors
         raise RequestError(400, f"malformed multipart form ({str(getattr(exc, 'detail', exc))[:100]})") from None
-    files = [v for v in form.values() if hasattr(v, "filename") and hasattr(v, "read")]
+    files: list[Any] = [v for v in form.values() if hasattr(v, "filename") and hasattr(v, "read")]
     if not files:
         raise RequestError(400, "the multipart form holds no file: send the image as a field named file")
-    upload = form.get("file") if hasattr(form.get("file"), "read") else files[0]
+    named: Any = form.get("file")
+    upload = named if hasattr(named, "read") else files[0]
     data = await upload.read()
     await form.close()  # the spooled temporary file
     if not data:

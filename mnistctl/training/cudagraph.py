@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -93,6 +94,7 @@ class StepGraph:
                 self._graph, self._idx = None, None
                 self._eager(forward_backward, idx)
                 return
+        assert self._idx is not None  # captured above
         self._idx.copy_(idx)
         self._replay()
         if self.params and self.params[0].grad is not self._grads[0]:  # an eager step since replaced them
@@ -100,9 +102,10 @@ class StepGraph:
                 p.grad = g
 
     def _replay(self) -> None:
+        assert self._graph is not None
         self._graph.replay()
 
-    def _side_stream(self, device: torch.device):
+    def _side_stream(self, device: torch.device) -> Any:
         """A context that runs on a side stream (``torch.cuda.stream``); it waits for the current
         stream's work on entering, and the current stream waits for it on leaving."""
         return _SideStream(device)
@@ -140,6 +143,6 @@ class _SideStream:
         self.side.wait_stream(self.main)
         self._context.__enter__()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._context.__exit__(*exc)
         self.main.wait_stream(self.side)

@@ -110,7 +110,8 @@ class Group:
         # the weights and BatchNorm statistics are copied from process 0 once; after that each process
         # keeps its own statistics (averaged every epoch) instead of receiving process 0's every step
         options = inspect.signature(DistributedDataParallel).parameters
-        no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in options else {"broadcast_buffers": False}
+        no_sync: dict[str, Any] = ({"forward_sync_buffers": False} if "forward_sync_buffers" in options
+                                   else {"broadcast_buffers": False})
         with self.talking("starting DistributedDataParallel"):
             return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
                                            else None, **no_sync)

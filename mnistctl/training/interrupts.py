@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from mnistctl.errors import Terminated
 
@@ -17,7 +18,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
-        self.signum = signal.SIGINT
+        self.signum: int = signal.SIGINT
         self.at = 0.0  # when it was requested (time.monotonic)
 
     def __call__(self) -> bool:
@@ -38,7 +39,7 @@ def deferred_interrupt(grace: float = 0.0) -> Iterator[StopFlag]:
         yield flag
         return
 
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
         if flag.requested:
             if time.monotonic() - flag.at < grace:
                 return

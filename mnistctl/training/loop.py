@@ -28,7 +28,7 @@ from mnistctl.data.splits import AugmentConfig, augment
 from mnistctl.devices import as_input, autocast
 from mnistctl.errors import one_of
 from mnistctl.model import predict_logits  # noqa: F401  (re-exported: the loop's inference)
-from mnistctl.runfiles import EpochRecord
+from mnistctl.runfiles import TrainCallbacks
 from mnistctl.training.cudagraph import StepGraph
 from mnistctl.training.distributed import Group
 
@@ -49,7 +49,7 @@ def _eager_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer
     ``state_dict``, still an instance of ``cls`` for the schedulers and hooks."""
     raw_step = inspect.unwrap(cls.step)
 
-    def step(self, closure=None):
+    def step(self: Any, closure: Any = None) -> Any:
         with torch.no_grad():
             return raw_step(self, closure)
 
@@ -58,7 +58,7 @@ def _eager_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer
     return type(cls.__name__, (cls,), {"__module__": __name__, "__doc__": cls.__doc__, "step": step, **methods})
 
 
-def _optimizer_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+def _optimizer_class(cls: Any) -> Any:
     """torch.optim's ``cls`` where ``torch.compile`` has been loaded (say, a notebook that compiles
     something): nothing left to save, and its guards may then matter. Otherwise its eager copy, so
     a plain training run never pays for importing the compiler."""
@@ -76,11 +76,11 @@ OPTIMIZER_REGISTRY: dict[str, OptimizerFactory] = {
 WARMUP = 0.2  # the one-cycle schedule's share of steps rising to the peak learning rate
 
 
-def _constant(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int):
+def _constant(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> Any:
     return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
 
 
-def _one_cycle(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int):
+def _one_cycle(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> Any:
     """Warm-up over the first fifth of the steps, then annealing. A run too short for a warm-up
     of more than one step starts near the peak (torch's OneCycleLR divides by zero when its
     warm-up ends on the first step: 5 steps in all, such as ``--epochs 1 --epoch-fraction 0.01``),
@@ -99,7 +99,7 @@ SCHEDULE_REGISTRY: dict[str, ScheduleFactory] = {
 }
 
 
-def _lookup(registry: dict[str, Any], name: str, setting: str):
+def _lookup(registry: dict[str, Any], name: str, setting: str) -> Any:
     return registry[one_of(setting, name, registry)]
 
 
@@ -107,7 +107,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return _lookup(OPTIMIZER_REGISTRY, cfg.optimizer, "optimizer")(model.parameters(), cfg)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> Any:
     """The learning-rate schedule over the whole run (``cfg.epochs * steps_per_epoch`` steps)."""
     return _lookup(SCHEDULE_REGISTRY, cfg.schedule, "schedule")(optimizer, cfg, cfg.epochs * steps_per_epoch)
 
@@ -191,18 +191,6 @@ class EpochStats:
                    float(data.get("seconds", 0.0)), float(data.get("objective_sum", 0.0)))
 
 
-class TrainCallbacks:
-    """Hooks a front end implements to show progress; the defaults do nothing."""
-
-    def on_epoch_start(self, epoch: int, epochs: int, steps: int, start_step: int) -> None: ...
-
-    def on_batch(self, step: int, loss: float | None, images: int) -> None:
-        """After each step; ``loss`` (the batch's plain cross-entropy) is None on steps where an
-        accelerator was not synced."""
-
-    def on_epoch_end(self, record: EpochRecord) -> None: ...
-
-
 class Interrupted(Exception):
     """Raised by train_one_epoch after a completed step when asked to stop; ``together`` when every
     process of the group stops at this step (not so for a Ctrl-C that could not wait)."""
@@ -213,27 +201,53 @@ class Interrupted(Exception):
         self.together = together
 
 
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, images: torch.Tensor,
-                    labels: torch.Tensor, cfg: TrainConfig, epoch: int, stats: EpochStats,
-                    start_step: int = 0, callbacks: TrainCallbacks | None = None,
-                    should_stop: Callable[[], bool] | None = None, group: Group | None = None,
-                    global_batch: int | None = None, average: WeightAverage | None = None,
-                    graph: StepGraph | None = None) -> EpochStats:
+@dataclass
+class Learner:
+    """What a training step changes: the model (DistributedDataParallel-wrapped in a group), its
+    optimizer and schedule, and optionally an average of its weights (EMA, updated after every
+    step) and a CUDA graph that replays whole batches' forward and backward passes (one per run:
+    see ``mnistctl.training.cudagraph``)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    average: WeightAverage | None = None
+    graph: StepGraph | None = None
+
+
+@dataclass
+class EpochControl:
+    """How an epoch runs beyond its data: the step it starts at (a resumed run's), progress hooks,
+    the question whether to stop, the group of processes sharing it and the images per step over
+    all of them (by default ``batch_size`` per process)."""
+
+    start_step: int = 0
+    callbacks: TrainCallbacks | None = None
+    should_stop: Callable[[], bool] | None = None
+    group: Group | None = None
+    global_batch: int | None = None
+
+
+def train_one_epoch(learner: Learner, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, epoch: int,
+                    stats: EpochStats, control: EpochControl | None = None) -> EpochStats:
     """One pass over ``images`` (uint8 [N, 28, 28], on the training device) in shuffled batches.
 
-    Each step takes the next ``global_batch`` images of the epoch's shuffle (by default
-    ``cfg.batch_size`` per process of ``group``); the last step also takes the remainder, so every
-    image is seen once. With ``cfg.epoch_fraction`` < 1 the epoch stops after that share of its
-    steps: a different random part of the images each epoch. ``average`` (EMA) is updated after
-    every step. In a group of several processes each trains on its part of the step's images (see
-    ``mnistctl.training.distributed``); the sums in ``stats`` are the whole group's. With ``graph`` (CUDA, one
-    per run: see ``mnistctl.training.cudagraph``) the forward and backward pass of whole batches is replayed.
+    Each step takes the next ``control.global_batch`` images of the epoch's shuffle; the last step
+    also takes the remainder, so every image is seen once. With ``cfg.epoch_fraction`` < 1 the
+    epoch stops after that share of its steps: a different random part of the images each epoch.
+    In a group of several processes each trains on its part of the step's images (see
+    ``mnistctl.training.distributed``); the sums in ``stats`` are the whole group's.
 
-    Starts at ``start_step`` (for a resumed run) and adds to ``stats``. Raises Interrupted after
-    a completed step when ``should_stop()`` is true (on any process of the group) or a callback
-    raised KeyboardInterrupt.
+    Starts at ``control.start_step`` and adds to ``stats``. Raises Interrupted after a completed
+    step when ``control.should_stop()`` is true (on any process of the group) or a callback raised
+    KeyboardInterrupt.
     """
-    group = group or Group(device=images.device)
+    control = control or EpochControl()
+    model, optimizer, scheduler, average, graph = (learner.model, learner.optimizer, learner.scheduler,
+                                                   learner.average, learner.graph)
+    start_step, callbacks, should_stop, global_batch = (control.start_step, control.callbacks, control.should_stop,
+                                                        control.global_batch)
+    group = control.group or Group(device=images.device)
     model.train()
     device = images.device
     n = len(labels)

@@ -15,9 +15,9 @@ from mnistctl.checkpoint import load as load_checkpoint
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig, derived_settings, user_settings
 from mnistctl.errors import ConfigError, RunExistsError, one_of
 from mnistctl.recipes import PRESETS
+from mnistctl.runfiles import BEST_FILE, LAST_FILE
 
 RUNS_ROOT = Path("runs")
-CONFIG_FILE = "config.json"
 # which config each user-settable name belongs to (num_classes, mean and std follow the data set)
 MODEL_SETTINGS = user_settings(ModelConfig)
 DATA_SETTINGS = user_settings(DataConfig)
@@ -96,6 +96,18 @@ def plan_run(preset: str | None = None, settings: dict[str, Any] | None = None, 
 BUILTIN = "builtin"  # init from the built-in model
 
 
+def resolve_settings(preset: str | None = None, settings: dict[str, Any] | None = None,
+                     config_file: str | Path | None = None) -> tuple[str | None, dict[str, Any]]:
+    """The preset and settings of a run, in rising precedence: a config file's (``config_file``),
+    then the ``preset`` and ``settings`` given explicitly. Settings left out come from the preset,
+    and what it leaves out from the defaults (``plan_run``)."""
+    given = dict(settings or {})
+    if config_file is None:
+        return preset, given
+    from_file, file_settings = read_config(config_file)
+    return preset or from_file, {**file_settings, **given}
+
+
 def read_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     """(preset, settings) from a config file: a run's config.json (sections model, data, train,
     preset) or a flat JSON object of settings (``{"nf": 32, "epochs": 3}``). Settings a run
@@ -168,6 +180,6 @@ def check_run_dir(run_dir: Path) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError.invalid("run_dir", f"{run_dir} is a file, not a directory: choose another",
                                   "the run directory")
-    taken = [p.name for p in (run_dir / "best.pt", run_dir / "last.pt") if p.exists()]
+    taken = [p.name for p in (run_dir / BEST_FILE, run_dir / LAST_FILE) if p.exists()]
     if taken:
-        raise RunExistsError(run_dir, taken)
+        raise RunExistsError(run_dir, taken, run_dir / LAST_FILE)
