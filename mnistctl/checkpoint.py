@@ -16,12 +16,6 @@ normalisation stored beside it), which is upgraded on load.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from mnistctl.model import Net
-
-
 import io
 import math
 import pickle
@@ -30,7 +24,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -39,6 +33,9 @@ from mnistctl.config import DataConfig, ModelConfig, TrainConfig
 from mnistctl.errors import CheckpointError, MnistctlError
 from mnistctl.fsutil import atomic_path
 from mnistctl.runfiles import Best, EpochRecord, parse_history
+
+if TYPE_CHECKING:
+    from mnistctl.model import Net
 
 FORMAT = "mnistctl-checkpoint"
 FORMAT_VERSION = 2

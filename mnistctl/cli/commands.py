@@ -135,21 +135,15 @@ def evaluate(
     Given several checkpoints, scores their ensemble: the average of their class probabilities.
     """
     with user_errors():
+        from mnistctl import api
         from mnistctl.cli.render import confusion_table, eval_summary, per_class_table
-        from mnistctl.inference import evaluation
-        from mnistctl.inference.classifier import load_classifier
+        from mnistctl.inference.evaluation import write_figures
 
         models = models_given(checkpoint_arg, checkpoint_path)
-        clf = load_classifier(models, device, batch_size)
-        result = evaluation.evaluate(clf, split, data_dir)
-        written = evaluation.write_figures(result, plots) if plots is not None else []
+        result = api.evaluate(models, split, data_dir=data_dir, device=device, batch_size=batch_size)
+        written = write_figures(result, plots) if plots is not None else []
     if as_json:
-        single = str(models[0]) if models and len(models) == 1 else None
-        typer.echo(json.dumps({"checkpoint": single, "ensemble": [str(m) for m in models] if single is None and models
-                               else None, "model": clf.source,
-                               "backend": clf.backend, "dataset": clf.dataset,
-                               "model_config": clf.model_config.to_dict(), "epoch": clf.epoch,
-                               **result.report.to_dict(), "plots": [str(p) for p in written]}, indent=2))
+        typer.echo(json.dumps(result.to_dict(models, written), indent=2))
         return
     say(eval_summary(result))
     console.print(per_class_table(result.report, console))
@@ -208,14 +202,14 @@ def predict(
     import sys
 
     with user_errors():
+        from mnistctl import api
         from mnistctl.cli.render import PredictProgress, input_panels, model_line, predictions_table
         from mnistctl.inference import files as core
-        from mnistctl.inference.classifier import load_classifier
 
         if as_json and as_csv:
             raise ConfigError("choose one of --json and --csv")
         stdin = sys.stdin.buffer.read() if core.STDIN in paths and not sys.stdin.isatty() else None
-        clf = load_classifier(checkpoint_path, device, batch_size)
+        clf = api.load(checkpoint_path, device=device, batch_size=batch_size)
         with PredictProgress(err_console) as progress:
             results = core.predict_files(paths, clf, preprocess, stdin=stdin, progress=progress.update)
         saved = core.save_inputs(results, save_inputs) if save_inputs is not None else []
@@ -263,13 +257,13 @@ def export(
     Either records the model's test accuracy when the test set is downloaded.
     """
     with user_errors():
+        from mnistctl import api
         from mnistctl.cli.render import human_size, pct
-        from mnistctl.inference.export import export_model
 
         models = models_given(checkpoint_arg, checkpoint_path)
         if models is None:
             raise ConfigError("give the checkpoint to export: mnistctl export runs/NAME/best.pt -o model.onnx")
-        exported = export_model(models, output, fmt, data_dir, calibrate)
+        exported = api.export(models, output, format=fmt, data_dir=data_dir, calibrate=calibrate)
     acc = exported.test_accuracy
     about = f", test accuracy {pct(acc)}" if acc is not None else " (test set not downloaded: accuracy not recorded)"
     if exported.temperatures:
@@ -295,11 +289,11 @@ def serve(
     Needs the serve extra: pip install 'mnistctl\\[serve]'. Ctrl-C stops it.
     """
     with user_errors():
+        from mnistctl import api
         from mnistctl.cli.render import model_line
-        from mnistctl.inference.classifier import load_classifier
         from mnistctl.serve import app as core
 
-        clf = load_classifier(checkpoint_path, device)
+        clf = api.load(checkpoint_path, device=device)
         web = core.create_app(clf, max_upload=int(max_upload_mb * 1024 * 1024))
         listener = core.listen(host, port)
         say(model_line(clf))

@@ -12,17 +12,11 @@ the same preprocessing, the same model, the same numbers. ``mnistctl.inference.f
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from mnistctl.checkpoint import Checkpoint
-
-
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +24,10 @@ from mnistctl.config import INFERENCE_BATCH, DataConfig, ModelConfig
 from mnistctl.errors import CheckpointError, MnistctlError
 from mnistctl.images.prepare import ImageSource, prepare_image, widen
 from mnistctl.inference.metrics import softmax
+
+if TYPE_CHECKING:
+    from mnistctl.checkpoint import Checkpoint
+    from mnistctl.inference.files import FilePrediction
 
 __all__ = ["Classifier", "Ensemble", "OnnxClassifier", "Prediction", "TorchClassifier", "load_classifier",
            "prepare_image", "ImageSource"]
@@ -117,6 +115,22 @@ class Classifier:
         probs = np.array(self.probabilities(batch), np.float32)  # a copy that can be written
         probs[mask] = (probs[mask] + self.probabilities(widen(batch[mask]))) / 2
         return predictions(probs, self.classes)
+
+    def predict(self, inputs: Any, preprocess: bool = True) -> list[FilePrediction]:
+        """Read digits: ``inputs`` is an array of 0-255 pixels (one digit ``[28, 28]`` or a batch
+        ``[N, 28, 28]``, numpy or torch, read as it is), or pictures -- one or a list of paths,
+        bytes, streams or PIL images -- each prepared as ``mnistctl predict`` prepares it (made to
+        look like an MNIST digit; ``preprocess=False`` only resizes). One reading per digit, with
+        its ``prediction``, whether it is ``unsure`` and why (``reasons``); a picture that cannot be
+        read has its ``error`` instead."""
+        from mnistctl.inference.files import FilePrediction, predict_images
+
+        if hasattr(inputs, "shape") and not hasattr(inputs, "getpixel"):  # an array, not a PIL image
+            batch = _as_batch(inputs)
+            return [FilePrediction(f"[{i}]", p, image=image)
+                    for i, (p, image) in enumerate(zip(self.classify(batch), batch))]
+        pictures = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        return predict_images(pictures, self, preprocess)
 
 
 class TorchClassifier(Classifier):

@@ -6,20 +6,15 @@ Runtime (the test split is then read without importing torch).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from mnistctl.config import DataConfig
-
-
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnistctl.config import INFERENCE_BATCH
+from mnistctl.config import INFERENCE_BATCH, DataConfig
 from mnistctl.data import idx
 from mnistctl.errors import ConfigError, one_of
 from mnistctl.inference.classifier import Classifier
@@ -32,6 +27,16 @@ class Evaluation:
     classifier: Classifier
     report: EvalReport
     images: np.ndarray  # the split's images (uint8 [N, 28, 28]), for figures of the mistakes
+
+    def to_dict(self, models: Sequence[str | Path] | None = None, plots: Sequence[Path] = ()) -> dict[str, Any]:
+        """``evaluate --json``'s document: which model (the ``models`` files named, None for the
+        built-in one), its figures (``report``'s), and the ``plots`` written."""
+        clf = self.classifier
+        single = str(models[0]) if models and len(models) == 1 else None
+        return {"checkpoint": single, "ensemble": [str(m) for m in models] if single is None and models else None,
+                "model": clf.source, "backend": clf.backend, "dataset": clf.dataset,
+                "model_config": clf.model_config.to_dict(), "epoch": clf.epoch,
+                **self.report.to_dict(), "plots": [str(p) for p in plots]}
 
 
 def split_arrays(data_config: DataConfig, split: str,

@@ -11,7 +11,7 @@ import csv
 import glob
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +118,17 @@ def _classify_into(ready: list[FilePrediction], classifier: Classifier) -> None:
     images = np.stack([r.image for r in ready if r.image is not None])  # prepared: every one has its image
     for r, p in zip(ready, classifier.classify(images, [r.redrawn for r in ready])):
         r.prediction = p
+
+
+def predict_images(pictures: Sequence[ImageSource], classifier: Classifier,
+                   preprocess: bool = True) -> list[FilePrediction]:
+    """Pictures held in memory or on disk, read in one batch (``Classifier.predict``); each named by
+    its path, or ``[i]`` for one in memory."""
+    results = [FilePrediction(str(p) if isinstance(p, (str, Path)) else f"[{i}]") for i, p in enumerate(pictures)]
+    ready = [r for r, picture in zip(results, pictures) if _prepare_into(r, picture, preprocess)]
+    if ready:
+        _classify_into(ready, classifier)
+    return results
 
 
 def predict_image(source: ImageSource, classifier: Classifier, path: str = "image",
