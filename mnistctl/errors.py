@@ -17,7 +17,12 @@ from typing import Any
 
 
 class MnistctlError(Exception):
-    """Base class for every error a user can cause or fix."""
+    """Base class for every error a user can cause or fix. ``setting``, where given, is the setting
+    whose change the message advises (a front end may name its option for it)."""
+
+    def __init__(self, *args: Any, setting: str | None = None):
+        super().__init__(*args)
+        self.setting = setting
 
 
 class DataError(MnistctlError):
@@ -32,6 +37,23 @@ class CheckpointError(MnistctlError):
     """A checkpoint cannot be read or does not fit."""
 
 
+class ImageError(MnistctlError):
+    """One image could not be read or holds no digit."""
+
+
+class ServeError(MnistctlError):
+    """The server cannot start (port taken, address not available, extra not installed)."""
+
+
+class RequestError(Exception):
+    """A request the server refuses: an HTTP status and a message for the JSON body (the server
+    answers it; it never reaches a command line)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 class ConfigError(MnistctlError):
     """A setting has an invalid value.
 
@@ -41,8 +63,7 @@ class ConfigError(MnistctlError):
     """
 
     def __init__(self, message: str, *, setting: str | None = None, problem: str | None = None):
-        super().__init__(message)
-        self.setting = setting
+        super().__init__(message, setting=setting)
         self.problem = problem
 
     @classmethod

@@ -73,23 +73,12 @@ class Net(nn.Module):
 
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The shape of every tensor in the state dict of ``Net(cfg)``, computed without building it
-    (so a checkpoint can be checked before anything is allocated)."""
-    nf, k = cfg.nf, cfg.num_classes
-    shapes: dict[str, tuple[int, ...]] = {}
-    for i, (cin, cout) in enumerate(((1, nf), (nf, 2 * nf), (2 * nf, 4 * nf))):
-        shapes[f"features.{i}.0.weight"] = (cout, cin, 3, 3)
-        if cfg.batchnorm:
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                shapes[f"features.{i}.2.{name}"] = (cout,)
-            shapes[f"features.{i}.2.num_batches_tracked"] = ()
-        else:
-            shapes[f"features.{i}.0.bias"] = (cout,)
-    for idx, (fan_in, fan_out) in zip((1, 4, 6), ((4 * nf * 9, cfg.dense), (cfg.dense, cfg.hidden),
-                                                 (cfg.hidden, k))):
-        shapes[f"classifier.{idx}.weight"] = (fan_out, fan_in)
-        shapes[f"classifier.{idx}.bias"] = (fan_out,)
-    return shapes
+    """The shape of every tensor in the state dict of ``Net(cfg)``, read from the network built on
+    PyTorch's meta device: nothing is allocated (so a checkpoint can be checked before its network
+    is built), and the layout is the one ``Net`` states."""
+    with torch.device("meta"):
+        net = Net(cfg)
+    return {name: tuple(tensor.shape) for name, tensor in net.state_dict().items()}
 
 
 def num_parameters(model: nn.Module) -> int:

@@ -102,13 +102,12 @@ def test_a_format_1_run_resumes_to_the_same_weights(tmp_path, fake_data_dir):
     """A run interrupted under mnistctl 0.1.0 goes on under this version, as if never stopped."""
     cfgs = ModelConfig(nf=4), DataConfig(val_fraction=0.2), TrainConfig(epochs=2, batch_size=64, seed=5)
     cpu = torch.device("cpu")
-    whole = runs.fit(*cfgs, tmp_path / "whole", cpu, fake_data_dir)
+    whole = runs.fit(runs.RunPlan(*cfgs, tmp_path / "whole"), cpu, fake_data_dir)
     with pytest.raises(TrainingInterrupted) as err:
-        runs.fit(*cfgs, tmp_path / "cut", cpu, fake_data_dir, callbacks=_StopIn())
+        runs.fit(runs.RunPlan(*cfgs, tmp_path / "cut"), cpu, fake_data_dir, callbacks=_StopIn())
     torch.save(as_version_1(checkpoint.load(err.value.checkpoint)), tmp_path / "cut" / "old.pt")
     plan = runs.plan_run(resume=tmp_path / "cut" / "old.pt")
-    result = runs.fit(plan.model_config, plan.data_config, plan.train_config, plan.run_dir, cpu,
-                      fake_data_dir, resume=plan.resume)
+    result = runs.fit(plan, cpu, fake_data_dir)
     assert [r.epoch for r in result.history] == [1, 2]
     assert _same_weights(checkpoint.load(result.last_path).weights, checkpoint.load(whole.last_path).weights)
 

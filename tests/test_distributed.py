@@ -96,8 +96,8 @@ def test_single_process_sees_every_training_image_once_per_epoch(tmp_path, fake_
     trace = tmp_path / "trace"
     trace.mkdir()
     cfg = TrainConfig(epochs=2, batch_size=64, seed=2)  # 549 images: 8 steps, the last with 101
-    runs.fit(ModelConfig(nf=4), DataConfig(val_fraction=float(VAL_SPLIT)), cfg, tmp_path / "run", torch.device("cpu"),
-             fake_data_dir, group=Group(trace_dir=trace))
+    plan = runs.RunPlan(ModelConfig(nf=4), DataConfig(val_fraction=float(VAL_SPLIT)), cfg, tmp_path / "run")
+    runs.fit(plan, torch.device("cpu"), fake_data_dir, group=Group(trace_dir=trace))
     events = read_trace(trace, 0)
     for epoch in (0, 1):
         steps = [e for e in events if e["kind"] == "batch" and e["epoch"] == epoch]

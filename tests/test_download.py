@@ -218,8 +218,27 @@ def test_unreachable_mirror_says_so_in_one_line(tmp_path):
         download(info, tmp_path, [f"http://127.0.0.1:{port}/"], pace=Pace(timeout=5))
     message = str(err.value)
     assert f"http://127.0.0.1:{port}/ -> connection refused" in message
-    assert "no network connection?" in message and "--mirror" in message
+    # the core names the setting (and its environment variable); the CLI adds its option's name
+    assert "no network connection?" in message and "MNISTCTL_MIRROR" in message and err.value.setting == "mirror"
+    assert "--" not in message
     assert "\n" not in message
+
+
+def test_the_cli_names_its_option_for_a_mirror_that_cannot_be_reached(tmp_path):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from mnistctl.cli.commands import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = CliRunner().invoke(app, ["download", "--data-dir", str(tmp_path), "--mirror", f"http://127.0.0.1:{port}/",
+                                      "--timeout", "5"], env={"MNISTCTL_MIRROR": ""})
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "no network connection?" in line and line.endswith("(--mirror)")
 
 
 @pytest.mark.realdata

@@ -46,7 +46,8 @@ SMALL = dict(model=ModelConfig(nf=4), data=DataConfig(val_fraction=0.2))
 
 def _fit(run_dir, data_dir, epochs=2, seed=5, ema=0.0, **kw):
     cfg = TrainConfig(epochs=epochs, batch_size=64, seed=seed, ema=ema)
-    return runs.fit(SMALL["model"], SMALL["data"], cfg, run_dir, CPU, data_dir, **kw)
+    plan = runs.RunPlan(SMALL["model"], SMALL["data"], cfg, run_dir, resume=kw.pop("resume", None))
+    return runs.fit(plan, CPU, data_dir, **kw)
 
 
 def _weights(path):

@@ -64,7 +64,7 @@ else:
 OPTION_OF = {**{name: s.option_name(name) for name, (_, _, s) in SETTINGS.items() if s.option},
              **{name: f"--{name.replace('_', '-')}" for name in (
                  "device", "run_dir", "tensorboard", "init", "resume", "config", "split", "count", "preset", "output",
-                 "format")}}
+                 "format", "mirror", "data_dir", "port")}}
 
 
 CheckpointOpt = Annotated[list[Path] | None, typer.Option(
@@ -85,6 +85,8 @@ def _message(exc: MnistctlError) -> str:
                 f"--name/--run-dir, or continue it with --resume {exc.last}")
     if isinstance(exc, ConfigError) and exc.problem and exc.setting in OPTION_OF:
         return f"{OPTION_OF[exc.setting]} {exc.problem}"
+    if exc.setting in OPTION_OF and not isinstance(exc, ConfigError):  # advice about a setting: name its option
+        return f"{exc} ({OPTION_OF[exc.setting]})"
     return str(exc)
 
 

@@ -276,9 +276,9 @@ def _fetch(spec: IdxFile, dest: Path, mirrors: list[str], progress: DownloadProg
     message = f"could not download {spec.name} from any mirror: {details}"
     remote = [r for m, r in failures if _is_remote(m)]
     if remote and all(r.network for r in remote):
-        message += (" | no network connection? Point --mirror (or MNISTCTL_MIRROR) at a "
-                    "directory or URL that holds the files")
-    raise DownloadError(message)
+        message += (" | no network connection? Give a mirror (MNISTCTL_MIRROR): a directory or URL that "
+                    "holds the files")
+    raise DownloadError(message, setting="mirror" if remote and all(r.network for r in remote) else None)
 
 
 def _read_verified(directory: Path) -> dict[str, str]:
@@ -305,7 +305,7 @@ def download(info: DatasetInfo, directory: Path, mirrors: list[str], *, force: b
     removed.
     """
     if not mirrors:
-        raise DownloadError("no mirror to download from: give one with --mirror")
+        raise DownloadError("no mirror to download from: give one (MNISTCTL_MIRROR)", setting="mirror")
     progress = progress or DownloadProgress()
     try:
         directory.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ _IDX_UBYTE = 0x08
 def _missing(info: DatasetInfo, path: Path) -> DataError:
     extra = "" if info.name == "mnist" else f" --dataset {info.name}"
     return DataError(f"{info.title} is not downloaded ({path} is missing): run "
-                     f"`mnistctl download{extra}` first (or set --data-dir / MNISTCTL_DATA_DIR)")
+                     f"`mnistctl download{extra}` first (or point the data directory, MNISTCTL_DATA_DIR, at its copy)",
+                     setting="data_dir")
 
 
 def read_idx(path: Path, ndim: int, hint: str = "mnistctl download --force") -> np.ndarray:

@@ -18,13 +18,9 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnistctl.errors import MnistctlError
+from mnistctl.errors import ImageError
 
 MAX_PIXELS = 50_000_000  # refuse larger images (decompression bombs) before decoding them
-
-
-class ImageError(MnistctlError):
-    """One image could not be read or holds no digit."""
 
 
 @dataclass

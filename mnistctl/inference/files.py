@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mnistctl.images.prepare import ImageError, ImageSource, prepare
+from mnistctl.errors import ImageError
+from mnistctl.images.prepare import ImageSource, prepare
 from mnistctl.inference.classifier import Classifier, Prediction
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

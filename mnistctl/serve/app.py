@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any
 
 from mnistctl import __version__
-from mnistctl.errors import MnistctlError
+from mnistctl.errors import RequestError, ServeError
 from mnistctl.inference.classifier import Classifier
 from mnistctl.inference.files import predict_image, prediction_json
 
@@ -34,18 +34,6 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-class ServeError(MnistctlError):
-    """The server cannot start (port taken, address not available, extra not installed)."""
-
-
-class RequestError(Exception):
-    """A request the server refuses: an HTTP status and a message for the JSON body."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 def page_files() -> dict[str, tuple[bytes, str]]:
@@ -198,7 +186,7 @@ def listen(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Listener:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise ServeError(f"port {port} on {host} is already in use: choose another with --port") from None
+            raise ServeError(f"port {port} on {host} is already in use: choose another port", setting="port") from None
         if exc.errno == errno.EACCES:
             raise ServeError(f"no permission to listen on port {port}: use a port above 1023") from None
         raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror})") from None

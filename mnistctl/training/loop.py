@@ -228,6 +228,48 @@ class EpochControl:
     global_batch: int | None = None
 
 
+class _StepSums:
+    """A step's forward and backward pass, adding the batch's loss and accuracy to sums ``window``
+    kept on the device (no host sync per step), which ``flush`` adds to ``stats``."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+                 window: torch.Tensor, stats: EpochStats) -> None:
+        self.model, self.images, self.labels, self.cfg = model, images, labels, cfg
+        self.window, self.stats = window, stats
+        self.aug = AugmentConfig()
+        self.smoothing = cfg.label_smoothing > 0  # then the loss minimised is not the cross-entropy reported
+
+    def forward_backward(self, idx: torch.Tensor, weight: float = 1.0) -> None:
+        """Everything of a step but the optimizer's: the gradients of the batch ``idx``, and its sums."""
+        cfg, window, device = self.cfg, self.window, self.images.device
+        x = as_input(self.images[idx], device)
+        y = self.labels[idx]
+        if cfg.augment:
+            x = augment(x.float(), self.aug)
+        with autocast(device):
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        (loss * weight if weight != 1.0 else loss).backward()
+        count = len(idx)
+        ce = F.cross_entropy(logits.detach().float(), y) if self.smoothing else loss.detach()
+        window[0] += ce * count
+        if self.smoothing:
+            window[1] += loss.detach() * count
+        window[2] += (logits.argmax(1) == y).sum()
+        window[3] += count
+
+    def flush(self) -> tuple[float, float]:
+        """Add the sums since the last flush to ``stats``: (their mean loss, the stop requests counted)."""
+        loss_sum, objective_sum, correct, seen, stops = self.window.tolist()
+        self.window.zero_()
+        stats = self.stats
+        stats.loss_sum += loss_sum
+        stats.objective_sum += objective_sum
+        stats.correct += int(correct)
+        stats.seen += int(seen)
+        return loss_sum / max(seen, 1), stops
+
+
 def train_one_epoch(learner: Learner, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, epoch: int,
                     stats: EpochStats, control: EpochControl | None = None) -> EpochStats:
     """One pass over ``images`` (uint8 [N, 28, 28], on the training device) in shuffled batches.
@@ -255,40 +297,13 @@ def train_one_epoch(learner: Learner, images: torch.Tensor, labels: torch.Tensor
     whole = steps_per_epoch(n, batch)
     steps = steps_per_epoch(n, batch, cfg.epoch_fraction)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch))).to(device)
-    aug = AugmentConfig()
     # sums stay on the device; the host reads them (and processes add theirs up) every `sync` steps
     sync = 1 if device.type == "cpu" and not group.active else 25
-    smoothing = cfg.label_smoothing > 0  # then the loss minimised is not the cross-entropy reported
     window = graph.window if graph is not None else new_window(device)
     if graph is not None:
         graph.bind(model, images, tuple(images.shape), labels, cfg.augment, cfg.label_smoothing)
-
-    def forward_backward(idx: torch.Tensor, weight: float = 1.0) -> None:
-        """Everything of a step but the optimizer's: the gradients of the batch ``idx``, and its sums."""
-        x = as_input(images[idx], device)
-        y = labels[idx]
-        if cfg.augment:
-            x = augment(x.float(), aug)
-        with autocast(device):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        (loss * weight if weight != 1.0 else loss).backward()
-        count = len(idx)
-        ce = F.cross_entropy(logits.detach().float(), y) if smoothing else loss.detach()
-        window[0] += ce * count
-        if smoothing:
-            window[1] += loss.detach() * count
-        window[2] += (logits.argmax(1) == y).sum()
-        window[3] += count
-
-    def flush() -> tuple[float, float]:
-        loss_sum, objective_sum, correct, seen, stops = window.tolist()
-        window.zero_()
-        stats.loss_sum += loss_sum
-        stats.objective_sum += objective_sum
-        stats.correct += int(correct)
-        stats.seen += int(seen)
-        return loss_sum / max(seen, 1), stops
+    sums = _StepSums(model, images, labels, cfg, window, stats)
+    forward_backward, flush = sums.forward_backward, sums.flush
 
     start = time.perf_counter()
     try:

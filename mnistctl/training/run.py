@@ -25,7 +25,6 @@ import torch
 from mnistctl import __version__
 from mnistctl import devices as accel
 from mnistctl.checkpoint import Checkpoint, TrainingState
-from mnistctl.config import DataConfig, ModelConfig, TrainConfig
 from mnistctl.data.splits import load_split
 from mnistctl.errors import (
     CheckpointError,
@@ -110,16 +109,14 @@ class Run:
         return self.history[self.best.epoch - 1]
 
 
-def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, run_dir: Path,
-        device: torch.device, data_dir: str | Path | None = None, resume: Checkpoint | None = None,
-        callbacks: TrainCallbacks | None = None,
-        on_ready: Callable[[RunInfo], None] | None = None, init: Checkpoint | None = None,
+def fit(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None, *,
+        callbacks: TrainCallbacks | None = None, on_ready: Callable[[RunInfo], None] | None = None,
         tensorboard: bool = False, config: dict[str, Any] | None = None, group: Group | None = None) -> Run:
-    """Train (or resume training) and write best.pt, last.pt, history.json and metrics.csv (and
-    ``config`` as config.json) into ``run_dir``.
+    """Train (or resume training: ``plan.resume``) and write best.pt, last.pt, history.json and
+    metrics.csv (and ``config`` as config.json) into ``plan.run_dir``.
 
     On Ctrl-C or SIGTERM, saves a resumable last.pt after the current step and raises
-    TrainingInterrupted. ``init`` starts from its weights (fine-tuning). A resumed run that had
+    TrainingInterrupted. ``plan.init`` starts from its weights (fine-tuning). A resumed run that had
     finished and is given more epochs goes on with a new schedule over the added epochs (the
     optimizer's state carries over). With ``train_cfg.patience``, training stops after that many
     epochs without a better validation accuracy.
@@ -129,14 +126,15 @@ def fit(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, ru
     its global batch (``batch_size`` x the processes it started with) when resumed with another
     number of processes, so its steps and schedule do not change.
     """
+    data_cfg, train_cfg, run_dir = plan.data_config, plan.train_config, plan.run_dir
+    resume, init = plan.resume, plan.init
     group = group or Group(device=device)
     accel.setup(device)
     train_x, train_y = load_split(data_cfg, "train", data_dir)
     val_x, val_y = load_split(data_cfg, "val", data_dir)
     # the whole split lives on the training device: batches are gathered there, never copied
     train_x, train_y, val_x = train_x.to(device), train_y.to(device), val_x.to(device)
-    run = _Fit(model_cfg, data_cfg, train_cfg, run_dir, device, group, callbacks or engine.TrainCallbacks(),
-               len(train_y), resume)
+    run = _Fit(plan, device, group, callbacks or engine.TrainCallbacks(), len(train_y))
     if init is not None:
         run.start_from(init)
     if resume is not None:
@@ -174,10 +172,10 @@ class _Fit:
     """A run being fitted: its model, optimizer and schedule, where it stands (epochs, history,
     best), and how it saves itself (only process 0 of a group writes)."""
 
-    def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, run_dir: Path,
-                 device: torch.device, group: Group, callbacks: TrainCallbacks, train_images: int,
-                 resume: Checkpoint | None) -> None:
-        self.model_cfg, self.data_cfg, self.train_cfg, self.run_dir = model_cfg, data_cfg, train_cfg, run_dir
+    def __init__(self, plan: RunPlan, device: torch.device, group: Group, callbacks: TrainCallbacks,
+                 train_images: int) -> None:
+        model_cfg, train_cfg, run_dir, resume = plan.model_config, plan.train_config, plan.run_dir, plan.resume
+        self.model_cfg, self.data_cfg, self.train_cfg, self.run_dir = model_cfg, plan.data_config, train_cfg, run_dir
         self.group, self.callbacks = group, callbacks
         torch.manual_seed(train_cfg.seed)
         self.model = accel.prepare_model(Net(model_cfg), device)
@@ -379,8 +377,7 @@ def train(plan: RunPlan, device: torch.device, data_dir: str | Path | None = Non
     plan.run_dir = Path(group.broadcast(str(plan.run_dir)))  # a new run's name has a timestamp: one for all
     config = {**plan.config(), "mnistctl_version": __version__, "torch_version": torch.__version__,
               "device": str(device), "threads": torch.get_num_threads(), "processes": group.world}
-    result = fit(plan.model_config, plan.data_config, plan.train_config, plan.run_dir, device, data_dir,
-                 resume=plan.resume, callbacks=callbacks, on_ready=on_ready, init=plan.init, tensorboard=tensorboard,
+    result = fit(plan, device, data_dir, callbacks=callbacks, on_ready=on_ready, tensorboard=tensorboard,
                  config=config, group=group)
     if group.main:
         result.files.append(save_figure(history_figure([(plan.run_dir.name, result.history, result.steps)]),
