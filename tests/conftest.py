@@ -129,6 +129,22 @@ def fake_data_dir(tmp_path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """One tiny trained run (nf=4, one epoch on 600 made-up images), shared by the whole pytest run
+    (each xdist worker trains it once): (the run, its data directory)."""
+    import mnistctl
+
+    root = tmp_path_factory.mktemp("tiny")
+    d = root / "data" / "mnist"
+    d.mkdir(parents=True)
+    for name, data in make_fake_dataset(n_train=600, n_test=100).items():
+        (d / name).write_bytes(data)
+    run = mnistctl.train(run_dir=root / "run", data_dir=root / "data", nf=4, epochs=1, batch_size=100, seed=3,
+                         augment=False)
+    return run, root / "data"
+
+
 def make_checkpoint(nf: int = 4, resumable: bool = True, seed: int = 0):
     """A real checkpoint of a freshly initialised network (no training needed)."""
     import torch

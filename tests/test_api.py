@@ -83,8 +83,9 @@ def test_load_and_predict_pictures_and_arrays():
     assert [r.prediction.probabilities for r in readings] == [p.probabilities for p in clf.classify(batch)]
 
 
-def test_evaluate_from_python_is_evaluate_json(tmp_path, fake_data_dir):
-    run = mnistctl.train(run_dir=tmp_path / "run", data_dir=fake_data_dir, **{**SETTINGS, "epochs": 1})
+@pytest.mark.slow
+def test_evaluate_from_python_is_evaluate_json(tmp_path, tiny_run):
+    run, fake_data_dir = tiny_run
     evaluation = mnistctl.evaluate(run.best_path, data_dir=fake_data_dir, device="cpu")
     result = runner.invoke(app, ["evaluate", str(run.best_path), "--json", "--device", "cpu", "--data-dir",
                                  str(fake_data_dir)])

@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_benchmark_quick_smoke(tmp_path, mnist_data_dir):
     out = tmp_path / "bench.json"
@@ -37,6 +38,7 @@ def test_benchmark_quick_smoke(tmp_path, mnist_data_dir):
     assert "mnistctl" in proc.stdout and "Wrote" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_benchmark_accuracy_section(tmp_path, mnist_data_dir):
     """The accuracy section's path, with runs shrunk to seconds (the real one takes 45 minutes)."""
@@ -56,6 +58,7 @@ def test_benchmark_accuracy_section(tmp_path, mnist_data_dir):
     assert "accuracy per preset" in proc.stdout and "Wrote" in proc.stdout
 
 
+@pytest.mark.slow
 def test_benchmark_without_data_says_what_to_do(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick",
                            "--output", str(tmp_path / "x.json"), "--data-dir", str(tmp_path)],
@@ -63,6 +66,7 @@ def test_benchmark_without_data_says_what_to_do(tmp_path):
     assert proc.returncode == 1 and "mnistctl download" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_stage_timings_name_every_stage_of_a_training_run(tmp_path, fake_data_dir):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "stages.py"), "--nf", "4", "--epochs", "1",
                            "--data-dir", str(fake_data_dir), "--run-dir", str(tmp_path / "run"), "-q"],

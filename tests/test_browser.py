@@ -69,6 +69,7 @@ def _screenshot(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_draw_a_one_and_a_seven(browser, server, tmp_path):
     from playwright.sync_api import expect
 
@@ -102,6 +103,7 @@ def test_draw_a_one_and_a_seven(browser, server, tmp_path):
     assert not errors, errors
 
 
+@pytest.mark.slow
 def test_upload_a_photo_and_read_it_on_a_phone(browser, server, tmp_path):
     from playwright.sync_api import expect
 

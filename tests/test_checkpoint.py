@@ -212,6 +212,7 @@ def test_bad_checkpoints_give_one_clear_line(tmp_path, fake_data_dir):
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.output, kind
 
 
+@pytest.mark.slow
 def test_a_damaged_file_gets_our_line_only_not_torchs_warning(tmp_path):
     """A file that starts like a pickle of an unknown protocol made torch.load print a UserWarning
     beside mnistctl's error; a user sees one line (run in a real process: pytest would catch it)."""

@@ -139,6 +139,7 @@ def ddp_run(tmp_path_factory):
     return root, results
 
 
+@pytest.mark.slow
 def test_each_epoch_is_split_into_disjoint_shards_seen_once(ddp_run):
     _, [(run_dir, trace, _), _] = ddp_run
     ranks = [read_trace(trace, r) for r in (0, 1)]
@@ -155,6 +156,7 @@ def test_each_epoch_is_split_into_disjoint_shards_seen_once(ddp_run):
     assert [e["seen"] for r in ranks for e in r if e["kind"] == "epoch"] == [N_TRAIN] * 4
 
 
+@pytest.mark.slow
 def test_weights_and_validation_agree_on_every_process(ddp_run):
     _, [(run_dir, trace, _), _] = ddp_run
     epochs = [[e for e in read_trace(trace, r) if e["kind"] == "epoch"] for r in (0, 1)]
@@ -171,6 +173,7 @@ def test_weights_and_validation_agree_on_every_process(ddp_run):
     assert [h["val_acc"] for h in history] == [e["val_acc"] for e in epochs[0]]
 
 
+@pytest.mark.slow
 def test_output_comes_from_process_zero_once(ddp_run):
     _, [(run_dir, _, done), _] = ddp_run
     out = done.stdout
@@ -182,12 +185,14 @@ def test_output_comes_from_process_zero_once(ddp_run):
     assert json.loads((run_dir / "config.json").read_text())["processes"] == 2
 
 
+@pytest.mark.slow
 def test_same_seed_and_world_size_give_the_same_weights(ddp_run):
     _, [(run0, _, _), (run1, _, _)] = ddp_run
     a, b = checkpoint.load(run0 / "last.pt").weights, checkpoint.load(run1 / "last.pt").weights
     assert _same(a, b)
 
 
+@pytest.mark.slow
 def test_checkpoints_are_ordinary_and_load_everywhere(ddp_run, tmp_path):
     root, [(run_dir, _, _), _] = ddp_run
     ckpt = checkpoint.load(run_dir / "last.pt")
@@ -223,6 +228,7 @@ def test_checkpoints_are_ordinary_and_load_everywhere(ddp_run, tmp_path):
     assert more.epoch == 3 and more.training.processes == 2 and more.training.ema_updates == 24
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_launcher_stops_all_and_the_run_resumes_under_torchrun(ddp_run):
     """Interrupted inside epoch 2 and resumed, the run ends with the parameters of the
     uninterrupted one (BatchNorm statistics differ: process 1 resumes with process 0's)."""
@@ -260,6 +266,7 @@ def test_ctrl_c_in_the_launcher_stops_all_and_the_run_resumes_under_torchrun(ddp
     assert reference.exists()
 
 
+@pytest.mark.slow
 def test_only_process_zero_writes_and_a_dead_process_stops_the_other(tmp_path, fake_data_dir):
     """Each process in its own directory: process 1's stays empty. Then process 1 is killed
     mid-run: process 0 stops with one clear line (no hang), and what it saved is intact."""
@@ -293,6 +300,7 @@ def test_only_process_zero_writes_and_a_dead_process_stops_the_other(tmp_path, f
     procs[1].communicate()
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_fast_preset_in_two_processes_on_real_mnist(tmp_path, mnist_data_dir):
     """The fast recipe's global batch of 128, shared by two processes (64 each)."""

@@ -86,6 +86,7 @@ def test_the_one_cycle_schedule_works_for_runs_of_a_few_steps():
 
 @pytest.mark.parametrize("name, cls, settings", [("adam", torch.optim.Adam, {}), ("adamw", torch.optim.AdamW, {}),
                                                  ("sgd", torch.optim.SGD, {"momentum": 0.9, "nesterov": True})])
+@pytest.mark.slow
 def test_optimizers_without_compile_guards_update_exactly_as_torch_optim(name, cls, settings):
     """The eager copies of torch.optim's classes (what make_optimizer gives in a process that has
     not loaded torch.compile): the same updates, state_dict and schedules."""
@@ -117,6 +118,7 @@ def test_optimizers_without_compile_guards_update_exactly_as_torch_optim(name, c
     assert torch.is_grad_enabled()
 
 
+@pytest.mark.slow
 def test_a_training_run_does_not_import_the_compiler(tmp_path, fake_data_dir):
     """torch.optim's compile guards import torch._dynamo (as long as `import torch` again) on first
     use; a plain `mnistctl train` does without them."""

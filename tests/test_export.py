@@ -38,6 +38,7 @@ def small(tmp_path_factory) -> tuple[Path, Path]:
     return path, d / "model.onnx"
 
 
+@pytest.mark.slow
 def test_onnx_model_takes_uint8_pixels_and_says_what_it_is(small):
     _, onnx_path = small
     proto = onnx.load(str(onnx_path))
@@ -67,6 +68,7 @@ def test_onnx_runtime_agrees_with_pytorch(small, n):
     assert (probs.argmax(1) == expected.argmax(1).numpy()).all()
 
 
+@pytest.mark.slow
 def test_export_command_chooses_the_format_and_refuses_a_mismatch(small, tmp_path):
     ckpt_path, _ = small
     no_data = ["--data-dir", str(tmp_path / "none")]
@@ -122,6 +124,7 @@ def _without_torch(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_predict_with_onnx_never_imports_torch(tmp_path, small):
     _, onnx_path = small
     for extra in ([], ["-c", str(onnx_path)]):
@@ -132,6 +135,7 @@ def test_predict_with_onnx_never_imports_torch(tmp_path, small):
     assert doc[0]["model"] == str(onnx_path)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_shipped_onnx_matches_pytorch_on_all_10000_test_images(mnist_data_dir):
     images, labels = load_split(DataConfig(), "test", mnist_data_dir)
@@ -144,6 +148,7 @@ def test_shipped_onnx_matches_pytorch_on_all_10000_test_images(mnist_data_dir):
     assert (ours.argmax(1) == labels.numpy()).mean() >= 0.995
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_evaluate_an_onnx_model_without_torch(mnist_data_dir):
     out = _without_torch("evaluate", "--json", "-c", str(pretrained_onnx_path()), "--data-dir", str(mnist_data_dir))
@@ -152,6 +157,7 @@ def test_evaluate_an_onnx_model_without_torch(mnist_data_dir):
     assert doc["backend"] == "onnxruntime" and doc["images"] == 10000 and doc["accuracy"] >= 0.995
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_onnx_and_pytorch_read_people_style_digits_alike(tmp_path, mnist_data_dir):
     images, labels = load_split(DataConfig(), "test", mnist_data_dir)
@@ -166,6 +172,7 @@ def test_onnx_and_pytorch_read_people_style_digits_alike(tmp_path, mnist_data_di
 
 # --- ensembles: several models' probabilities averaged ---------------------------------------------
 
+@pytest.mark.slow
 def test_an_ensemble_averages_its_members_and_exports_as_one_onnx_model(tmp_path):
     from dataclasses import replace
 
@@ -236,6 +243,7 @@ def test_fit_temperature_finds_the_temperature_the_labels_were_drawn_with():
         assert fit_temperature(z, labels) == pytest.approx(true_t, rel=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_export_calibrate_fits_the_built_in_models_temperature_and_keeps_its_answers(tmp_path, mnist_data_dir):
     """The built-in model was trained with label smoothing (never more than about 90% sure) and

@@ -240,6 +240,7 @@ def _applies(command: str, kind: str) -> bool:
     (command, kind) for command in sorted(WRITERS)
     for kind in ("file in the way", "full disk", "directory given for a file", "unknown image type")
     if _applies(command, kind)])
+@pytest.mark.slow
 def test_every_command_refuses_every_bad_output_in_one_line(command, kind, tmp_path, good_files, full_disk,
                                                             fake_files):
     args, suffix, image = WRITERS[command]
@@ -459,6 +460,7 @@ def faulty_server():
     server.server_close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_faulty_mirror_is_abandoned_for_the_next_in_bounded_time(fault, faulty_server, tmp_path):
     from conftest import fake_info, write_mirror

@@ -55,6 +55,7 @@ def test_shipped_model_is_small_and_self_describing(shipped):
     assert ckpt.test_accuracy >= 0.9965 and shipped.source.startswith("built-in model")
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_shipped_model_scores_on_the_real_test_set(mnist_data_dir):
     result = runner.invoke(app, ["evaluate", "--json", "--data-dir", str(mnist_data_dir)])
@@ -65,6 +66,7 @@ def test_shipped_model_scores_on_the_real_test_set(mnist_data_dir):
     assert report["accuracy"] >= 0.996  # 99.66% where it was measured; other CPUs may differ by an image
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_people_style_digits_are_read_right(tmp_path, mnist_data_dir, shipped):
     """Dark ink on white, scaled up, off-centre, RGB/RGBA/transparent/JPEG, noisy grey paper."""
@@ -344,6 +346,7 @@ def test_widen_gives_every_stroke_a_soft_rim_of_half_its_brightness():
     assert (out > 0).sum() == (x > 0).sum() + 4 + 10 + 2
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_people_style_corpus_every_style(tmp_path, mnist_data_dir, shipped):
     """150 real test digits drawn in each of 20 styles (the same digits in every style): at least

@@ -34,6 +34,7 @@ def quickstart() -> list[list[str]]:
     return commands
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_every_quickstart_command_works_as_written(tmp_path, mnist_data_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -90,6 +90,7 @@ def test_raw_body_and_multipart_give_the_cli_answer(server):
     assert seen.shape == (28, 28) and seen.max() > 200 and seen[0].max() == 0  # a centred light digit on black
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_the_people_style_corpus_reads_the_same_over_http_and_on_the_command_line(server, mnist_data_dir, tmp_path):
     images, labels = load_file_pair("mnist", "test", mnist_data_dir)
@@ -180,6 +181,7 @@ def test_multipart_without_a_file_or_malformed(server):
     assert status == 400 and "multipart" in got["error"]
 
 
+@pytest.mark.slow
 def test_concurrent_load_500_requests_16_clients_no_failures(server):
     strokes = [png(np.roll(np.pad(np.eye(12, dtype=np.uint8) * 255, 8), k, 1)) for k in range(-3, 4)]
     uploads = [PHOTO.read_bytes(), PAINT_4.read_bytes(), *strokes]
@@ -225,6 +227,7 @@ def test_concurrent_load_500_requests_16_clients_no_failures(server):
     assert server.alive
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_port_in_use_is_one_clear_line():
     srv = Server()
     port = urllib.parse.urlsplit(srv.url).port
@@ -246,6 +249,7 @@ def test_a_host_that_does_not_resolve_is_one_clear_line():
     assert "cannot use host 'no-such-host.invalid'" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_serves_a_trained_checkpoint_on_pytorch(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -156,6 +156,7 @@ def test_resume_warns_about_every_option_it_ignores(tmp_path, fake_data_dir):
 
 # --- the commands --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_original_command_line_still_works(tmp_path, fake_data_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["train", "--lr", "0.01", "--batch-size", "64", "--nf", "32", "--epochs", "30",
@@ -170,6 +171,7 @@ def test_original_command_line_still_works(tmp_path, fake_data_dir, monkeypatch)
     assert "Best epoch" in result.stdout and "30" in result.stdout
 
 
+@pytest.mark.slow
 def test_plot_several_runs_and_bad_input(tmp_path, fake_data_dir):
     a = _fit(tmp_path / "a", fake_data_dir)
     b = _fit(tmp_path / "b", fake_data_dir, epochs=3)
@@ -186,6 +188,7 @@ def test_plot_several_runs_and_bad_input(tmp_path, fake_data_dir):
     assert result.exit_code == 1 and "does not exist" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_train_evaluate_plot_on_real_mnist(tmp_path, mnist_data_dir, monkeypatch):
     """CI's end-to-end check: a short real training run, far above chance."""
@@ -210,6 +213,7 @@ def test_train_evaluate_plot_on_real_mnist(tmp_path, mnist_data_dir, monkeypatch
     assert result.exit_code == 0 and (tmp_path / "loss.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, mnist_data_dir):
     run_dir = tmp_path / "run"
@@ -244,6 +248,7 @@ def test_presets_fill_in_only_what_was_not_given(tmp_path, fake_data_dir):
     assert "original" in result.stdout and "fast" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_fast_preset_reaches_99_percent(tmp_path, mnist_data_dir):
     """The benchmark suite checks five seeds and the time; CI checks one seed's accuracy."""
@@ -275,6 +280,7 @@ def _learnable_dataset(n_train: int, n_test: int) -> dict[str, bytes]:
             "t10k-images-idx3-ubyte": idx_bytes(images(test_y)), "t10k-labels-idx1-ubyte": idx_bytes(test_y)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["fashion-mnist", "kmnist"])
 def test_best_preset_trains_on_the_other_data_sets(tmp_path, dataset):
     """The preset's whole recipe (nf=40, SGD, EMA, dropout, label smoothing) learns made-up data in the
