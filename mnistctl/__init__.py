@@ -13,9 +13,14 @@ Nothing here imports torch until a function needs it (see ``mnistctl.api``).
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# mnistctl contacts nothing: ONNX Runtime's telemetry (on by default: a device id and an event
+# database under ~/.cache/Microsoft, uploads to a Microsoft host) is off unless a user turns it on
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 if TYPE_CHECKING:
     from mnistctl.api import BUILTIN, evaluate, export, load, train

@@ -75,13 +75,24 @@ def setup(device: torch.device) -> None:
 _allocator_tuned = False
 
 
-def set_threads(n: int) -> None:
-    """Use ``n`` CPU threads for PyTorch's operations (and ``n`` for its inter-op pool, at most 4)."""
+def set_threads(n: int) -> str | None:
+    """Use ``n`` CPU threads for PyTorch's operations (and ``n`` for its inter-op pool, at most 4).
+    More than 4 per core is refused (thousands crash PyTorch; hundreds make training hundreds of
+    times slower); more than the cores is allowed, with a warning, which is returned."""
+    import os
+
+    cores = os.cpu_count() or 1
+    if type(n) is not int or not 1 <= n <= 4 * cores:
+        raise ConfigError.invalid("threads", f"must be from 1 to {4 * cores} (4 per core; this machine has {cores}), "
+                                             f"got {n!r}")
     torch.set_num_threads(n)
     try:
         torch.set_num_interop_threads(min(n, 4))
     except RuntimeError:  # already fixed once parallel work has started: the intra-op count is what matters
         pass
+    if n > cores:
+        return f"{n} threads on {cores} cores: they take turns, and training is slower than with {cores}"
+    return None
 
 
 def tune_allocator() -> None:

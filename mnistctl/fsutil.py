@@ -16,9 +16,40 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mnistctl.errors import FIXABLE_ERRNOS, WriteError
+from mnistctl.errors import FIXABLE_ERRNOS, MnistctlError, WriteError
 
 PART_SUFFIX = ".part"
+
+
+def read_bounded(path: str | os.PathLike[str], limit: int, what: str,
+                 error: type[MnistctlError] = MnistctlError) -> bytes:
+    """The bytes of the regular file ``path``, refused up front (``error`` naming ``what``) when it is
+    missing, not a regular file (a FIFO or a device would block or never end) or larger than
+    ``limit`` bytes; never more than ``limit`` bytes are read (a file growing as it is read)."""
+    import stat
+
+    path = Path(path)
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise error(f"{what} {path} does not exist") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{what} {path} is not a regular file")
+    if info.st_size > limit:
+        raise error(f"{what} {path} is too large ({info.st_size:,} bytes; at most {limit:,})")
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise error(f"{what} {path} is too large (more than {limit:,} bytes)")
+    return data
+
+
+def read_stream(stream: object, limit: int, what: str, error: type[MnistctlError] = MnistctlError) -> bytes:
+    """At most ``limit`` bytes of a binary stream (standard input), refused when it holds more."""
+    data = stream.read(limit + 1)  # type: ignore[attr-defined]
+    if len(data) > limit:
+        raise error(f"{what} holds more than {limit:,} bytes: not one picture")
+    return data
 
 
 def _umask() -> int:

@@ -40,6 +40,7 @@ from mnistctl.cli.train import train
 from mnistctl.config import INFERENCE_BATCH, DataConfig
 from mnistctl.data.download import Pace
 from mnistctl.errors import ConfigError, MnistctlError, Terminated
+from mnistctl.recipes import MAX_UPLOAD_MB, UPLOAD_MB
 
 __all__ = ["OPTION_OF", "Optimizer", "Schedule", "app", "main", "train"]
 
@@ -208,7 +209,12 @@ def predict(
 
         if as_json and as_csv:
             raise ConfigError("choose one of --json and --csv")
-        stdin = sys.stdin.buffer.read() if core.STDIN in paths and not sys.stdin.isatty() else None
+        from mnistctl.errors import ImageError
+        from mnistctl.fsutil import read_stream
+        from mnistctl.images.read import MAX_BYTES
+
+        stdin = (read_stream(sys.stdin.buffer, MAX_BYTES, "standard input", ImageError)
+                 if core.STDIN in paths and not sys.stdin.isatty() else None)
         clf = api.load(checkpoint_path, device=device, batch_size=batch_size)
         with PredictProgress(err_console) as progress:
             results = core.predict_files(paths, clf, preprocess, stdin=stdin, progress=progress.update)
@@ -279,7 +285,12 @@ def serve(
              "machine that can reach this one (see README before you do).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="The TCP port (0: any free port).")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(
-        "--max-upload-mb", min=0.001, help="Refuse larger uploads with 413 (megabytes).")] = 10.0,
+        "--max-upload-mb", min=0.001, max=MAX_UPLOAD_MB, help="Refuse larger uploads with 413 (megabytes).")]
+    = UPLOAD_MB,
+    allow_host: Annotated[list[str] | None, typer.Option(
+        "--allow-host", show_default=False, metavar="<name>",
+        help="Also answer requests for this host name (repeat it for several; '*': any). By default only "
+             "this machine's names (localhost, 127.0.0.1, ::1) and the --host address are answered.")] = None,
     access_log: Annotated[bool, typer.Option(
         "--access-log/--no-access-log", help="Log each request on stderr.")] = True,
     device: DeviceOpt = "cpu",
@@ -294,7 +305,8 @@ def serve(
         from mnistctl.serve import app as core
 
         clf = api.load(checkpoint_path, device=device)
-        web = core.create_app(clf, max_upload=int(max_upload_mb * 1024 * 1024))
+        web = core.create_app(clf, max_upload=int(max_upload_mb * 1024 * 1024),
+                              hosts=core.allowed_hosts(host, tuple(allow_host or ())))
         listener = core.listen(host, port)
         say(model_line(clf))
         say(f"Serving at {listener.url}  (draw a digit there; POST an image to {listener.url}/predict; "

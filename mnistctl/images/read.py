@@ -1,6 +1,10 @@
-"""Reading people's image files into grey levels: any format Pillow reads (HEIC through an
-optional plugin), any mode, turned upright by its EXIF tag, with every problem as an ImageError
-that names it and says what to do.
+"""Reading people's image files into grey levels: the picture formats of :data:`FORMATS` (HEIC
+through an optional plugin) and nothing else, any mode, turned upright by its EXIF tag, with
+every problem as an ImageError that names it and says what to do.
+
+Only those formats' decoders are ever run: Pillow is told which it may try, so a PostScript or
+EPS upload (even named .png) is never handed to Ghostscript, nor any other file to an outside
+program.
 
 Everything here works on numpy arrays and Pillow images; no torch.
 """
@@ -21,6 +25,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mnistctl.errors import ImageError
 
 MAX_PIXELS = 50_000_000  # refuse larger images (decompression bombs) before decoding them
+MAX_BYTES = 100_000_000  # refuse larger files (and standard input) before reading them
+# the picture formats read (Pillow's names); HEIF joins them when its plugin is installed, and a
+# camera's JPEG holding a second picture opens as MPO through the JPEG decoder
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+FORMAT_NAMES = "PNG, JPEG, GIF, BMP, TIFF, WebP or HEIC"
 
 
 @dataclass
@@ -40,6 +49,8 @@ def read_image(source: ImageSource) -> Decoded:
     Every problem (missing, empty, not an image, truncated, too large, animated) is an ImageError.
     """
     if isinstance(source, Image.Image):
+        if source.format is not None and source.format not in (*FORMATS, "MPO", "HEIF"):
+            raise ImageError(f"a {source.format} picture: mnistctl reads {FORMAT_NAMES} pictures")
         return _decode(source)
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -51,6 +62,8 @@ def read_image(source: ImageSource) -> Decoded:
             raise ImageError("not a file")
         if info.st_size == 0:
             raise ImageError("empty file (0 bytes)")
+        if info.st_size > MAX_BYTES:
+            raise ImageError(f"file too large ({info.st_size:,} bytes; a picture to read is at most {MAX_BYTES:,})")
         opened: Path | io.BytesIO | BinaryIO = path
     elif isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
@@ -65,7 +78,7 @@ def read_image(source: ImageSource) -> Decoded:
             head = _head(opened)
             if not (_is_heif(head) and _heif_plugin() and _rewind(opened)):
                 raise ImageError(_unreadable(head)) from None
-            return _open(opened)  # a HEIC photo, with the plugin now registered
+            return _open(opened, (*FORMATS, "HEIF"))  # a HEIC photo, with the plugin now registered
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -76,11 +89,11 @@ def read_image(source: ImageSource) -> Decoded:
         raise ImageError(f"truncated or corrupt image ({str(exc)[:80] or type(exc).__name__})") from None
 
 
-def _open(opened: Path | BinaryIO) -> Decoded:
+def _open(opened: Path | BinaryIO, formats: tuple[str, ...] = FORMATS) -> Decoded:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's remarks on odd files (corrupt EXIF, ...): not the user's concern
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(opened) as img:
+        with Image.open(opened, formats=list(formats)) as img:
             return _decode(img)
 
 
@@ -134,7 +147,9 @@ def _unreadable(head: bytes) -> str:
         return "an SVG drawing (vector graphics, not pixels): export it as PNG first"
     if head.startswith(b"%PDF"):
         return "a PDF document, not an image: export the page as PNG or JPEG first"
-    return "not an image (or a format Pillow cannot read): save it as PNG or JPEG"
+    if head.startswith((b"%!PS", b"\xc5\xd0\xd3\xc6")):
+        return "a PostScript/EPS document, not a picture mnistctl reads: export it as PNG or JPEG first"
+    return f"not an image (or not one of the formats mnistctl reads: {FORMAT_NAMES}): save it as PNG or JPEG"
 
 
 # what Pillow's decoders raise on damaged files (a TIFF with a mangled tag raises TypeError or KeyError)

@@ -13,6 +13,7 @@ the same preprocessing, the same model, the same numbers. ``mnistctl.inference.f
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mnistctl.config import INFERENCE_BATCH, DataConfig, ModelConfig
-from mnistctl.errors import CheckpointError, MnistctlError
+from mnistctl.errors import CheckpointError, ConfigError, MnistctlError
 from mnistctl.images.prepare import ImageSource, prepare_image, widen
 from mnistctl.inference.metrics import softmax
 
@@ -33,6 +34,7 @@ __all__ = ["Classifier", "Ensemble", "OnnxClassifier", "Prediction", "TorchClass
            "prepare_image", "ImageSource"]
 
 
+MAX_BATCH = 100_000  # images per forward pass at most (100,000 28x28 inputs: about 300 MB as float32)
 UNSURE_BELOW = 0.8  # a prediction whose probability is lower is flagged as unsure
 
 
@@ -107,14 +109,22 @@ class Classifier:
         three practice corpora of people-style drawings of validation digits this made 19-77% fewer
         mistakes (README: "Reading your own digits"). An MNIST digit given as it is is read once."""
         if redrawn is None or not np.any(redrawn):
-            return predictions(self.probabilities(images), self.classes)
+            return predictions(self._finite(self.probabilities(images)), self.classes)
         batch = _as_batch(images)
         mask = np.asarray(redrawn, bool)
         if mask.shape != (len(batch),):
             raise MnistctlError(f"redrawn marks {mask.size} images, but the batch holds {len(batch)}")
         probs = np.array(self.probabilities(batch), np.float32)  # a copy that can be written
         probs[mask] = (probs[mask] + self.probabilities(widen(batch[mask]))) / 2
-        return predictions(probs, self.classes)
+        return predictions(self._finite(probs), self.classes)
+
+    def _finite(self, probs: np.ndarray) -> np.ndarray:
+        """``probs``, unless the model gave something that is not a number (its weights hold NaN or
+        infinity): then a CheckpointError, never a prediction (nor a NaN in JSON)."""
+        if not np.isfinite(probs).all():
+            raise CheckpointError(f"{self.source} gives outputs that are not numbers (NaN or infinity): its "
+                                  "weights are damaged; train or export it again")
+        return probs
 
     def predict(self, inputs: Any, preprocess: bool = True) -> list[FilePrediction]:
         """Read digits: ``inputs`` is an array of 0-255 pixels (one digit ``[28, 28]`` or a batch
@@ -172,6 +182,9 @@ class OnnxClassifier(Classifier):
 
         try:
             import onnxruntime as ort
+
+            if os.environ.get("ORT_DISABLE_TELEMETRY") == "1":  # set by mnistctl/__init__ unless a user chose
+                ort.disable_telemetry_events()
         except ImportError:
             raise CheckpointError(f"{path} is an ONNX model, and running it needs onnxruntime: "
                                   "pip install 'mnistctl[onnx]'") from None
@@ -278,6 +291,8 @@ def load_classifier(checkpoint: str | Path | Sequence[str | Path] | None = None,
     """
     from mnistctl.inference.onnx_format import PRETRAINED_ONNX, pretrained_onnx_path
 
+    if type(batch_size) is not int or not 1 <= batch_size <= MAX_BATCH:
+        raise ConfigError.invalid("batch_size", f"must be a whole number from 1 to {MAX_BATCH:,}, got {batch_size!r}")
     if checkpoint is not None and not isinstance(checkpoint, (str, Path)):
         files = model_files(checkpoint)
         if len(files) > 1:

@@ -7,7 +7,11 @@ command line and over HTTP.
 
 Safety: the page's three files are read from the package once, at start-up, and served from
 memory; no part of a request names a file. Uploads are capped (``MAX_UPLOAD``) while they are
-read, and every bad request gets a 4xx JSON error while the server carries on.
+read, and every bad request gets a 4xx JSON error while the server carries on. Only requests
+naming an allowed ``Host`` are answered (this machine's names and the bound address, so that a
+DNS-rebinding page cannot read the API from a browser); every response carries the security
+headers; a connection that does not send its request headers within ``HEADER_TIMEOUT`` is closed,
+and beyond ``MAX_CONNECTIONS`` new ones are turned away (``run``).
 """
 
 
@@ -19,12 +23,17 @@ from importlib import resources
 from typing import Any
 
 from mnistctl import __version__
-from mnistctl.errors import RequestError, ServeError
+from mnistctl.errors import MnistctlError, RequestError, ServeError
 from mnistctl.inference.classifier import Classifier
 from mnistctl.inference.files import predict_image, prediction_json
+from mnistctl.recipes import UPLOAD_MB
 
-MAX_UPLOAD = 10 * 1024 * 1024  # bytes: a larger upload is refused with 413
+MAX_UPLOAD = int(UPLOAD_MB * 1024 * 1024)  # bytes: a larger upload is refused with 413
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # names of this machine a browser may use
+HEADER_TIMEOUT = 10.0  # seconds a new connection has to send its request headers
+KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
+MAX_CONNECTIONS = 256  # open connections at once: beyond, requests get 503 (and beyond 4x, connections are closed)
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
               "/app.js": ("app.js", "text/javascript; charset=utf-8"),
               "/style.css": ("style.css", "text/css; charset=utf-8")}
@@ -34,6 +43,46 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """The ``Host`` names answered: this machine's, the address listened on (unless it is every
+    interface, whose requests must then name a host given in ``extra``), and ``extra``."""
+    bound = [] if host in ("0.0.0.0", "::", "") else [host.strip("[]")]
+    return list(dict.fromkeys([*LOCAL_HOSTS, *bound, *extra]))
+
+
+class _Guard:
+    """ASGI middleware: refuse a request whose Host is not allowed (421), and add the security
+    headers to every response that lacks them (errors and /health included)."""
+
+    def __init__(self, app: Any, hosts: list[str]) -> None:
+        self.app, self.hosts = app, {h.lower() for h in hosts}
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    def host_ok(self, scope: dict[str, Any]) -> bool:
+        value = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), "")
+        name = value.rsplit("]", 1)[0].lstrip("[") if value.startswith("[") else value.rsplit(":", 1)[0]
+        return "*" in self.hosts or name.lower() in self.hosts
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_secured(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []), *(h for h in self.headers if h[0] not in present)]
+            await send(message)
+
+        if not self.host_ok(scope):
+            body = b'{"error":"this server does not answer for that Host: open it as localhost or with --allow-host"}'
+            await send_secured({"type": "http.response.start", "status": 421,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send_secured)
 
 
 def page_files() -> dict[str, tuple[bytes, str]]:
@@ -98,8 +147,10 @@ async def upload_from(request: Any, limit: int) -> tuple[str, bytes]:
     return name, data
 
 
-def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD) -> Any:
-    """The FastAPI application: the page, ``POST /predict``, ``GET /health`` and ``GET /model``."""
+def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: list[str] | None = None) -> Any:
+    """The FastAPI application: the page, ``POST /predict``, ``GET /health`` and ``GET /model``
+    (GET routes answer HEAD too), answering requests whose Host is one of ``hosts`` (by default
+    ``allowed_hosts(DEFAULT_HOST)``; ``"*"``: any)."""
     try:
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
@@ -119,7 +170,9 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD) -> Any:
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail))
+        response = error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # a 405's Allow
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -138,13 +191,13 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD) -> Any:
         return serve_file
 
     for url in files:
-        app.add_api_route(url, page(url), methods=["GET"], include_in_schema=False)
+        app.add_api_route(url, page(url), methods=["GET", "HEAD"], include_in_schema=False)
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/model")
+    @app.api_route("/model", methods=["GET", "HEAD"])
     def model() -> dict[str, Any]:
         return info
 
@@ -156,13 +209,16 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD) -> Any:
             name, data = await upload_from(request, max_upload)
         except RequestError as exc:
             return error(exc.status, str(exc))
-        result = await run_in_threadpool(predict_image, data, classifier, name, preprocess)
+        try:
+            result = await run_in_threadpool(predict_image, data, classifier, name, preprocess)
+        except MnistctlError as exc:  # the model itself failed (outputs that are not numbers, ...)
+            return error(500, f"the model could not read the picture: {exc}")
         body = prediction_json(result, classifier)
         if input and result.image is not None:
             body["input"] = result.image.tolist()
         return JSONResponse(body, status_code=200 if result.error is None else 422, headers=SECURITY_HEADERS)
 
-    return app
+    return _Guard(app, hosts if hosts is not None else allowed_hosts(DEFAULT_HOST))
 
 
 @dataclass
@@ -196,14 +252,93 @@ def listen(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Listener:
     return Listener(sock, f"http://{shown}:{bound_port}")
 
 
+def _guarded_protocol() -> type:
+    """uvicorn's HTTP/1.1 protocol with a deadline for a new connection's request headers (a client
+    that connects and sends nothing, or a byte at a time, is closed after HEADER_TIMEOUT) and a cap
+    on open connections (beyond MAX_CONNECTIONS a new one is closed at once)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Guarded(H11Protocol):
+        deadline: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > 4 * MAX_CONNECTIONS:  # past the 503s of limit_concurrency: refuse outright
+                _Quiet.note("too many connections: a new one was closed")
+                transport.close()
+                return
+            self.deadline = self.loop.call_later(HEADER_TIMEOUT, self._too_slow)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.deadline is not None and self.cycle is not None:  # the headers of a request came
+                self.deadline.cancel()
+                self.deadline = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+            super().connection_lost(exc)
+
+        def _too_slow(self) -> None:
+            self.deadline = None
+            if self.cycle is None and not self.transport.is_closing():
+                self.transport.close()
+
+    return Guarded
+
+
+class _Quiet:
+    """One log line, at most every 10 s, for what a flood of connections makes happen many times a
+    second (accept() out of file descriptors, connections turned away), instead of a traceback each."""
+
+    last: dict[str, float] = {}
+
+    @classmethod
+    def note(cls, what: str) -> None:
+        import logging
+        import time
+
+        now = time.monotonic()
+        if now - cls.last.get(what, -1e9) >= 10:
+            cls.last[what] = now
+            logging.getLogger("mnistctl.serve").warning("mnistctl serve: %s (said at most every 10 s)", what)
+
+    @classmethod
+    def filter(cls, record: Any) -> bool:
+        """A logging filter for asyncio's logger: its accept errors become a note."""
+        text = record.getMessage()
+        if "socket.accept() out of system resource" in text or "Too many open files" in text:
+            cls.note("out of file descriptors: new connections wait")
+            return False
+        return True
+
+
+def _more_files() -> None:
+    """Let the server hold as many connections as the system allows this process (the soft limit of
+    open files up to the hard one)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def run(app: Any, listener: Listener, *, access_log: bool = True) -> None:
     """Serve ``app`` on ``listener`` until Ctrl-C or SIGTERM (uvicorn finishes the requests in
-    flight, then returns)."""
+    flight, for at most 5 s, then returns)."""
     import logging
 
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=access_log, timeout_graceful_shutdown=5)
+    _more_files()
+    logging.getLogger("asyncio").addFilter(_Quiet.filter)
+    config = uvicorn.Config(app, log_level="warning", access_log=access_log, timeout_graceful_shutdown=5,
+                            http=_guarded_protocol(), timeout_keep_alive=KEEP_ALIVE,
+                            limit_concurrency=MAX_CONNECTIONS)
     if access_log:
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     server = uvicorn.Server(config)

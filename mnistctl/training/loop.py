@@ -26,7 +26,7 @@ from torch import nn
 from mnistctl.config import TrainConfig
 from mnistctl.data.splits import AugmentConfig, augment
 from mnistctl.devices import as_input, autocast
-from mnistctl.errors import one_of
+from mnistctl.errors import ConfigError, one_of
 from mnistctl.model import predict_logits  # noqa: F401  (re-exported: the loop's inference)
 from mnistctl.runfiles import TrainCallbacks
 from mnistctl.training.cudagraph import StepGraph
@@ -155,6 +155,10 @@ def steps_per_epoch(n: int, batch_size: int, fraction: float = 1.0) -> int:
     at least one, with the batch shrunk to ``n`` when there are fewer images than a batch. With
     ``fraction`` < 1 (``TrainConfig.epoch_fraction``), that share of them, rounded up."""
     whole = max(1, n // min(batch_size, n))
+    if fraction < 1 and batch_size > n:  # the batch would shrink to every image: the share could not be kept
+        raise ConfigError.invalid("epoch_fraction", f"{fraction:g} of {n:,} training images is fewer than one batch "
+                                                    f"of {batch_size:,}: choose a smaller batch size or a larger "
+                                                    "fraction")
     return whole if fraction >= 1 else min(whole, math.ceil(round(whole * fraction, 9)))
 
 

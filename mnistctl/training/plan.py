@@ -14,10 +14,12 @@ from mnistctl.checkpoint import Checkpoint
 from mnistctl.checkpoint import load as load_checkpoint
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig, derived_settings, user_settings
 from mnistctl.errors import ConfigError, RunExistsError, one_of
+from mnistctl.fsutil import read_bounded
 from mnistctl.recipes import PRESETS
 from mnistctl.runfiles import BEST_FILE, LAST_FILE
 
 RUNS_ROOT = Path("runs")
+MAX_CONFIG_BYTES = 1_000_000  # a config file of settings is a few hundred bytes
 # which config each user-settable name belongs to (num_classes, mean and std follow the data set)
 MODEL_SETTINGS = user_settings(ModelConfig)
 DATA_SETTINGS = user_settings(DataConfig)
@@ -115,11 +117,12 @@ def read_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     import json
 
     path = Path(path)
+    raw = read_bounded(path, MAX_CONFIG_BYTES, "config file", ConfigError)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply to be a file of settings") from None
+    except (UnicodeDecodeError, ValueError) as exc:
         raise ConfigError(f"config file {path} is not readable JSON ({str(exc)[:100]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} is not a JSON object of settings")

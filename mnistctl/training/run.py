@@ -404,13 +404,13 @@ def train_settings(preset: str | None = None, settings: dict[str, Any] | None = 
     from mnistctl.training import distributed
 
     hooks = hooks or RunHooks()
-    if threads is not None:
-        accel.set_threads(threads)
+    warning = accel.set_threads(threads) if threads is not None else None
     group = distributed.join(device)
     try:
         hooks.on_join(group)
         chosen, given = resolve_settings(preset, settings, config_file)
         plan = plan_run(chosen, given, resume=resume, run_dir=run_dir, name=name, init=init)
+        plan.warnings += [warning] if warning else []
         if not hooks.on_plan(plan, group):
             return None
         return train(plan, group.device, data_dir, callbacks=hooks, on_ready=hooks.on_ready,
