@@ -185,6 +185,9 @@ def _checked_weights(weights: Any, cfg: ModelConfig) -> dict[str, torch.Tensor]:
         t = weights[key]
         if not isinstance(t, torch.Tensor):
             raise CheckpointError(f"weight {key} is not a tensor")
+        if t.layout != torch.strided or t.device.type == "meta":  # sparse, or shapes without values
+            raise CheckpointError(f"weight {key} is not a dense tensor with values "
+                                  f"({'on the meta device' if t.device.type == 'meta' else str(t.layout)})")
         if tuple(t.shape) != shape:
             raise CheckpointError(f"weights do not fit the architecture its config describes (nf={cfg.nf}): "
                                   f"{key} has shape {list(t.shape)}, expected {list(shape)}")

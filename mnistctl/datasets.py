@@ -25,6 +25,12 @@ class IdxFile:
     name: str  # the file name as stored on disk, decompressed
     md5: str | None = None  # MD5 of the decompressed IDX bytes
     gz_md5: str | None = None  # MD5 of the published .gz file
+    size: int | None = None  # bytes of the decompressed IDX file: nothing longer is stored
+
+
+# the decompressed sizes of the four files every data set here has: 60,000 training and 10,000 test
+# images of 28x28 (a 16-byte header) and their labels (an 8-byte header)
+TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = 16 + 60_000 * 784, 8 + 60_000, 16 + 10_000 * 784, 8 + 10_000
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,10 @@ MNIST = DatasetInfo(
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
         "http://yann.lecun.com/exdb/mnist/",  # answers 404 nowadays; kept last
     ),
-    train_images=IdxFile("train-images-idx3-ubyte", md5="6bbc9ace898e44ae57da46a324031adb"),
-    train_labels=IdxFile("train-labels-idx1-ubyte", md5="a25bea736e30d166cdddb491f175f624"),
-    test_images=IdxFile("t10k-images-idx3-ubyte", md5="2646ac647ad5339dbf082846283269ea"),
-    test_labels=IdxFile("t10k-labels-idx1-ubyte", md5="27ae3e4e09519cfbb04c329615203637"),
+    train_images=IdxFile("train-images-idx3-ubyte", md5="6bbc9ace898e44ae57da46a324031adb", size=TRAIN_IMAGES),
+    train_labels=IdxFile("train-labels-idx1-ubyte", md5="a25bea736e30d166cdddb491f175f624", size=TRAIN_LABELS),
+    test_images=IdxFile("t10k-images-idx3-ubyte", md5="2646ac647ad5339dbf082846283269ea", size=TEST_IMAGES),
+    test_labels=IdxFile("t10k-labels-idx1-ubyte", md5="27ae3e4e09519cfbb04c329615203637", size=TEST_LABELS),
     classes=tuple(str(d) for d in range(10)),
     mean=0.1307,
     std=0.3081,
@@ -74,10 +80,10 @@ FASHION_MNIST = DatasetInfo(
     name="fashion-mnist",
     title="Fashion-MNIST (Zalando article images)",
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-    train_images=IdxFile("train-images-idx3-ubyte", gz_md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-    train_labels=IdxFile("train-labels-idx1-ubyte", gz_md5="25c81989df183df01b3e8a0aad5dffbe"),
-    test_images=IdxFile("t10k-images-idx3-ubyte", gz_md5="bef4ecab320f06d8554ea6380940ec79"),
-    test_labels=IdxFile("t10k-labels-idx1-ubyte", gz_md5="bb300cfdad3c16e7a12a480ee83cd310"),
+    train_images=IdxFile("train-images-idx3-ubyte", gz_md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d", size=TRAIN_IMAGES),
+    train_labels=IdxFile("train-labels-idx1-ubyte", gz_md5="25c81989df183df01b3e8a0aad5dffbe", size=TRAIN_LABELS),
+    test_images=IdxFile("t10k-images-idx3-ubyte", gz_md5="bef4ecab320f06d8554ea6380940ec79", size=TEST_IMAGES),
+    test_labels=IdxFile("t10k-labels-idx1-ubyte", gz_md5="bb300cfdad3c16e7a12a480ee83cd310", size=TEST_LABELS),
     classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
              "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     mean=0.2860,
@@ -91,10 +97,10 @@ KMNIST = DatasetInfo(
         "https://storage.googleapis.com/kuzushiji-mnist/",
         "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
     ),
-    train_images=IdxFile("train-images-idx3-ubyte", gz_md5="bdb82020997e1d708af4cf47b453dcf7"),
-    train_labels=IdxFile("train-labels-idx1-ubyte", gz_md5="e144d726b3acfaa3e44228e80efcd344"),
-    test_images=IdxFile("t10k-images-idx3-ubyte", gz_md5="5c965bf0a639b31b8f53240b1b52f4d7"),
-    test_labels=IdxFile("t10k-labels-idx1-ubyte", gz_md5="7320c461ea6c1c855c0b718fb2a4b134"),
+    train_images=IdxFile("train-images-idx3-ubyte", gz_md5="bdb82020997e1d708af4cf47b453dcf7", size=TRAIN_IMAGES),
+    train_labels=IdxFile("train-labels-idx1-ubyte", gz_md5="e144d726b3acfaa3e44228e80efcd344", size=TRAIN_LABELS),
+    test_images=IdxFile("t10k-images-idx3-ubyte", gz_md5="5c965bf0a639b31b8f53240b1b52f4d7", size=TEST_IMAGES),
+    test_labels=IdxFile("t10k-labels-idx1-ubyte", gz_md5="7320c461ea6c1c855c0b718fb2a4b134", size=TEST_LABELS),
     classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
     mean=0.1918,
     std=0.3483,

@@ -111,6 +111,27 @@ def remove_stale_parts(directory: str | os.PathLike[str], older_than: float = 12
     return removed
 
 
+@contextmanager
+def exclusive(directory: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (flock on the directory itself: no lock file is left
+    behind, and the lock goes with the process if it dies). Another holder is a ConfigError naming
+    ``what`` uses it."""
+    import fcntl
+
+    from mnistctl.errors import ConfigError
+
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError.invalid("run_dir", f"{directory} is in use by {what} still running: wait for it, or "
+                                                 "choose another run directory", "the run directory") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -336,3 +336,266 @@ def test_evaluate_and_predict_batch_sizes_are_bounded(value, tmp_path):
         result = runner.invoke(app, args)
         assert result.exit_code != 0 and "Traceback" not in result.output, (args, result.output)
         assert "--batch-size" in result.output
+
+
+# --- models checked before use, runs that cannot collide ----------------------------------------
+
+def _shipped_onnx():
+    import onnx
+
+    from mnistctl.inference.onnx_format import pretrained_onnx_path
+
+    return onnx.load(str(pretrained_onnx_path()))
+
+
+def test_an_onnx_model_taking_floats_is_refused_in_one_line(tmp_path):
+    import onnx
+
+    model = _shipped_onnx()
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    path = tmp_path / "floats.onnx"
+    onnx.save(model, str(path))
+    proc = subprocess.run([sys.executable, "-m", "mnistctl", "predict", "-c", str(path), str(PHOTO)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "uint8 pixels" in line
+
+
+def test_an_onnx_model_whose_outputs_disagree_with_its_classes_is_refused(tmp_path):
+    """A model giving 5 numbers per image whose metadata names 10 classes (predict read 5
+    probabilities silently)."""
+    import dataclasses
+    import json
+
+    import onnx
+
+    import mnistctl
+    from conftest import make_checkpoint
+    from mnistctl.config import ModelConfig
+    from mnistctl.errors import CheckpointError
+    from mnistctl.inference.classifier import OnnxClassifier
+    from mnistctl.model import Net
+
+    ckpt = make_checkpoint(nf=4, resumable=False)
+    five = ModelConfig(nf=4, num_classes=5)
+    small = dataclasses.replace(ckpt, model_config=five, weights=Net(five).state_dict(), classes=list("abcde"))
+    path = mnistctl.export(small.save(tmp_path / "five.pt"), tmp_path / "five.onnx", data_dir=tmp_path).path
+    model = onnx.load(str(path))
+    props = {p.key: p for p in model.metadata_props}
+    props["classes"].value = json.dumps([str(i) for i in range(10)])
+    props["model_config"].value = json.dumps({**json.loads(props["model_config"].value), "num_classes": 10})
+    onnx.save(model, str(path))
+    with pytest.raises(CheckpointError, match="5 outputs per image, but its metadata names 10 classes"):
+        OnnxClassifier(path)
+
+
+def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path, fake_data_dir):
+    from typer.testing import CliRunner
+
+    from mnistctl.cli.commands import app
+    from mnistctl.fsutil import exclusive
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with exclusive(run_dir, "a test"):  # as a first run does while it trains
+        result = CliRunner().invoke(app, ["train", "--nf", "4", "--epochs", "1", "--run-dir", str(run_dir),
+                                          "--data-dir", str(fake_data_dir)])
+    line = _one_line(result)
+    assert "in use by another training run" in line and line.startswith("Error: --run-dir ")
+    assert not (run_dir / "last.pt").exists()
+
+
+def test_a_killed_saves_temporary_file_is_removed_by_the_next_run(tmp_path, fake_data_dir):
+    from typer.testing import CliRunner
+
+    from mnistctl.cli.commands import app
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    part = run_dir / ".last.pt.k1ll3d.part"  # as a SIGKILL during a save leaves it, moments ago
+    part.write_bytes(b"half a checkpoint")
+    result = CliRunner().invoke(app, ["train", "--nf", "4", "--epochs", "1", "--run-dir", str(run_dir),
+                                      "--data-dir", str(fake_data_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert not part.exists() and (run_dir / "last.pt").exists()
+
+
+def test_resuming_with_another_networks_optimizer_state_is_one_line(tmp_path, fake_data_dir):
+    import dataclasses
+
+    import torch
+
+    from conftest import make_checkpoint
+    from mnistctl.checkpoint import TrainingState
+
+    mine, other = make_checkpoint(nf=4), make_checkpoint(nf=6)
+    params = [p for p in mine.build_model().parameters()]
+    state = {i: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(7), "exp_avg_sq": torch.zeros(7)}
+             for i in range(len(params))}  # moments for weights of another shape
+    optimizer = {**other.training.optimizer, "state": state,
+                 "param_groups": [{**mine.training.optimizer["param_groups"][0], "params": list(range(len(params)))}]}
+    training: TrainingState = dataclasses.replace(mine.training, optimizer=optimizer)
+    path = dataclasses.replace(mine, training=training).save(tmp_path / "last.pt")
+    from typer.testing import CliRunner
+
+    from mnistctl.cli.commands import app
+
+    line = _one_line(CliRunner().invoke(app, ["train", "--resume", str(path), "--data-dir", str(fake_data_dir)]))
+    assert "cannot be resumed" in line and "shape [7]" in line
+
+
+# --- downloads bounded, names shown safely, directories and globs that cannot trap a walk ----------
+
+def test_a_file_longer_than_the_data_set_has_is_cut_off_and_the_next_mirror_used(tmp_path, fake_files):
+    """A mirror whose gzip announces 2^31 images (and streams zeros) filled the disk in 1.5 s; each
+    file's size is now known, so it is cut off there and the good mirror is used."""
+    import dataclasses
+    import gzip
+    import struct
+
+    from conftest import fake_info, write_mirror
+    from mnistctl.data.download import download
+
+    info = fake_info(fake_files)
+    info = dataclasses.replace(info, **{
+        field: dataclasses.replace(spec, size=len(fake_files[spec.name]))
+        for field, spec in zip(("train_images", "train_labels", "test_images", "test_labels"), info.files)})
+    bombs = tmp_path / "bombs"
+    bombs.mkdir()
+    for name, data in fake_files.items():
+        header = data[:4] + struct.pack(">I", 2**31 - 1) + data[8:16 if "images" in name else 8]
+        (bombs / f"{name}.gz").write_bytes(gzip.compress(header + bytes(20 * len(data)), mtime=0))
+    good = write_mirror(tmp_path / "good", fake_files)
+    results = download(info, tmp_path / "data", [str(bombs), str(good)])
+    assert all(r.source.startswith(str(good)) for r in results)
+    assert all(r.size == len(fake_files[r.name]) for r in results)
+
+
+@pytest.mark.parametrize("mirror", ["http://[::1", "http://", "https://host:port/"])
+def test_a_malformed_mirror_url_is_one_line(tmp_path, mirror):
+    from typer.testing import CliRunner
+
+    from mnistctl.cli.commands import app
+
+    line = _one_line(CliRunner().invoke(app, ["download", "--data-dir", str(tmp_path), "--mirror", mirror]))
+    assert line.startswith("Error: --mirror ") and "URL" in line
+
+
+def test_file_names_cannot_drive_the_terminal_and_csv_keeps_them_exact(tmp_path):
+    evil = tmp_path / "seven\x1b[2J\x1b]0;owned\x07.jpg"
+    evil.write_bytes(PHOTO.read_bytes())
+    table = subprocess.run([sys.executable, "-m", "mnistctl", "predict", str(evil)], capture_output=True,
+                           timeout=120, env={**os.environ, "COLUMNS": "300"})
+    assert table.returncode == 0 and b"\x1b" not in table.stdout and b"\\x1b[2J" in table.stdout
+    csv = subprocess.run([sys.executable, "-m", "mnistctl", "predict", str(evil), "--csv"], capture_output=True,
+                         timeout=120)
+    assert str(evil).encode() in csv.stdout  # the exact name, for a program that opens it
+    missing_one = subprocess.run([sys.executable, "-m", "mnistctl", "predict", str(tmp_path / "gone\x1b[31m.png")],
+                                 capture_output=True, timeout=120)
+    assert missing_one.returncode == 1 and b"\x1b" not in missing_one.stderr
+
+
+def test_a_symlink_loop_is_that_entrys_error_and_a_recursive_glob_does_not_follow_links(tmp_path):
+    from mnistctl.inference.files import expand_inputs
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("one.png", "a/two.png", "a/b/three.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "a" / "b" / "up").symlink_to(tmp_path)  # a link back to the top: a walk that follows it never ends
+    (tmp_path / "self.png").symlink_to(tmp_path / "self.png")
+    entries = dict(expand_inputs([str(tmp_path)]))
+    assert entries[str(tmp_path / "one.png")] is None
+    assert "symbolic links" in entries[str(tmp_path / "self.png")]
+    found = dict(expand_inputs([str(tmp_path / "**" / "*.png")]))
+    assert sorted(found) == sorted(str(tmp_path / n) for n in ("one.png", "a/two.png", "a/b/three.png"))
+    assert dict(expand_inputs([str(tmp_path / "a" / "*.png")])) == {str(tmp_path / "a" / "two.png"): None}
+
+
+@pytest.mark.parametrize("kind", ["sparse", "meta"])
+def test_a_checkpoint_with_sparse_or_meta_weights_is_one_line(tmp_path, kind):
+    import torch
+
+    from conftest import make_checkpoint
+
+    ckpt = make_checkpoint(nf=4, resumable=False)
+    key = "classifier.1.weight"
+    odd = ckpt.weights[key].to_sparse() if kind == "sparse" else ckpt.weights[key].to("meta")
+    path = tmp_path / "odd.pt"
+    payload = torch.load(ckpt.save(tmp_path / "ok.pt"), weights_only=True)
+    payload["weights"] = {**payload["weights"], key: odd}
+    torch.save(payload, path)
+    for args in (["predict", "-c", str(path), str(PHOTO)], ["export", str(path), "-o", str(tmp_path / "m.onnx")]):
+        proc = subprocess.run([sys.executable, "-m", "mnistctl", *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        [line] = proc.stderr.strip().splitlines()
+        assert "not a dense tensor" in line
+
+
+def test_export_refuses_a_read_only_output_and_nan_weights(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from conftest import make_checkpoint
+
+    good = make_checkpoint(nf=4, resumable=False).save(tmp_path / "good.pt")
+    locked = tmp_path / "model.pt"
+    locked.write_bytes(b"someone else's model")
+    locked.chmod(0o444)
+    ckpt = make_checkpoint(nf=4, resumable=False)
+    nan = dataclasses.replace(ckpt, weights={**ckpt.weights, "classifier.6.bias": torch.full((10,), float("nan"))})
+    bad = nan.save(tmp_path / "nan.pt")
+    cases = [([str(good), "-o", str(locked)], "read-only"),
+             ([str(bad), "-o", str(tmp_path / "nan.onnx")], "not numbers")]
+    for args, words in cases:
+        proc = subprocess.run([sys.executable, "-m", "mnistctl", "export", *args], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        [line] = proc.stderr.strip().splitlines()
+        assert words in line, line
+    assert locked.read_bytes() == b"someone else's model"
+    assert not (tmp_path / "nan.onnx").exists()
+
+
+SLOW_PICTURES = """
+import time
+import mnistctl.inference.files as files
+real = files.predict_image
+def slow(*args, **kwargs):
+    time.sleep(float(__import__("os").environ["SLOW_PICTURE_S"]))
+    return real(*args, **kwargs)
+files.predict_image = slow
+import mnistctl.serve.app as app
+app.predict_image = slow
+app.REQUEST_BUDGET = float(__import__("os").environ.get("BUDGET_S", app.REQUEST_BUDGET))
+"""
+
+
+@pytest.mark.slow
+def test_a_picture_over_the_time_budget_gets_503_and_sigterm_ends_the_server_in_flight(tmp_path):
+    """A request holds a worker while its picture is read: beyond the budget the client gets 503;
+    SIGTERM with a request in flight printed "Stopped." and left the process running 25 s more."""
+    import signal
+    import threading
+
+    from conftest import Server
+
+    (tmp_path / "sitecustomize.py").write_text(SLOW_PICTURES)  # every picture takes 30 s (a stand-in)
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "SLOW_PICTURE_S": "30",
+           "BUDGET_S": "2"}
+    srv = Server(env=env)
+    try:
+        start = time.monotonic()
+        status, body, _ = _http(srv.url, "POST", "/predict", PHOTO.read_bytes())
+        assert status == 503 and b"longer than 2 s" in body and time.monotonic() - start < 10
+        threading.Thread(target=_http, args=(srv.url, "POST", "/predict", PHOTO.read_bytes()), daemon=True).start()
+        time.sleep(1)  # a picture now in flight, for 30 s
+        start = time.monotonic()
+        srv.process.send_signal(signal.SIGTERM)
+        srv.process.wait(timeout=25)
+        assert time.monotonic() - start < 15
+    finally:
+        if srv.process.poll() is None:
+            srv.process.kill()
+    assert "Traceback" not in srv.errors()

@@ -1,15 +1,17 @@
 """The command line: each command declares its options, calls one core function, renders the result.
 
-Logic lives in the core modules (``runs``, ``evaluation``, ``inference``, ``predict``,
-``download``); how results look lives in ``render``. The app, the shared choices and the handling
-of user errors are in ``cli_common``; the ``train`` command, the one with many options, in
-``cli_train``. Only typer, rich and torch-free project modules are imported at the top, so that
-``mnistctl --help`` stays fast; the rest is imported inside the commands.
+Logic lives in the core (``mnistctl.api`` and the wings under it); how results look lives in
+``mnistctl.cli.render``. The app, the shared choices and the handling of user errors are in
+``mnistctl.cli.common``; the ``train`` command, whose options come from the settings, in
+``mnistctl.cli.train``. Only typer, rich and torch-free project modules are imported at the top,
+so that ``mnistctl --help`` stays fast; the rest is imported inside the commands.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -200,8 +202,6 @@ def predict(
     less than 80% or the picture does not look like a single digit. Exit code 1 when any image could
     not be read (the others are still predicted).
     """
-    import sys
-
     with user_errors():
         from mnistctl import api
         from mnistctl.cli.render import PredictProgress, input_panels, model_line, predictions_table
@@ -223,7 +223,10 @@ def predict(
     if as_json:
         typer.echo(json.dumps([core.prediction_json(r, clf) for r in results], indent=2))
     elif as_csv:
-        typer.echo(core.to_csv(results, clf.classes), nl=False)
+        table = core.to_csv(results, clf.classes)  # the exact names; escaped only where a terminal would obey them
+        from mnistctl.cli.terminal import printable
+
+        sys.stdout.write(printable(table, keep="\r\n") if sys.stdout.isatty() else table)
     else:
         say(model_line(clf))
         console.print(predictions_table(results, clf.dataset))
@@ -236,7 +239,9 @@ def predict(
     if failed:
         first = next(r for r in results if r.error is not None)
         many = f"{failed} of {len(results)} images could not be read; the first, " if failed > 1 else "could not read "
-        error_line(f"{many}{first.path}: {first.error}")
+        from mnistctl.cli.terminal import printable
+
+        error_line(f"{many}{printable(first.path)}: {first.error}")
         raise typer.Exit(1)
 
 
@@ -319,6 +324,10 @@ def serve(
         except KeyboardInterrupt:
             pass  # uvicorn already stopped cleanly; it re-raises the signal afterwards
     say("Stopped.")
+    if core.still_working():  # a picture still being read in a worker thread: the process ends anyway
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _show(fig: Any, path: Path) -> None:

@@ -17,6 +17,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from mnistctl.cli.terminal import printable
 from mnistctl.data.download import DownloadProgress
 from mnistctl.runfiles import TrainCallbacks
 
@@ -387,14 +388,15 @@ def predictions_table(results: Sequence[FilePrediction], dataset: str) -> Table:
     for r in results:
         p = r.prediction
         if p is None:
-            table.add_row(r.path, "[red]-[/]", "", Text(f"error: {r.error}", style="red"))
+            table.add_row(Text(printable(r.path)), "[red]-[/]", "", Text(f"error: {printable(r.error or '')}",
+                                                                          style="red"))
             continue
         top3 = Text("  ".join(f"{c} {100 * q:.1f}%" for c, q in p.top(3)))
         label = Text(p.label, style="bold")
         if r.unsure:
             label = Text(f"{p.label}?", style="bold yellow")
             top3.append(f"\nunsure: {'; '.join(r.reasons)}", style="yellow")
-        table.add_row(r.path, label, f"{100 * p.confidence:.1f}%", top3)
+        table.add_row(Text(printable(r.path)), label, f"{100 * p.confidence:.1f}%", top3)
     return table
 
 
@@ -407,7 +409,7 @@ def input_panels(results: Sequence[FilePrediction], plain: bool = False) -> list
         if r.image is not None and r.prediction is not None:
             grid = Table.grid(padding=(0, 2))
             grid.add_row(digit_text(r.image.tolist(), plain), Text.assemble(
-                (f"{r.path}\n", "dim"), ("→ ", ""), (r.prediction.label, "bold green"),
+                (f"{printable(r.path)}\n", "dim"), ("→ ", ""), (r.prediction.label, "bold green"),
                 f"  ({100 * r.prediction.confidence:.1f}%)"))
             panels.append(grid)
     return panels

@@ -9,6 +9,13 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+
+def printable(text: str, keep: str = "") -> str:
+    """``text`` with control characters (a file name's ANSI escapes, newlines, ...) but those in
+    ``keep`` written as escapes (``\x1b``), so that a name cannot drive the terminal it is shown on."""
+    return "".join(c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 UPPER_HALF = "\u2580"
 RAMP = " .:-=+*#%@"  # ink density, for terminals without colour
 

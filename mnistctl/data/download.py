@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from mnistctl import __version__
 from mnistctl.datasets import DatasetInfo, IdxFile
-from mnistctl.errors import DownloadError, WriteError
+from mnistctl.errors import ConfigError, DownloadError, WriteError
 from mnistctl.fsutil import atomic_path, remove_stale_parts, write_json
 
 CHUNK = 1 << 16
@@ -200,6 +200,8 @@ def _copy_verified(stream: BinaryIO, tmp: Path, spec: IdxFile, progress: Downloa
                 expected = _idx_length(prefix)
         if expected is not None and written > expected:
             raise _Failed(f"too long: more than the {expected:,} bytes its IDX header announces")
+        if spec.size is not None and written > spec.size:  # a header may announce billions of images
+            raise _Failed(f"too long: more than the {spec.size:,} bytes {spec.name} has")
 
     try:
         with open(tmp, "wb") as f:
@@ -295,6 +297,21 @@ def is_valid(spec: IdxFile, path: Path, verified: dict[str, str]) -> bool:
     return expected is not None and path.is_file() and md5_of_file(path) == expected
 
 
+def check_mirror(mirror: str) -> None:
+    """A mirror is a directory, a file:// URL, or an http(s) URL with a host: anything else is a
+    ConfigError naming it (before anything is fetched)."""
+    if not _is_remote(mirror):
+        return
+    try:
+        parts = urllib.parse.urlsplit(mirror)
+        parts.port  # noqa: B018  (parses it: a port that is not a number raises)
+    except ValueError as exc:
+        raise ConfigError.invalid("mirror", f"{mirror!r} is not a valid URL ({exc})", "the mirror") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError.invalid("mirror", f"{mirror!r} is not an http(s) URL with a host, nor a directory",
+                                  "the mirror")
+
+
 def download(info: DatasetInfo, directory: Path, mirrors: list[str], *, force: bool = False,
              progress: DownloadProgress | None = None, pace: Pace = Pace()) -> list[FileResult]:
     """Make sure the four files of ``info`` are in ``directory``, verified.
@@ -306,6 +323,8 @@ def download(info: DatasetInfo, directory: Path, mirrors: list[str], *, force: b
     """
     if not mirrors:
         raise DownloadError("no mirror to download from: give one (MNISTCTL_MIRROR)", setting="mirror")
+    for mirror in mirrors:
+        check_mirror(mirror)
     progress = progress or DownloadProgress()
     try:
         directory.mkdir(parents=True, exist_ok=True)

@@ -201,11 +201,15 @@ class OnnxClassifier(Classifier):
         except Exception as exc:  # onnxruntime raises its own (pybind) error types for unreadable files
             raise CheckpointError(f"{path} is not a readable ONNX model ({str(exc).splitlines()[0][:120]})") from None
         meta = read_metadata(self.session.get_modelmeta().custom_metadata_map, self.source)
-        inputs = {i.name: i.shape[1:] for i in self.session.get_inputs()}
-        outputs = {o.name for o in self.session.get_outputs()}
-        if inputs.get("pixels") != [1, 28, 28] or not {"logits", "probabilities"} <= outputs:
-            raise CheckpointError(f"{self.source} does not take pixels [N, 1, 28, 28] and give logits and "
+        inputs = {i.name: (i.shape[1:], i.type) for i in self.session.get_inputs()}
+        outputs = {o.name: o.shape[1:] for o in self.session.get_outputs()}
+        if inputs.get("pixels") != ([1, 28, 28], "tensor(uint8)") or not {"logits", "probabilities"} <= set(outputs):
+            raise CheckpointError(f"{self.source} does not take uint8 pixels [N, 1, 28, 28] and give logits and "
                                   "probabilities, as models written by `mnistctl export` do")
+        widths = {outputs["logits"][0], outputs["probabilities"][0]} if outputs["logits"] else set()
+        if widths != {len(meta.classes)}:
+            raise CheckpointError(f"{self.source} gives {' and '.join(map(str, sorted(widths, key=str))) or 'unsized'} "
+                                  f"outputs per image, but its metadata names {len(meta.classes)} classes")
         self.classes, self.model_config, self.data_config = meta.classes, meta.model_config, meta.data_config
         self.epoch, self.test_accuracy = meta.epoch, meta.test_accuracy
         self.batch_size = batch_size
@@ -213,8 +217,11 @@ class OnnxClassifier(Classifier):
     def _run(self, images: Any, output: str) -> np.ndarray:
         batch = _as_batch(images)[:, None]
         k = len(self.classes)
-        parts = [self.session.run([output], {"pixels": batch[i:i + self.batch_size]})[0]
-                 for i in range(0, len(batch), self.batch_size)]
+        try:
+            parts = [self.session.run([output], {"pixels": batch[i:i + self.batch_size]})[0]
+                     for i in range(0, len(batch), self.batch_size)]
+        except Exception as exc:  # onnxruntime's own error types: an allocation or an operator that failed
+            raise CheckpointError(f"{self.source} failed on ONNX Runtime ({str(exc).splitlines()[0][:160]})") from None
         return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, k), np.float32)
 
     def logits(self, images: Any) -> np.ndarray:

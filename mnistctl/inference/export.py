@@ -3,11 +3,12 @@ inference-only mnistctl checkpoint; either records the model's test accuracy."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistctl.errors import ConfigError, DataError, one_of
+from mnistctl.errors import CheckpointError, ConfigError, DataError, one_of
 from mnistctl.recipes import EXPORT_FORMATS
 
 FORMATS = EXPORT_FORMATS
@@ -69,7 +70,16 @@ def export_model(source: str | Path | Sequence[str | Path], output: str | Path, 
     if len(sources) > 1 and fmt != "onnx":
         raise ConfigError.invalid("output", f"{output}: several checkpoints export as one ONNX model only: name it "
                                             f"{output.with_suffix('.onnx').name}", "the output file")
+    # by its mode, not os.access: root may write anything, but a file marked read-only is not ours to replace
+    if output.is_file() and not (output.stat().st_mode & 0o222 and os.access(output, os.W_OK)):
+        raise ConfigError.invalid("output", f"{output} is read-only: make it writable or remove it first, or "
+                                            "choose another name", "the output file")
     checkpoints = [load(path) for path in sources]
+    for ckpt in checkpoints:
+        broken = [k for k, v in ckpt.weights.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+        if broken:
+            raise CheckpointError(f"{ckpt.source} holds weights that are not numbers (NaN or infinity, in "
+                                  f"{broken[0]}): a model that gives no answers is not exported")
     if calibrate:
         checkpoints = [calibrated(c, "val", data_dir) for c in checkpoints]
     classifiers: list[Classifier] = [TorchClassifier(c) for c in checkpoints]

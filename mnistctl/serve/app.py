@@ -15,6 +15,7 @@ and beyond ``MAX_CONNECTIONS`` new ones are turned away (``run``).
 """
 
 
+import asyncio
 import errno
 import socket
 from collections.abc import Callable
@@ -32,6 +33,8 @@ MAX_UPLOAD = int(UPLOAD_MB * 1024 * 1024)  # bytes: a larger upload is refused w
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # names of this machine a browser may use
 HEADER_TIMEOUT = 10.0  # seconds a new connection has to send its request headers
+REQUEST_BUDGET = 20.0  # seconds a picture may take to read; beyond, the client gets 503 (the work runs out)
+SHUTDOWN_GRACE = 5  # seconds requests in flight get to finish when the server is stopped
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
 MAX_CONNECTIONS = 256  # open connections at once: beyond, requests get 503 (and beyond 4x, connections are closed)
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -210,9 +213,12 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: l
         except RequestError as exc:
             return error(exc.status, str(exc))
         try:
-            result = await run_in_threadpool(predict_image, data, classifier, name, preprocess)
+            result = await asyncio.wait_for(run_in_threadpool(predict_image, data, classifier, name, preprocess),
+                                            REQUEST_BUDGET)
         except MnistctlError as exc:  # the model itself failed (outputs that are not numbers, ...)
             return error(500, f"the model could not read the picture: {exc}")
+        except asyncio.TimeoutError:
+            return error(503, f"reading this picture took longer than {REQUEST_BUDGET:g} s: try a smaller one")
         body = prediction_json(result, classifier)
         if input and result.image is not None:
             body["input"] = result.image.tolist()
@@ -336,7 +342,7 @@ def run(app: Any, listener: Listener, *, access_log: bool = True) -> None:
 
     _more_files()
     logging.getLogger("asyncio").addFilter(_Quiet.filter)
-    config = uvicorn.Config(app, log_level="warning", access_log=access_log, timeout_graceful_shutdown=5,
+    config = uvicorn.Config(app, log_level="warning", access_log=access_log, timeout_graceful_shutdown=SHUTDOWN_GRACE,
                             http=_guarded_protocol(), timeout_keep_alive=KEEP_ALIVE,
                             limit_concurrency=MAX_CONNECTIONS)
     if access_log:
@@ -346,3 +352,16 @@ def run(app: Any, listener: Listener, *, access_log: bool = True) -> None:
         server.run(sockets=[listener.socket])
     finally:
         listener.socket.close()
+
+
+def still_working(grace: float = SHUTDOWN_GRACE) -> bool:
+    """After ``run``: wait up to ``grace`` seconds for pictures still being read in worker threads;
+    whether some are still at it (a front end then ends the process without waiting for them)."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + grace
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    return any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread())

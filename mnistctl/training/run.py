@@ -33,7 +33,7 @@ from mnistctl.errors import (
     TrainingInterrupted,
     WriteError,
 )
-from mnistctl.fsutil import atomic_path, remove_stale_parts, write_csv, write_json
+from mnistctl.fsutil import atomic_path, exclusive, remove_stale_parts, write_csv, write_json
 from mnistctl.model import Net, num_parameters
 from mnistctl.runfiles import (
     BEST_FILE,
@@ -140,32 +140,43 @@ def fit(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None,
     if resume is not None:
         run.restore(resume)
     run.wrap(resume)
-    run.open_run_dir(config, tensorboard)
-    if on_ready:
-        on_ready(RunInfo(len(train_y), len(val_y), run.steps, num_parameters(run.model), str(device),
-                         run.start_epoch, run.start_step, list(run.history), torch.get_num_threads(), group.world,
-                         run.global_batch, group.backend))
-    started = time.perf_counter()
-    stopped_early = False
-    grace = REPEAT_GRACE_S if group.active else 0.0
-    with deferred_interrupt(grace) as stop, contextlib.closing(run.board) if run.board else contextlib.nullcontext(), \
-            _lost_contact(group, run.last_path, lambda: run.saved_epoch):
-        for epoch in range(run.start_epoch, train_cfg.epochs):
-            run.train_epoch(epoch, train_x, train_y, stop)
-            run.end_epoch(epoch, val_x, val_y)
-            if train_cfg.patience and epoch + 1 - run.best.epoch >= train_cfg.patience and epoch + 1 < train_cfg.epochs:
-                stopped_early = True
-                break
-            if group.any(stop.requested) and epoch + 1 < train_cfg.epochs:
-                group.barrier()
-                raise TrainingInterrupted(run.last_path, epoch + 2, 0, stop.signum)
-    graph = run.graph
+    with run.lock:  # the run directory's, taken by open_run_dir on process 0
+        run.open_run_dir(config, tensorboard)
+        if on_ready:
+            on_ready(RunInfo(len(train_y), len(val_y), run.steps, num_parameters(run.model), str(device),
+                             run.start_epoch, run.start_step, list(run.history), torch.get_num_threads(), group.world,
+                             run.global_batch, group.backend))
+        started = time.perf_counter()
+        stopped_early = False
+        grace = REPEAT_GRACE_S if group.active else 0.0
+        with deferred_interrupt(grace) as stop, _lost_contact(group, run.last_path, lambda: run.saved_epoch):
+            for epoch in range(run.start_epoch, train_cfg.epochs):
+                run.train_epoch(epoch, train_x, train_y, stop)
+                run.end_epoch(epoch, val_x, val_y)
+                done, patience = epoch + 1, train_cfg.patience
+                if patience and done - run.best.epoch >= patience and done < train_cfg.epochs:
+                    stopped_early = True
+                    break
+                if group.any(stop.requested) and done < train_cfg.epochs:
+                    group.barrier()
+                    raise TrainingInterrupted(run.last_path, epoch + 2, 0, stop.signum)
+        graph = run.graph
     return Run(run_dir=run_dir, history=run.history, best=run.best, best_path=run.best_path,
-                     last_path=run.last_path, seconds=time.perf_counter() - started,
-                     files=run.files if group.main else [],
-                     stopped_early=stopped_early, steps=run.step_log.records,
-                     warnings=[f"training steps ran without CUDA graphs (slower): capturing one failed: "
-                               f"{graph.failure}"] if graph is not None and graph.failure else [])
+               last_path=run.last_path, seconds=time.perf_counter() - started, files=run.files if group.main else [],
+               stopped_early=stopped_early, steps=run.step_log.records,
+               warnings=[f"training steps ran without CUDA graphs (slower): capturing one failed: "
+                         f"{graph.failure}"] if graph is not None and graph.failure else [])
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Each parameter's saved optimizer state (Adam's moments, SGD's momentum) has its shape: a state
+    saved for another network would load, then fail at the first step."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                    raise ValueError(f"the optimizer's {name} has shape {list(value.shape)} for a weight of "
+                                     f"shape {list(param.shape)}")
 
 
 class _Fit:
@@ -198,6 +209,7 @@ class _Fit:
         self.history_path = run_dir / HISTORY_FILE
         self.files = [self.best_path, self.last_path, self.history_path, run_dir / METRICS_FILE]
         self.board: TensorBoard | None = None
+        self.lock = contextlib.ExitStack()  # the run directory's, held by process 0 while it trains
         self.step_log = StepLog(callbacks, self.optimizer, self.steps, [], None)
 
     def start_from(self, init: Checkpoint) -> None:
@@ -222,6 +234,7 @@ class _Fit:
         try:
             self.model.load_state_dict(state.raw_weights or resume.weights)
             self.optimizer.load_state_dict(state.optimizer)
+            _check_optimizer_state(self.optimizer)
             if extending:
                 for param_group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
                     param_group["lr"] = lr  # the new schedule's starting rate, not the old run's final one
@@ -261,11 +274,13 @@ class _Fit:
                 run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise WriteError(run_dir, exc) from None
-            remove_stale_parts(run_dir)  # temporary files of a run that was killed
+            self.lock.enter_context(exclusive(run_dir, "another training run"))
+            remove_stale_parts(run_dir, older_than=0)  # under the lock, every temporary file is a killed run's
             if config is not None:  # every setting, readable without mnistctl (and by train --config)
                 write_json(run_dir / CONFIG_FILE, config)
                 self.files.insert(0, run_dir / CONFIG_FILE)
-            self.board = TensorBoard(run_dir) if tensorboard else None
+            if tensorboard:  # closed with the lock, when the run ends
+                self.board = self.lock.enter_context(contextlib.closing(TensorBoard(run_dir)))
         resumed = self.saved_epoch is not None
         kept = kept_steps(run_dir, self.start_epoch, self.start_step, self.steps) if resumed else []
         self.step_log = StepLog(self.callbacks, self.optimizer, self.steps, kept, self.board)
