@@ -33,6 +33,8 @@ app = typer.Typer(
     help="Download MNIST, train a CNN on it, evaluate it, read your own digits, plot the curves, export and "
          "serve the model.",
     no_args_is_help=True,
+    epilog="Docs: docs/index.md in the repository (mkdocs serve shows them as a site); "
+           "mnistctl COMMAND --help for one command.",
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
