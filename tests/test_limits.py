@@ -599,3 +599,29 @@ def test_a_picture_over_the_time_budget_gets_503_and_sigterm_ends_the_server_in_
         if srv.process.poll() is None:
             srv.process.kill()
     assert "Traceback" not in srv.errors()
+
+
+@pytest.mark.slow
+def test_processes_that_cannot_meet_say_so_without_cpp_stack_frames(tmp_path, fake_data_dir):
+    """Two processes of one run given different MASTER_PORTs never meet: each stops within the
+    group timeout with one clear line, and c10d's retries and C++ stack frames stay off stderr."""
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    procs = [subprocess.Popen([sys.executable, "-m", "mnistctl", "train", "--nf", "4", "--epochs", "1", "--device",
+                               "cpu", "--data-dir", str(fake_data_dir), "--run-dir", str(tmp_path / f"run{rank}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**env, "RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": "2",
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(ports[rank]),
+                                   "MNISTCTL_DIST_TIMEOUT": "5"})
+             for rank in (0, 1)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode != 0
+        assert "frame #" not in stderr and "Traceback" not in stderr, stderr[-3000:]
+        assert len(stderr.strip().splitlines()) <= 2, stderr[-3000:]

@@ -350,18 +350,18 @@ def _terminate(signum: int, frame: Any) -> None:  # noqa: ARG001
 
 def main() -> None:
     """The console script: SIGTERM unwinds like Ctrl-C; an error that is not the user's (a bug)
-    keeps its traceback and asks to be reported."""
+    keeps its traceback and asks to be reported. PyTorch's C++ warnings (c10d's retries and their
+    stack frames, when processes of a group cannot meet) stay off stderr: the CLI says what went
+    wrong in one line; TORCH_CPP_LOG_LEVEL set by a user wins."""
     import signal
-    import sys
 
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app(standalone_mode=True)
     except SystemExit:
         raise
     except BrokenPipeError:  # the reader went away (`mnistctl predict ... | head`): nothing more to say
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)  # 128 + SIGPIPE, as a shell reports it
     except Exception as exc:
