@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistctl.config import INFERENCE_BATCH
+from mnistctl.recipes import BUILTIN
 
 if TYPE_CHECKING:
     from mnistctl.inference.classifier import Classifier
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
     from mnistctl.training.run import Run
 
 __all__ = ["BUILTIN", "evaluate", "export", "load", "train"]
-
-BUILTIN = "builtin"  # the model shipped with mnistctl
 
 ModelSource = str | Path | Sequence[str | Path]  # a model file, several (an ensemble), or "builtin"
 

@@ -15,8 +15,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-from mnistctl.errors import FIXABLE_ERRNOS, MnistctlError, WriteError
+from mnistctl.errors import FIXABLE_ERRNOS, ConfigError, MnistctlError, WriteError
 
 PART_SUFFIX = ".part"
 
@@ -44,9 +45,9 @@ def read_bounded(path: str | os.PathLike[str], limit: int, what: str,
     return data
 
 
-def read_stream(stream: object, limit: int, what: str, error: type[MnistctlError] = MnistctlError) -> bytes:
+def read_stream(stream: BinaryIO, limit: int, what: str, error: type[MnistctlError] = MnistctlError) -> bytes:
     """At most ``limit`` bytes of a binary stream (standard input), refused when it holds more."""
-    data = stream.read(limit + 1)  # type: ignore[attr-defined]
+    data = stream.read(limit + 1)
     if len(data) > limit:
         raise error(f"{what} holds more than {limit:,} bytes: not one picture")
     return data
@@ -117,8 +118,6 @@ def exclusive(directory: str | os.PathLike[str], what: str) -> Iterator[None]:
     behind, and the lock goes with the process if it dies). Another holder is a ConfigError naming
     ``what`` uses it."""
     import fcntl
-
-    from mnistctl.errors import ConfigError
 
     fd = os.open(directory, os.O_RDONLY)
     try:

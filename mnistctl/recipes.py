@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+BUILTIN = "builtin"  # names the model shipped with mnistctl (mnistctl.load, train --init)
 SPLITS = ("train", "val", "test")
 EVAL_SPLITS = ("test", "val")  # what a model is scored on (never the part it was trained on)
 UPLOAD_MB, MAX_UPLOAD_MB = 10.0, 1024.0  # serve's upload limit by default, and the largest it may be set to

@@ -38,6 +38,7 @@ from mnistctl.cli.common import (
     say,
     user_errors,
 )
+from mnistctl.cli.terminal import printable
 from mnistctl.cli.train import train
 from mnistctl.config import INFERENCE_BATCH, DataConfig
 from mnistctl.data.download import Pace
@@ -224,8 +225,6 @@ def predict(
         typer.echo(json.dumps([core.prediction_json(r, clf) for r in results], indent=2))
     elif as_csv:
         table = core.to_csv(results, clf.classes)  # the exact names; escaped only where a terminal would obey them
-        from mnistctl.cli.terminal import printable
-
         sys.stdout.write(printable(table, keep="\r\n") if sys.stdout.isatty() else table)
     else:
         say(model_line(clf))
@@ -239,8 +238,6 @@ def predict(
     if failed:
         first = next(r for r in results if r.error is not None)
         many = f"{failed} of {len(results)} images could not be read; the first, " if failed > 1 else "could not read "
-        from mnistctl.cli.terminal import printable
-
         error_line(f"{many}{printable(first.path)}: {first.error}")
         raise typer.Exit(1)
 

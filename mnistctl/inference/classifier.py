@@ -287,6 +287,13 @@ def model_files(paths: Sequence[str | Path]) -> list[Path]:
     return list(dict.fromkeys(Path(p) for p in paths))
 
 
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` if it is a number of images a forward pass may take (1 to MAX_BATCH)."""
+    if type(batch_size) is not int or not 1 <= batch_size <= MAX_BATCH:
+        raise ConfigError.invalid("batch_size", f"must be a whole number from 1 to {MAX_BATCH:,}, got {batch_size!r}")
+    return batch_size
+
+
 def load_classifier(checkpoint: str | Path | Sequence[str | Path] | None = None, device: str | Any = "cpu",
                     batch_size: int = INFERENCE_BATCH) -> Classifier:
     """A Classifier for a model file, or for the built-in model when ``checkpoint`` is None; for
@@ -298,8 +305,7 @@ def load_classifier(checkpoint: str | Path | Sequence[str | Path] | None = None,
     """
     from mnistctl.inference.onnx_format import PRETRAINED_ONNX, pretrained_onnx_path
 
-    if type(batch_size) is not int or not 1 <= batch_size <= MAX_BATCH:
-        raise ConfigError.invalid("batch_size", f"must be a whole number from 1 to {MAX_BATCH:,}, got {batch_size!r}")
+    check_batch_size(batch_size)
     if checkpoint is not None and not isinstance(checkpoint, (str, Path)):
         files = model_files(checkpoint)
         if len(files) > 1:

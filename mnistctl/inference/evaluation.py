@@ -16,7 +16,7 @@ import numpy as np
 
 from mnistctl.config import INFERENCE_BATCH, DataConfig
 from mnistctl.data import idx
-from mnistctl.errors import ConfigError, one_of
+from mnistctl.errors import one_of
 from mnistctl.inference.classifier import Classifier
 from mnistctl.inference.metrics import EvalReport, report
 from mnistctl.recipes import EVAL_SPLITS
@@ -65,11 +65,9 @@ def evaluate(clf: Classifier, split: str = "test", data_dir: str | Path | None =
 def evaluate_checkpoint(ckpt: Any, split: str = "test", batch_size: int = INFERENCE_BATCH, device: Any = None,
                         data_dir: str | Path | None = None) -> Evaluation:
     """Rebuild the model of a loaded checkpoint (on ``device``, CPU by default) and score it."""
-    from mnistctl.inference.classifier import TorchClassifier
+    from mnistctl.inference.classifier import TorchClassifier, check_batch_size
 
-    if batch_size < 1:
-        raise ConfigError.invalid("batch_size", f"must be at least 1, got {batch_size}")
-    return evaluate(TorchClassifier(ckpt, device or "cpu", batch_size), split, data_dir)
+    return evaluate(TorchClassifier(ckpt, device or "cpu", check_batch_size(batch_size)), split, data_dir)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -2,7 +2,7 @@
 
 Built on FastAPI (routing, JSON, multipart parsing through python-multipart) and served by
 uvicorn. Every request goes through the same code as ``mnistctl predict``: ``prepare`` and
-``Classifier.classify`` via ``predict.predict_image``, so a file gives the same answer on the
+``Classifier.classify`` via ``inference.files.predict_image``, so a file gives the same answer on the
 command line and over HTTP.
 
 Safety: the page's three files are read from the package once, at start-up, and served from
@@ -57,7 +57,7 @@ def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> list[str]:
 
 class _Guard:
     """ASGI middleware: refuse a request whose Host is not allowed (421), and add the security
-    headers to every response that lacks them (errors and /health included)."""
+    headers to every response (the one place they are added: pages, errors, /health alike)."""
 
     def __init__(self, app: Any, hosts: list[str]) -> None:
         self.app, self.hosts = app, {h.lower() for h in hosts}
@@ -169,7 +169,7 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: l
     app = FastAPI(title="mnistctl", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
 
     def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status, headers=SECURITY_HEADERS)
+        return JSONResponse({"error": message}, status_code=status)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -190,7 +190,7 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: l
         content, media = files[url]
 
         def serve_file() -> Response:
-            return Response(content, media_type=media, headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+            return Response(content, media_type=media, headers={"Cache-Control": "no-cache"})
         return serve_file
 
     for url in files:
@@ -222,7 +222,7 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: l
         body = prediction_json(result, classifier)
         if input and result.image is not None:
             body["input"] = result.image.tolist()
-        return JSONResponse(body, status_code=200 if result.error is None else 422, headers=SECURITY_HEADERS)
+        return JSONResponse(body, status_code=200 if result.error is None else 422)
 
     return _Guard(app, hosts if hosts is not None else allowed_hosts(DEFAULT_HOST))
 

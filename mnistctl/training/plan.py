@@ -15,7 +15,7 @@ from mnistctl.checkpoint import load as load_checkpoint
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig, derived_settings, user_settings
 from mnistctl.errors import ConfigError, RunExistsError, one_of
 from mnistctl.fsutil import read_bounded
-from mnistctl.recipes import PRESETS
+from mnistctl.recipes import BUILTIN, PRESETS
 from mnistctl.runfiles import BEST_FILE, LAST_FILE
 
 RUNS_ROOT = Path("runs")
@@ -93,9 +93,6 @@ def plan_run(preset: str | None = None, settings: dict[str, Any] | None = None, 
     run_dir = Path(run_dir)
     check_run_dir(run_dir)
     return RunPlan(model_cfg, data_cfg, train_cfg, run_dir, preset=preset, init=start)
-
-
-BUILTIN = "builtin"  # init from the built-in model
 
 
 def resolve_settings(preset: str | None = None, settings: dict[str, Any] | None = None,
