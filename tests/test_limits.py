@@ -301,6 +301,15 @@ def test_threads_are_bounded_by_the_machine(threads, ok):
     assert err.value.setting == "threads" and "per core" in str(err.value)
 
 
+def test_the_cli_names_the_threads_option():
+    from typer.testing import CliRunner
+
+    from mnistctl.cli.commands import app
+
+    line = _one_line(CliRunner().invoke(app, ["train", "--threads", "10000", "--print-config"]))
+    assert line.startswith("Error: --threads must be from 1 to")
+
+
 def test_more_threads_than_cores_is_a_warning():
     from mnistctl import devices
 
