@@ -33,3 +33,41 @@ def test_reduction_and_a_reduced_mask_back_at_full_size():
     assert at_most(a, 200) is a and at_most(a, 50).shape == (50, 20)
     back = full_size(small > 0.5, a.shape)
     assert back.shape == a.shape and np.array_equal(back, a > 0.5)
+
+
+def _pil_filter(a: np.ndarray, which) -> np.ndarray:
+    from PIL import Image
+    return np.array(Image.fromarray(a.astype(np.float32), mode="F").filter(which), dtype=np.float32)
+
+
+def test_the_opencv_filters_decide_as_pillows_did():
+    """The filters moved from Pillow to OpenCV (#35) give Pillow's values, edges included, on
+    random pictures of several shapes: masks and grey levels, odd sizes, one-pixel rows."""
+    from PIL import ImageFilter
+
+    from mnistctl.images.pixels import max_filter, median3, min_filter
+
+    rng = np.random.default_rng(0)
+    for shape in [(1, 7), (3, 3), (9, 31), (64, 48), (101, 77)]:
+        grey = rng.random(shape, dtype=np.float32)
+        grey[rng.random(shape) < 0.3] = 0.0  # ties, as on a canvas
+        mask = grey > 0.5
+        assert np.array_equal(min_filter(grey), _pil_filter(grey, ImageFilter.MinFilter(3)))
+        assert np.array_equal(max_filter(grey, 7), _pil_filter(grey, ImageFilter.MaxFilter(7)))
+        assert np.array_equal(min_filter(mask), _pil_filter(mask, ImageFilter.MinFilter(3)) > 0)
+        assert np.array_equal(max_filter(mask), _pil_filter(mask, ImageFilter.MaxFilter(3)) > 0)
+        if min(shape) >= 3:
+            assert np.array_equal(median3(grey), _pil_filter(grey, ImageFilter.MedianFilter(3)))
+
+
+def test_otsus_histogram_counts_as_numpys_and_pieces_are_numbered_in_reading_order():
+    from mnistctl.images.pixels import _histogram
+
+    rng = np.random.default_rng(1)
+    for values in [rng.random(1000), np.array([0.0, 1.0, 0.5, 0.015625, 0.984375]), np.linspace(-0.5, 1.5, 333),
+                   np.zeros(0), np.full(7, 1.0)]:
+        assert np.array_equal(_histogram(values, 64), np.histogram(values, 64, range=(0.0, 1.0))[0]), values
+    mask = rng.random((40, 40)) < 0.2
+    labels, count = pieces(mask)
+    firsts = [int(np.flatnonzero(labels.ravel() == k)[0]) for k in range(1, count + 1)]
+    assert count > 5 and firsts == sorted(firsts) and np.array_equal(labels > 0, mask)

@@ -1,12 +1,14 @@
 """The pixel-level algorithms preprocessing is built from, each careful about its degenerate cases:
 float images through Pillow and back, box resampling, Otsu's threshold (a two-level image
-included), a picture's border, the 8-connected pieces of a mask, and a mask from a reduced copy back at full size.
+included), a picture's border, the 8-connected pieces of a mask, minimum, maximum and median filters,
+and a mask from a reduced copy back at full size.
 
-Numpy and Pillow only; no torch.
+Numpy, OpenCV and Pillow; no torch.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -28,7 +30,7 @@ def otsu(values: np.ndarray, bins: int = 64) -> float:
     pixels) the middle of the tied range is taken, not the first (which would cut just above the
     background and, in the first versions of this code, called every clean drawing blank).
     """
-    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    hist, edges = _histogram(values, bins), np.linspace(0.0, 1.0, bins + 1)
     p = hist.astype(np.float64) / max(1, hist.sum())
     w0 = np.cumsum(p)[:-1]
     mu = np.cumsum(p * (edges[:-1] + edges[1:]) / 2)
@@ -38,6 +40,22 @@ def otsu(values: np.ndarray, bins: int = 64) -> float:
     # the tied cuts form one run when the levels between them are empty: take its middle
     i = int(ties[len(ties) // 2]) if np.all(np.diff(ties) == 1) else int(ties[0])
     return float(edges[i + 1])
+
+
+def _histogram(values: np.ndarray, bins: int) -> np.ndarray:
+    """``np.histogram(values, bins, range=(0, 1))[0]``, the same counts, by OpenCV (8x faster).
+
+    OpenCV's bins are half-open, so one more bin past 1 is counted and added to the last (1 is in
+    it, as in numpy's); values below 0 are not counted by either, values above 1 are left out first.
+    Each value's bin is floor(v * bins): exact for a power of two, as numpy's is."""
+    v = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, 1)
+    if v.size and float(v.max()) > 1.0:
+        v = np.ascontiguousarray(v[v <= 1.0]).reshape(-1, 1)
+    if v.size == 0:
+        return np.zeros(bins, np.int64)
+    hist = cv2.calcHist([v], [0], None, [bins + 1], [0.0, (bins + 1) / bins]).ravel().astype(np.int64)
+    hist[bins - 1] += hist[bins]
+    return hist[:bins]
 
 
 def border(a: np.ndarray, ring: int = 1) -> np.ndarray:
@@ -59,28 +77,43 @@ def reduce_to(a: np.ndarray, longest: int) -> np.ndarray:
 
 
 def pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """The 8-connected pieces of a boolean mask: (labels 1..count, 0 for background; count)."""
-    h, w = mask.shape
-    flat = mask.ravel().tolist()
-    labels = [0] * (h * w)
-    count = 0
-    for start in np.flatnonzero(mask).tolist():
-        if labels[start]:
-            continue
-        count += 1
-        labels[start] = count
-        stack = [start]
-        while stack:
-            i = stack.pop()
-            y, x = divmod(i, w)
-            for ny in (y - 1, y, y + 1):
-                if 0 <= ny < h:
-                    for nx in (x - 1, x, x + 1):
-                        j = ny * w + nx
-                        if 0 <= nx < w and flat[j] and not labels[j]:
-                            labels[j] = count
-                            stack.append(j)
-    return np.array(labels, dtype=np.int32).reshape(h, w), count
+    """The 8-connected pieces of a boolean mask: (labels 1..count, 0 for background; count).
+
+    OpenCV's ``connectedComponents``, its labels renumbered in the order of each piece's first
+    pixel in reading order (which piece wins a tie does not depend on OpenCV's algorithm)."""
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    if count <= 2:
+        return labels, count - 1
+    _, first = np.unique(labels.ravel(), return_index=True)
+    order = np.empty(count, np.int32)
+    order[0] = 0
+    order[1 + np.argsort(first[1:])] = np.arange(1, count, dtype=np.int32)
+    return order[labels], count - 1
+
+
+def _square(size: int) -> np.ndarray:
+    return np.ones((size, size), np.uint8)
+
+
+def min_filter(a: np.ndarray, size: int = 3) -> np.ndarray:
+    """Each pixel the minimum of the ``size`` x ``size`` square around it (what lies beyond the
+    picture's edge not counted): an erosion. Float32, or a mask for a mask."""
+    if a.dtype == bool:
+        return cv2.erode(a.view(np.uint8), _square(size)).view(bool)
+    return cv2.erode(np.ascontiguousarray(a, dtype=np.float32), _square(size))
+
+
+def max_filter(a: np.ndarray, size: int = 3) -> np.ndarray:
+    """Each pixel the maximum of the ``size`` x ``size`` square around it: a dilation. Float32,
+    or a mask for a mask."""
+    if a.dtype == bool:
+        return cv2.dilate(a.view(np.uint8), _square(size)).view(bool)
+    return cv2.dilate(np.ascontiguousarray(a, dtype=np.float32), _square(size))
+
+
+def median3(a: np.ndarray) -> np.ndarray:
+    """Each pixel the median of the 3x3 square around it (the picture's edge repeated), float32."""
+    return cv2.medianBlur(np.ascontiguousarray(a, dtype=np.float32), 3)
 
 
 def full_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

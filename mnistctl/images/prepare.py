@@ -13,9 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
-from mnistctl.images.pixels import at_most, border, full_size, otsu, pieces, reduce_to, to_array, to_pil
+from mnistctl.images.pixels import (
+    at_most,
+    border,
+    full_size,
+    max_filter,
+    median3,
+    min_filter,
+    otsu,
+    pieces,
+    reduce_to,
+    to_array,
+    to_pil,
+)
 from mnistctl.images.read import Decoded, ImageError, ImageSource, read_image  # noqa: F401  (re-exported)
 from mnistctl.images.rulings import Turns, without_rulings
 
@@ -33,19 +45,26 @@ def looks_like_mnist(d: Decoded) -> bool:
     return 2 * int(np.count_nonzero(edge <= 10)) > edge.size and int(d.raw.max()) >= 128
 
 
-def _background(ink: np.ndarray) -> np.ndarray:
-    """A smooth estimate of the background level (uneven light, paper tone), per pixel.
+def _background(ink: np.ndarray) -> np.ndarray | None:
+    """A smooth estimate of the background level (uneven light, paper tone), per pixel; None
+    when it is 0 everywhere.
 
     The 25th percentile of each of 8x8 blocks, the minimum over neighbouring blocks, upsampled.
     It is capped at the levels found along the border: smooth lighting peaks at an edge, so a higher
     estimate inside means a thick stroke filled its blocks (which must not be subtracted away).
+    A drawing on a blank canvas has paper of exactly 0 in most blocks: counted, that tells the
+    estimate is 0 without working it out.
     """
     h, w = ink.shape
     cells = 8
     bh, bw = max(1, h // cells), max(1, w // cells)
     ch, cw = h // bh, w // bw
     blocks = ink[: ch * bh, : cw * bw].reshape(ch, bh, cw, bw)
-    low = to_array(to_pil(np.percentile(blocks, 25, axis=(1, 3)).astype(np.float32)).filter(ImageFilter.MinFilter(3)))
+    # a block's 25th percentile is 0 when the values up to its (interpolated) rank all are
+    blank = np.count_nonzero(blocks == 0, axis=(1, 3)) > int(np.ceil(0.25 * (bh * bw - 1)))
+    if max_filter(blank).all():  # every block next to (or is) one whose percentile is 0: the minimum is 0
+        return None
+    low = min_filter(np.percentile(blocks, 25, axis=(1, 3)))
     low = np.minimum(low, float(border(low).max()) + 0.02)
     return to_array(to_pil(low).resize((w, h), Image.Resampling.BILINEAR))
 
@@ -85,7 +104,8 @@ def _as_ink(grey: np.ndarray) -> np.ndarray:
     """Ink as light on dark: the border is paper, so light paper is inverted (any colours, any
     number of grey levels)."""
     h, w = grey.shape
-    paper = float(np.median(border(grey, max(1, round(0.04 * min(h, w))))))
+    edge = border(grey, max(1, round(0.04 * min(h, w))))
+    paper = float(edge[0]) if edge.min() == edge.max() else float(np.median(edge))  # a blank canvas's is one level
     dark_ink = paper > 0.5
     if MID_GREY[0] <= paper <= MID_GREY[1]:
         # a mid-grey border (grey paper, a vignette darkening the corners): the ink is what stands
@@ -107,7 +127,9 @@ def _clean(ink: np.ndarray, turns: Turns | None = None) -> tuple[np.ndarray, flo
     h, w = ink.shape
     # uneven light and paper tone: subtract a smooth background estimate
     if min(h, w) >= 16:
-        ink = np.clip(ink - _background(ink), 0.0, None)
+        background = _background(ink)
+        if background is not None:
+            ink = np.clip(ink - background, 0.0, None)
     top = float(ink.max())
     if top < 0.08:
         raise ImageError("no ink found: the image looks blank")
@@ -117,7 +139,7 @@ def _clean(ink: np.ndarray, turns: Turns | None = None) -> tuple[np.ndarray, flo
     # (the 1-2 px loops of a digit on a tiny canvas, filled): a clean drawing does not need it, and a
     # filter allowed to take 40% of the ink broke such digits into pieces
     if min(h, w) >= 9:
-        filtered = to_array(to_pil(ink).filter(ImageFilter.MedianFilter(3)))
+        filtered = median3(ink)
         strong, kept = ink > 0.5, filtered > 0.5
         count, added = int(strong.sum()), int(np.count_nonzero(kept & ~strong))
         if count and kept.sum() >= MEDIAN_KEEP * count and added <= (1 - MEDIAN_KEEP) * count \
@@ -134,7 +156,7 @@ def _soft_mask(ink: np.ndarray, threshold: float) -> np.ndarray:
     on a small canvas where a pixel is a large part of a stroke), with soft edges."""
     mask = ink > threshold
     if min(ink.shape) >= 48:
-        mask = to_array(to_pil(mask.astype(np.float32)).filter(ImageFilter.MaxFilter(3))) > 0
+        mask = max_filter(mask)
     lo = threshold * 0.5
     out = np.where(mask, np.clip((ink - lo) / (1.0 - lo), 0.0, 1.0), 0.0).astype(np.float32)
     if out.sum() < 1.0:
@@ -278,7 +300,7 @@ def _without_table(grey: np.ndarray) -> np.ndarray:
     wider = _at_border(small < paper - TABLE_EDGE * (paper - float(np.median(small[table]))), ring)
     if not (wider & ink).any():
         table = wider
-    grown = to_array(to_pil(table.astype(np.float32)).filter(ImageFilter.MaxFilter(3))) > 0
+    grown = max_filter(table)
     return np.where(full_size(grown, grey.shape), paper, grey).astype(np.float32)
 
 
@@ -356,7 +378,7 @@ def _stroke_width(ink: np.ndarray) -> float:
     area = int(mask.sum())
     if area == 0:
         return 0.0
-    inner = to_array(to_pil(mask.astype(np.float32)).filter(ImageFilter.MinFilter(3))) > 0
+    inner = min_filter(mask)
     return 2.0 * area / max(1, area - int(inner.sum()))
 
 
@@ -369,7 +391,7 @@ def _thin_gently(ink: np.ndarray, largest: int) -> np.ndarray:
     bounded by the picture's size, not by the stroke's (a solid bar once took minutes)."""
     area, best = float((ink > 0.5).sum()), ink
     for _ in range(3, min(largest, 2 * max(ink.shape) + 1) + 1, 2):
-        thinner = to_array(to_pil(best).filter(ImageFilter.MinFilter(3)))
+        thinner = min_filter(best)
         if (thinner > 0.5).sum() < 0.6 * area:
             break
         best = thinner
@@ -391,7 +413,7 @@ def _fit(ink: np.ndarray) -> np.ndarray:
         mid = reduce_to(crop, 4 * BOX)
         mid = mid / max(float(mid.max()), 1e-6)
         if width < 1.0:
-            mid = to_array(to_pil(mid).filter(ImageFilter.MaxFilter(7)))
+            mid = max_filter(mid, 7)
         else:
             mid = _thin_gently(mid, 2 * int(round((width - 2.5) * 4 / 2)) + 1)
         crop, (ch, cw) = mid, mid.shape

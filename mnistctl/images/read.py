@@ -204,7 +204,10 @@ def _to_grey(img: Image.Image) -> Decoded:
         return Decoded(np.asarray(img.convert("L"), dtype=np.float32) / 255.0, None)
     rgba = img.convert("RGBA")
     grey = np.asarray(rgba.convert("L"), dtype=np.float32) / 255.0
-    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+    opacity = np.asarray(rgba.getchannel("A"))
+    if int(opacity.min()) == 255:  # an alpha channel, every pixel opaque (a browser's canvas)
+        return Decoded(grey, None)
+    alpha = opacity.astype(np.float32) / 255.0
     opaque = grey[alpha > 0.5]
     # ink drawn on transparency: fill the background with the colour opposite to the ink
     background = 1.0 if opaque.size == 0 or np.median(opaque) < 0.5 else 0.0
