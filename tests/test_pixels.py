@@ -71,3 +71,14 @@ def test_otsus_histogram_counts_as_numpys_and_pieces_are_numbered_in_reading_ord
     labels, count = pieces(mask)
     firsts = [int(np.flatnonzero(labels.ravel() == k)[0]) for k in range(1, count + 1)]
     assert count > 5 and firsts == sorted(firsts) and np.array_equal(labels > 0, mask)
+
+
+def test_percentiles_of_rows_are_numpys():
+    from mnistctl.images.pixels import percentile_rows
+
+    rng = np.random.default_rng(2)
+    for n in (1, 2, 3, 4, 5, 37, 1320):
+        rows = rng.random((9, n), dtype=np.float32)
+        rows[rng.random(rows.shape) < 0.4] = 0.0  # ties
+        for q in (0, 25, 50, 75, 90, 100):
+            assert np.array_equal(percentile_rows(rows, q), np.percentile(rows, q, axis=1)), (n, q)

@@ -23,6 +23,7 @@ from mnistctl.images.pixels import (
     median3,
     min_filter,
     otsu,
+    percentile_rows,
     pieces,
     reduce_to,
     to_array,
@@ -32,6 +33,9 @@ from mnistctl.images.read import Decoded, ImageError, ImageSource, read_image  #
 from mnistctl.images.rulings import Turns, without_rulings
 
 WORK_SIZE = 320  # larger images are reduced to this longest side before the finer steps
+# a large JPEG is decoded at a reduced scale that keeps this longest side at least: the digit is cut out
+# of it and reduced to WORK_SIZE, so a digit a third of the picture wide loses nothing
+DECODE_LONGEST = 3 * WORK_SIZE
 BOX, CANVAS = 20, 28
 THICK = 3.5  # px at the final size: strokes wider than this (a marker) are thinned
 
@@ -64,7 +68,7 @@ def _background(ink: np.ndarray) -> np.ndarray | None:
     blank = np.count_nonzero(blocks == 0, axis=(1, 3)) > int(np.ceil(0.25 * (bh * bw - 1)))
     if max_filter(blank).all():  # every block next to (or is) one whose percentile is 0: the minimum is 0
         return None
-    low = min_filter(np.percentile(blocks, 25, axis=(1, 3)))
+    low = min_filter(percentile_rows(blocks.transpose(0, 2, 1, 3).reshape(ch * cw, bh * bw), 25).reshape(ch, cw))
     low = np.minimum(low, float(border(low).max()) + 0.02)
     return to_array(to_pil(low).resize((w, h), Image.Resampling.BILINEAR))
 
@@ -113,7 +117,8 @@ def _as_ink(grey: np.ndarray) -> np.ndarray:
         step = int(np.ceil(np.sqrt(grey.size / 250_000)))  # a sample of at most about 250,000 pixels
         sample = grey[::step, ::step]
         level = float(np.median(sample))
-        lo, hi = np.percentile(sample, [0.02, 99.98])  # a small digit on a large page is 0.05% ink
+        row = sample.reshape(1, -1)  # a small digit on a large page is 0.05% ink
+        lo, hi = percentile_rows(row, 0.02)[0], percentile_rows(row, 99.98)[0]
         dark_ink = level - float(lo) >= float(hi) - level
     if dark_ink:
         return (1.0 - grey).astype(np.float32)
@@ -273,6 +278,9 @@ def _without_table(grey: np.ndarray) -> np.ndarray:
     takes them away)."""
     if min(grey.shape) < 48:
         return grey
+    edge = border(grey)
+    if edge.min() == edge.max():
+        return grey  # the border all one level (a drawing on a blank canvas): no table shows along it
     step = max(1, min(grey.shape) // (8 * PIECES_SIZE))  # a large photo: every few pixels are enough here
     small = at_most(grey[::step, ::step], PIECES_SIZE)
     light = small > otsu(small)
@@ -468,5 +476,5 @@ def prepare_image(source: ImageSource, preprocess: bool = True) -> np.ndarray:
 
 def prepare(source: ImageSource, preprocess: bool = True) -> Prepared:
     """``prepare_image`` with what preprocessing noticed (``Prepared.notes``)."""
-    decoded = read_image(source)
+    decoded = read_image(source, DECODE_LONGEST if preprocess else None)
     return analyse(decoded) if preprocess else Prepared(resize_as_is(decoded))

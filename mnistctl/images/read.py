@@ -41,9 +41,13 @@ class Decoded:
 ImageSource = Union[str, Path, bytes, bytearray, memoryview, BinaryIO, Image.Image]  # noqa: UP007 (3.10 runtime)
 
 
-def read_image(source: ImageSource) -> Decoded:
+def read_image(source: ImageSource, longest: int | None = None) -> Decoded:
     """Decode an image of any common format and mode into grey levels: a file path, the bytes of
     a file, a binary stream or an already open PIL image.
+
+    ``longest``: a JPEG larger than this on its longer side may be decoded at a half, a quarter or
+    an eighth of its size (libjpeg scales while it decodes, and reads only the grey levels of a
+    colour photo), as long as its longer side stays at least ``longest`` pixels.
 
     Transparent pixels count as background: they are filled with the colour opposite to the ink.
     Every problem (missing, empty, not an image, truncated, too large, animated) is an ImageError.
@@ -51,7 +55,7 @@ def read_image(source: ImageSource) -> Decoded:
     if isinstance(source, Image.Image):
         if source.format is not None and source.format not in (*FORMATS, "MPO", "HEIF"):
             raise ImageError(f"a {source.format} picture: mnistctl reads {FORMAT_NAMES} pictures")
-        return _decode(source)
+        return _decode(source, longest)
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
@@ -73,7 +77,7 @@ def read_image(source: ImageSource) -> Decoded:
         opened = source
     try:
         try:
-            return _open(opened)
+            return _open(opened, longest=longest)
         except UnidentifiedImageError:
             head = _head(opened)
             if not (_is_heif(head) and _heif_plugin() and _rewind(opened)):
@@ -89,12 +93,12 @@ def read_image(source: ImageSource) -> Decoded:
         raise ImageError(f"truncated or corrupt image ({str(exc)[:80] or type(exc).__name__})") from None
 
 
-def _open(opened: Path | BinaryIO, formats: tuple[str, ...] = FORMATS) -> Decoded:
+def _open(opened: Path | BinaryIO, formats: tuple[str, ...] = FORMATS, longest: int | None = None) -> Decoded:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's remarks on odd files (corrupt EXIF, ...): not the user's concern
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(opened, formats=list(formats)) as img:
-            return _decode(img)
+            return _decode(img, longest)
 
 
 def _head(opened: Path | BinaryIO, size: int = 512) -> bytes:
@@ -157,7 +161,7 @@ _CORRUPT = (OSError, SyntaxError, ValueError, EOFError, TypeError, KeyError, Ind
             ZeroDivisionError)
 
 
-def _decode(img: Image.Image) -> Decoded:
+def _decode(img: Image.Image, longest: int | None = None) -> Decoded:
     if img.width * img.height > MAX_PIXELS:
         raise ImageError(f"image too large ({img.width}x{img.height} pixels, over the "
                          f"{MAX_PIXELS // 1_000_000} million pixel limit): scale it down first")
@@ -166,10 +170,25 @@ def _decode(img: Image.Image) -> Decoded:
         raise ImageError(f"animated or multi-page image ({frames} frames): save the frame "
                          "you want as a single image")
     try:
+        stored_grey = img.mode == "L"
+        if img.format in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
+            _draft(img, longest)
         img.load()
-        return _to_grey(_upright(img))
+        decoded = _to_grey(_upright(img))
+        # raw: a picture stored as 8-bit grey (a colour photo decoded as grey is not an MNIST digit)
+        return decoded if stored_grey or decoded.raw is None else Decoded(decoded.grey, None)
     except _CORRUPT as exc:
         raise ImageError(f"truncated or corrupt image ({str(exc)[:80] or type(exc).__name__})") from None
+
+
+def _draft(img: Image.Image, longest: int | None) -> None:
+    """Have libjpeg decode grey levels only, at the smallest of its scales (1, 1/2, 1/4, 1/8) that
+    keeps the longer side at least ``longest`` (a 12-megapixel photo at a quarter: 1000x750)."""
+    if longest is None:
+        img.draft("L", None)
+        return
+    scale = max(1, max(img.size) // longest)
+    img.draft("L", (max(1, img.width // scale), max(1, img.height // scale)))
 
 
 EXIF_ORIENTATION = 0x0112
@@ -202,7 +221,7 @@ def _to_grey(img: Image.Image) -> Decoded:
     has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
     if not has_alpha:
         return Decoded(np.asarray(img.convert("L"), dtype=np.float32) / 255.0, None)
-    rgba = img.convert("RGBA")
+    rgba = img if img.mode == "RGBA" else img.convert("RGBA")
     grey = np.asarray(rgba.convert("L"), dtype=np.float32) / 255.0
     opacity = np.asarray(rgba.getchannel("A"))
     if int(opacity.min()) == 255:  # an alpha channel, every pixel opaque (a browser's canvas)

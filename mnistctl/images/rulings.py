@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from mnistctl.images.pixels import at_most, to_array, to_pil
+from mnistctl.images.pixels import at_most, percentile_rows, to_array, to_pil
 
 # the printed lines of ruled or squared paper: straight rows of faint ink across the whole picture
 RULING_TURNS = tuple(float(a) for a in range(-6, 7))  # degrees: the paper's turns looked at (then +-0.5)
@@ -66,7 +66,7 @@ def _rulings_removed(ink: np.ndarray, turn: float | None) -> tuple[np.ndarray, f
         middle = turned[:, picture.width // 10:-(picture.width // 10) or None]
         # each row's level over RULING_COVER of its length: a line's, not a digit's stroke (and
         # not a long stroke's the turn lays along the row: too dark)
-        level = np.percentile(middle, 100 * (1 - RULING_COVER), axis=1)
+        level = percentile_rows(middle, 100 * (1 - RULING_COVER))
         return float((level[level <= RULING_FAINT] ** 2).sum())
 
     if turn is None:  # whole degrees and the half degree either side on the small copy, then a quarter
