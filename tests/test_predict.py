@@ -693,3 +693,27 @@ def test_one_rule_for_naming_the_model(tmp_path):
     assert both.exit_code == 0 and json.loads(both.stdout)[0]["model"].startswith("ensemble of 2 models")
     none = runner.invoke(app, ["export", "-o", str(tmp_path / "c.pt")])
     assert none.exit_code == 1 and "give the checkpoint to export" in none.stderr
+
+
+def test_a_directory_is_prepared_by_several_processes_as_by_one(tmp_path, shipped, monkeypatch):
+    """From PARALLEL_FROM files on, pictures are prepared by a pool of processes: the same inputs,
+    predictions, notes and errors, in the same order, as when this process prepares them all."""
+    from mnistctl.inference import files
+
+    pictures = [ASSETS / "digit-7-photo.jpg", PAINT_4, ASSETS / "digit-2-transparent.png", ASSETS / "digit-3-mnist.png"]
+    for i in range(files.PARALLEL_FROM + 2):
+        (tmp_path / f"{i:03d}{pictures[i % 4].suffix}").write_bytes(pictures[i % 4].read_bytes())
+    (tmp_path / "050.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    seen: list[int] = []
+    here: list[object] = []  # pictures prepared in this process
+    monkeypatch.setattr(files, "prepare", lambda *a: here.append(a) or prepare(*a))
+    alone = predict_files([str(tmp_path)], shipped, jobs=1)
+    assert len(here) == len(alone)
+    pooled = predict_files([str(tmp_path)], shipped, jobs=2, progress=lambda done, total: seen.append(done))
+    assert len(here) == len(alone)  # none more: the pool's processes prepared them
+    assert [r.path for r in pooled] == [r.path for r in alone] and len(alone) == files.PARALLEL_FROM + 2
+    assert [_label(r) for r in pooled] == [_label(r) for r in alone]
+    assert [(r.notes, r.error) for r in pooled] == [(r.notes, r.error) for r in alone]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(alone, pooled) if a.image is not None)
+    assert alone[50].error and "not an image" in alone[50].error and _label(alone[0]) == "7" and _label(alone[1]) == "4"
+    assert seen == list(range(1, len(alone) + 1))

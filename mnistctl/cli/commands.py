@@ -196,6 +196,10 @@ def predict(
         show_default=False, help="Write the 28x28 inputs the model saw as PNGs into this directory.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = INFERENCE_BATCH,
     device: DeviceOpt = "cpu",
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", "-j", min=1, max=256, show_default=False,
+        help="Processes preparing pictures [default: one per core; 1: none besides this one]. "
+             "Used from 64 files on.")] = None,
 ) -> None:
     """Read the digit in each image: a table of predictions with confidence and top 3.
 
@@ -218,7 +222,8 @@ def predict(
                  if core.STDIN in paths and not sys.stdin.isatty() else None)
         clf = api.load(checkpoint_path, device=device, batch_size=batch_size)
         with PredictProgress(err_console) as progress:
-            results = core.predict_files(paths, clf, preprocess, stdin=stdin, progress=progress.update)
+            results = core.predict_files(paths, clf, preprocess, stdin=stdin, progress=progress.update,
+                                         jobs=jobs)
         saved = core.save_inputs(results, save_inputs) if save_inputs is not None else []
     failed = sum(r.error is not None for r in results)
     if as_json:

@@ -7,21 +7,27 @@ error instead of stopping the others.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import io
+import itertools
+import multiprocessing
 import os
 import re
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mnistctl.errors import ImageError
-from mnistctl.images.prepare import ImageSource, prepare
+from mnistctl.images.prepare import ImageSource, Prepared, prepare
 from mnistctl.inference.classifier import Classifier, Prediction
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -139,36 +145,105 @@ def _segment(part: str) -> str:
 
 
 def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = True, *, stdin: bytes | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> list[FilePrediction]:
+                  progress: Callable[[int, int], None] | None = None, jobs: int | None = None) -> list[FilePrediction]:
     """One FilePrediction per input, in order; unreadable inputs carry an error instead.
 
     ``stdin`` holds the bytes of the image named ``-``; ``progress(done, total)`` is called as
-    files are read.
+    files are read. ``jobs``: processes that prepare the pictures (None: one per core; 1: this
+    process alone). Fewer than ``PARALLEL_FROM`` files are prepared here: a process costs more to start.
     """
     results = [FilePrediction(path, error=err) for path, err in expand_inputs(specs)]
-    # each chunk is classified in a second thread while the next one is read: decoding is Python and
-    # Pillow, classifying is PyTorch or ONNX Runtime kernels that let go of the GIL, so the two overlap
-    with ThreadPoolExecutor(max_workers=1) as worker:
+    todo = [r for r in results if r.error is None]
+    for r in todo:
+        if r.path == STDIN and stdin is None:
+            r.error = "no image on standard input"
+    todo = [r for r in todo if r.error is None]
+    skipped = len(results) - len(todo)
+    jobs = usable_cores() if jobs is None else jobs
+    files = [r.path for r in todo if r.path != STDIN]
+    with contextlib.ExitStack() as stack:
+        if jobs > 1 and len(files) >= PARALLEL_FROM:
+            pool = _preparers(jobs)
+            stack.callback(pool.shutdown, cancel_futures=True)  # Ctrl-C: what is queued is dropped
+            prepared = _prepared_by(pool, files, preprocess)
+        else:
+            prepared = (_prepare_file(path, preprocess) for path in files)
+        # each chunk is classified in a second thread while the next one is prepared: preparing is
+        # OpenCV, Pillow and numpy, classifying PyTorch or ONNX Runtime kernels that let go of the GIL
+        worker = stack.enter_context(ThreadPoolExecutor(max_workers=1))
         pending: Future[None] | None = None
-        for start in range(0, len(results), CHUNK):
+        for start in range(0, len(todo), CHUNK):
             ready = []
-            for n, r in enumerate(results[start:start + CHUNK], start + 1):
+            for n, r in enumerate(todo[start:start + CHUNK], skipped + start + 1):
+                outcome = _prepare_file(stdin or b"", preprocess) if r.path == STDIN else next(prepared)
+                if isinstance(outcome, str):
+                    r.error = outcome
+                else:
+                    r.image, r.notes, r.redrawn = outcome.image, outcome.notes, outcome.redrawn
+                    ready.append(r)
                 if progress is not None:
                     progress(n, len(results))
-                if r.error is not None:
-                    continue
-                if r.path == STDIN and stdin is None:
-                    r.error = "no image on standard input"
-                    continue
-                source: ImageSource = (stdin or b"") if r.path == STDIN else r.path
-                if _prepare_into(r, source, preprocess):
-                    ready.append(r)
             if pending is not None:
                 pending.result()
             pending = worker.submit(_classify_into, ready, classifier) if ready else None
         if pending is not None:
             pending.result()
+    if progress is not None and results and not todo:
+        progress(len(results), len(results))
     return results
+
+
+PARALLEL_FROM = 64  # files: fewer are prepared in this process
+CHUNKSIZE = 16  # files a preparing process is handed at a time
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the system tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _preparers(jobs: int) -> ProcessPoolExecutor:
+    """Processes that prepare pictures, started fresh (a fork server where there is one): they
+    import numpy, Pillow and OpenCV, never torch, and leave Ctrl-C to this process."""
+    context: BaseContext = multiprocessing.get_context("spawn")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        server = multiprocessing.get_context("forkserver")
+        server.set_forkserver_preload(["mnistctl.images.prepare"])  # each process starts with it imported
+        context = server
+    return ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_preparer)
+
+
+def _prepared_by(pool: ProcessPoolExecutor, files: list[str], preprocess: bool) -> Iterator[Prepared | str]:
+    """``files`` prepared by ``pool``'s processes, in order; should one of them die (killed for
+    memory, say), the rest are prepared in this process."""
+    done = 0
+    try:
+        for outcome in pool.map(_prepare_file, files, itertools.repeat(preprocess), chunksize=CHUNKSIZE):
+            yield outcome
+            done += 1
+    except BrokenProcessPool:
+        for path in files[done:]:
+            yield _prepare_file(path, preprocess)
+
+
+def _start_preparer() -> None:
+    """A preparing process: Ctrl-C is its parent's to handle, and OpenCV runs on one thread (the
+    processes share the cores)."""
+    import cv2
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+
+
+def _prepare_file(source: ImageSource, preprocess: bool) -> Prepared | str:
+    """``source`` prepared, or why it cannot be (an ImageError's message)."""
+    try:
+        return prepare(source, preprocess)
+    except ImageError as exc:
+        return str(exc)
 
 
 def _classify_into(ready: list[FilePrediction], classifier: Classifier) -> None:
@@ -200,10 +275,9 @@ def predict_image(source: ImageSource, classifier: Classifier, path: str = "imag
 
 def _prepare_into(result: FilePrediction, source: ImageSource, preprocess: bool) -> bool:
     """Fill ``result``'s input (and notes) from ``source``, or its error; whether it can be classified."""
-    try:
-        prepared = prepare(source, preprocess)
-    except ImageError as exc:
-        result.error = str(exc)
+    prepared = _prepare_file(source, preprocess)
+    if isinstance(prepared, str):
+        result.error = prepared
         return False
     result.image, result.notes, result.redrawn = prepared.image, prepared.notes, prepared.redrawn
     return True
