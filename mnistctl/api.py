@@ -56,13 +56,15 @@ def train(preset: str | None = None, *, config: str | Path | None = None, resume
     return run
 
 
-def load(model: ModelSource | None = BUILTIN, *, device: str = "cpu", batch_size: int = INFERENCE_BATCH) -> Classifier:
+def load(model: ModelSource | None = BUILTIN, *, device: str = "cpu", batch_size: int = INFERENCE_BATCH,
+         threads: int | None = None) -> Classifier:
     """A ``Classifier`` for ``model``: a checkpoint (best.pt, on PyTorch), an exported model.onnx (on
     ONNX Runtime, without torch), several of them (their ensemble), or ``"builtin"`` (the model
-    shipped with mnistctl, on ONNX Runtime where it is installed and ``device`` is cpu)."""
+    shipped with mnistctl, on ONNX Runtime where it is installed and ``device`` is cpu).
+    ``threads``: the CPU threads the model runs on (None: the runtime's choice)."""
     from mnistctl.inference.classifier import load_classifier
 
-    return load_classifier(_model_files(model), device, batch_size)
+    return load_classifier(_model_files(model), device, batch_size, threads)
 
 
 def evaluate(model: Classifier | ModelSource | None = BUILTIN, split: str = "test", *,

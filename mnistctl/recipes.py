@@ -12,6 +12,7 @@ BUILTIN = "builtin"  # names the model shipped with mnistctl (mnistctl.load, tra
 SPLITS = ("train", "val", "test")
 EVAL_SPLITS = ("test", "val")  # what a model is scored on (never the part it was trained on)
 UPLOAD_MB, MAX_UPLOAD_MB = 10.0, 1024.0  # serve's upload limit by default, and the largest it may be set to
+LOG_FORMATS = ("text", "json")  # serve's access log: uvicorn's kind of line, or a JSON object per request
 EXPORT_FORMATS = {"onnx": (".onnx",), "mnistctl": (".pt", ".pth")}  # each with its file extensions
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "constant")

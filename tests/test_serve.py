@@ -267,3 +267,93 @@ def test_serves_a_trained_checkpoint_on_pytorch(tmp_path):
         assert len({json.dumps(a[1], sort_keys=True) for a in answers}) == 1  # the same answer every time
     finally:
         srv.stop()
+
+
+def _metric(text: str, name: str) -> float:
+    """The value of one sample (``name`` with its labels, as written) in Prometheus's text format."""
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert len(values) == 1, (name, text[:2000])
+    return values[0]
+
+
+def _access_lines(srv: Server) -> list[dict]:
+    return [json.loads(line) for line in srv.errors().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_two_workers_count_together_and_log_each_request_as_json():
+    """With --workers 2, /metrics adds up both processes' figures: requests by route and status,
+    predictions by class, unreadable uploads, latency; /ready names the model; every request is one
+    JSON line in the access log, naming its worker, its status and what was read."""
+    srv = Server("--workers", "2", "--access-log", "--log-format", "json")
+    try:
+        assert request(srv.url, path="/ready")[:2] == (200, {"status": "ready",
+                                                           "model": "built-in model (mnist-best.onnx)"})
+        for _ in range(6):  # a new connection each: the two workers take turns accepting them
+            assert request(srv.url, "POST", "/predict", PHOTO.read_bytes())[0] == 200
+        assert request(srv.url, "POST", "/predict", b"not a picture")[0] == 422
+        status, text, response = request(srv.url, path="/metrics")
+        assert status == 200 and response.getheader("content-type").startswith("text/plain")
+        assert _metric(text, 'mnistctl_http_requests_total{method="POST",route="/predict",status="200"}') == 6
+        assert _metric(text, 'mnistctl_http_requests_total{method="POST",route="/predict",status="422"}') == 1
+        assert _metric(text, 'mnistctl_predictions_total{label="7"}') == 6
+        assert _metric(text, "mnistctl_unreadable_pictures_total") == 1
+        assert _metric(text, 'mnistctl_http_request_duration_seconds_count{route="/predict"}') == 7
+        assert 'mnistctl_model_info{backend="onnxruntime",source="built-in model (mnist-best.onnx)"' in text
+        request(srv.url, path="/no/such/page")
+        assert 'route="other"' in request(srv.url, path="/metrics")[1]  # unknown paths: one label, not one each
+    finally:
+        code, err = srv.stop()
+    assert code == 0 and "Traceback" not in err
+    lines = _access_lines(srv)
+    predicted = [r for r in lines if r["path"] == "/predict"]
+    assert len(predicted) == 7 and [r["status"] for r in predicted] == [200] * 6 + [422]
+    assert all(r["prediction"] == "7" and r["unsure"] is False and r["ms"] > 0 for r in predicted[:6])
+    assert predicted[6]["prediction"] is None and {r["method"] for r in predicted} == {"POST"}
+    assert all(r["worker"] != srv.process.pid for r in lines)  # answered by the workers, not the supervisor
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_is_replaced_and_the_server_stays_up():
+    """SIGKILL one of two workers: requests keep being answered (by the other), a new worker takes
+    its place, and Ctrl-C still stops everything."""
+    import signal
+
+    srv = Server("--workers", "2", "--access-log", "--log-format", "json")
+    try:
+        assert request(srv.url, "POST", "/predict", PAINT_4.read_bytes())[0] == 200
+        victim = _access_lines(srv)[-1]["worker"]
+        os.kill(victim, signal.SIGKILL)
+        deadline, workers = time.monotonic() + 60, set()
+        while time.monotonic() < deadline and not (workers - {victim} and len(workers - {victim}) == 2):
+            status, got, _ = request(srv.url, "POST", "/predict", PAINT_4.read_bytes())
+            assert status == 200 and got["prediction"] == "4"
+            workers = {r["worker"] for r in _access_lines(srv)}
+        assert len(workers - {victim}) == 2, workers  # the one left, and its new companion
+    finally:
+        code, err = srv.stop()
+    assert code == 0 and "Traceback" not in err, err
+    assert srv.process.poll() is not None
+
+
+def test_the_text_access_log_escapes_what_a_client_sends():
+    """The text log is one line per request; a path holding a terminal's escape codes is written
+    escaped, never raw (a log viewer would obey them)."""
+    import logging
+
+    from mnistctl.serve.app import access_logger
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    log = access_logger("text")
+    logging.getLogger("mnistctl.access").addHandler(handler)
+    try:
+        log({"client": "127.0.0.1:5000", "method": "GET", "path": "/\x1b[31mred\n", "query": "", "status": 404,
+             "ms": 1.25, "bytes": 20, "worker": 1})
+        log({"client": "127.0.0.1:5000", "method": "POST", "path": "/predict", "query": "input=true", "status": 200,
+             "ms": 3.0, "bytes": 99, "worker": 1, "prediction": "7", "unsure": True})
+    finally:
+        logging.getLogger("mnistctl.access").removeHandler(handler)
+    assert records == ['127.0.0.1:5000 - "GET /\\x1b[31mred\\n" 404 1.2 ms',
+                       '127.0.0.1:5000 - "POST /predict?input=true" 200 3.0 ms -> 7?']

@@ -26,6 +26,7 @@ from mnistctl.cli.common import (
     DeviceOpt,
     EvalSplit,
     ExportFormat,
+    LogFormat,
     Optimizer,
     Schedule,
     Split,
@@ -300,36 +301,44 @@ def serve(
              "this machine's names (localhost, 127.0.0.1, ::1) and the --host address are answered.")] = None,
     access_log: Annotated[bool, typer.Option(
         "--access-log/--no-access-log", help="Log each request on stderr.")] = True,
+    log_format: Annotated[LogFormat, typer.Option(
+        help="The access log's lines: text, or one JSON object per request (for log collectors).")] = "text",
+    workers: Annotated[int | None, typer.Option(
+        min=1, max=64, show_default=False,
+        help="Processes answering requests, each with its own copy of the model [default: one per core].")] = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Serve a page to draw digits on and a JSON prediction API (POST /predict, GET /model, GET /health).
+    """Serve a page to draw digits on and a JSON prediction API (POST /predict; GET /model, /health,
+    /ready, /metrics).
 
     Needs the serve extra: pip install 'mnistctl\\[serve]'. Ctrl-C stops it.
     """
     with user_errors():
         from mnistctl import api
         from mnistctl.cli.render import model_line
+        from mnistctl.inference.files import usable_cores
         from mnistctl.serve import app as core
+        from mnistctl.serve import server
 
-        clf = api.load(checkpoint_path, device=device)
-        web = core.create_app(clf, max_upload=int(max_upload_mb * 1024 * 1024),
-                              hosts=core.allowed_hosts(host, tuple(allow_host or ())))
+        processes = workers or usable_cores()
+        options = server.ServeOptions(
+            model=[str(p) for p in checkpoint_path] if checkpoint_path else None, device=device,
+            max_upload=int(max_upload_mb * 1024 * 1024), hosts=core.allowed_hosts(host, tuple(allow_host or ())),
+            access_log=log_format if access_log else None, workers=processes,
+            threads=max(1, usable_cores() // processes) if processes > 1 else None)
+        clf = api.load(checkpoint_path, device=device, threads=options.threads)  # here too: errors before serving
         listener = core.listen(host, port)
         say(model_line(clf))
         say(f"Serving at {listener.url}  (draw a digit there; POST an image to {listener.url}/predict; "
-             "Ctrl-C stops)")
+             "Ctrl-C stops)" + (f"; {processes} worker processes" if processes > 1 else ""))
         if host not in ("127.0.0.1", "localhost", "::1"):
             err_console.print(f"Listening on {host}: anyone who can reach this machine on port {port} can use "
                               "the model.", style="yellow", highlight=False, soft_wrap=True)
         try:
-            core.run(web, listener, access_log=access_log)
+            server.run(options, listener, clf)
         except KeyboardInterrupt:
             pass  # uvicorn already stopped cleanly; it re-raises the signal afterwards
     say("Stopped.")
-    if core.still_working():  # a picture still being read in a worker thread: the process ends anyway
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
 
 
 def _show(fig: Any, path: Path) -> None:

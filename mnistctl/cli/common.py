@@ -26,7 +26,16 @@ from mnistctl.errors import (
     Terminated,
     TrainingInterrupted,
 )
-from mnistctl.recipes import DEVICES, EVAL_SPLITS, EXPORT_FORMATS, OPTIMIZERS, PRESETS, SCHEDULES, SPLITS
+from mnistctl.recipes import (
+    DEVICES,
+    EVAL_SPLITS,
+    EXPORT_FORMATS,
+    LOG_FORMATS,
+    OPTIMIZERS,
+    PRESETS,
+    SCHEDULES,
+    SPLITS,
+)
 
 app = typer.Typer(
     name="mnistctl",
@@ -56,10 +65,11 @@ if TYPE_CHECKING:  # to a type checker, choices are strings
     Device: TypeAlias = str
     Preset: TypeAlias = str
     ExportFormat: TypeAlias = str
+    LogFormat: TypeAlias = str
 else:
     DatasetName, Split, EvalSplit = choices(REGISTRY), choices(SPLITS), choices(EVAL_SPLITS)
     Optimizer, Schedule, Device = choices(OPTIMIZERS), choices(SCHEDULES), choices(DEVICES)
-    Preset, ExportFormat = choices(PRESETS), choices(EXPORT_FORMATS)
+    Preset, ExportFormat, LogFormat = choices(PRESETS), choices(EXPORT_FORMATS), choices(LOG_FORMATS)
 
 # the option that sets each core setting: core errors name settings, the CLI names options. The
 # run's settings bring their own (mnistctl.config); these are the other commands' and train's run options

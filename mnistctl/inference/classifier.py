@@ -177,7 +177,7 @@ class OnnxClassifier(Classifier):
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, label: str | None = None, batch_size: int = INFERENCE_BATCH, *,
-                 trusted: bool = False):
+                 trusted: bool = False, threads: int | None = None):
         from mnistctl.inference.onnx_format import check_self_contained, read_metadata
 
         try:
@@ -196,6 +196,8 @@ class OnnxClassifier(Classifier):
             check_self_contained(path, self.source)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: no warnings on stderr
+        if threads is not None:  # several processes share the cores (serve --workers): each runs on its share
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own (pybind) error types for unreadable files
@@ -295,13 +297,14 @@ def check_batch_size(batch_size: int) -> int:
 
 
 def load_classifier(checkpoint: str | Path | Sequence[str | Path] | None = None, device: str | Any = "cpu",
-                    batch_size: int = INFERENCE_BATCH) -> Classifier:
+                    batch_size: int = INFERENCE_BATCH, threads: int | None = None) -> Classifier:
     """A Classifier for a model file, or for the built-in model when ``checkpoint`` is None; for
     several files, their ``Ensemble`` (probabilities averaged).
 
     ``.onnx`` files run on ONNX Runtime, checkpoints on PyTorch. The built-in model runs on ONNX
     Runtime when it is installed and ``device`` is ``cpu`` (the fast path: no torch import), on
-    PyTorch otherwise.
+    PyTorch otherwise. ``threads``: CPU threads a model runs on (None: the runtime's choice; on
+    PyTorch the setting is the process's).
     """
     from mnistctl.inference.onnx_format import PRETRAINED_ONNX, pretrained_onnx_path
 
@@ -309,13 +312,18 @@ def load_classifier(checkpoint: str | Path | Sequence[str | Path] | None = None,
     if checkpoint is not None and not isinstance(checkpoint, (str, Path)):
         files = model_files(checkpoint)
         if len(files) > 1:
-            return Ensemble([load_classifier(p, device, batch_size) for p in files])
+            return Ensemble([load_classifier(p, device, batch_size, threads) for p in files])
         checkpoint = files[0] if files else None
 
     if checkpoint is not None and Path(checkpoint).suffix.lower() == ".onnx":
-        return OnnxClassifier(checkpoint, batch_size=batch_size)
+        return OnnxClassifier(checkpoint, batch_size=batch_size, threads=threads)
     if checkpoint is None and device == "cpu" and has_onnxruntime() and pretrained_onnx_path().is_file():
-        return OnnxClassifier(pretrained_onnx_path(), f"built-in model ({PRETRAINED_ONNX})", batch_size, trusted=True)
+        return OnnxClassifier(pretrained_onnx_path(), f"built-in model ({PRETRAINED_ONNX})", batch_size, trusted=True,
+                              threads=threads)
     from mnistctl.checkpoint import load_or_pretrained
 
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     return TorchClassifier(load_or_pretrained(checkpoint), device, batch_size)

@@ -11,15 +11,26 @@ read, and every bad request gets a 4xx JSON error while the server carries on. O
 naming an allowed ``Host`` are answered (this machine's names and the bound address, so that a
 DNS-rebinding page cannot read the API from a browser); every response carries the security
 headers; a connection that does not send its request headers within ``HEADER_TIMEOUT`` is closed,
-and beyond ``MAX_CONNECTIONS`` new ones are turned away (``run``).
+and beyond ``MAX_CONNECTIONS`` new ones are turned away (``mnistctl.serve.protocol``).
+
+Operations: pictures are read on a few threads of their own (``PREPARE_THREADS``), off the event
+loop; ``GET /metrics`` (Prometheus), ``GET /ready``, and one access-log line per request, as text or
+JSON. ``mnistctl.serve.server`` runs the app in one process or in several workers.
 """
 
 
 import asyncio
 import errno
+import json
+import logging
+import os
+import queue
 import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
@@ -33,10 +44,11 @@ MAX_UPLOAD = int(UPLOAD_MB * 1024 * 1024)  # bytes: a larger upload is refused w
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # names of this machine a browser may use
 HEADER_TIMEOUT = 10.0  # seconds a new connection has to send its request headers
+PREPARE_THREADS = 2  # threads (a process) reading pictures: one prepares while the other's model runs
 REQUEST_BUDGET = 20.0  # seconds a picture may take to read; beyond, the client gets 503 (the work runs out)
 SHUTDOWN_GRACE = 5  # seconds requests in flight get to finish when the server is stopped
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
-MAX_CONNECTIONS = 256  # open connections at once: beyond, requests get 503 (and beyond 4x, connections are closed)
+MAX_CONNECTIONS = 256  # open connections at once (a process): beyond, requests get 503 (beyond 4x, closed)
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
               "/app.js": ("app.js", "text/javascript; charset=utf-8"),
               "/style.css": ("style.css", "text/css; charset=utf-8")}
@@ -56,11 +68,13 @@ def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> list[str]:
 
 
 class _Guard:
-    """ASGI middleware: refuse a request whose Host is not allowed (421), and add the security
-    headers to every response (the one place they are added: pages, errors, /health alike)."""
+    """ASGI middleware: refuse a request whose Host is not allowed (421), add the security headers
+    to every response (the one place they are added: pages, errors, /health alike), and count and
+    log every request (``metrics``; ``log``: an access-log line per request)."""
 
-    def __init__(self, app: Any, hosts: list[str]) -> None:
-        self.app, self.hosts = app, {h.lower() for h in hosts}
+    def __init__(self, app: Any, hosts: list[str], metrics: Any = None,
+                 log: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.app, self.hosts, self.metrics, self.log = app, {h.lower() for h in hosts}, metrics, log
         self.headers = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
 
     def host_ok(self, scope: dict[str, Any]) -> bool:
@@ -71,21 +85,114 @@ class _Guard:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        start, seen = time.perf_counter(), {"status": 500, "bytes": 0}
 
         async def send_secured(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
                 present = {k.lower() for k, _ in message.get("headers", [])}
                 message["headers"] = [*message.get("headers", []), *(h for h in self.headers if h[0] not in present)]
+            elif message["type"] == "http.response.body":
+                seen["bytes"] += len(message.get("body", b""))
             await send(message)
 
-        if not self.host_ok(scope):
-            body = b'{"error":"this server does not answer for that Host: open it as localhost or with --allow-host"}'
-            await send_secured({"type": "http.response.start", "status": 421,
-                                "headers": [(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send_secured)
+        try:
+            if not self.host_ok(scope):
+                body = (b'{"error":"this server does not answer for that Host: open it as localhost or with '
+                        b'--allow-host"}')
+                await send_secured({"type": "http.response.start", "status": 421,
+                                    "headers": [(b"content-type", b"application/json"),
+                                                (b"content-length", str(len(body)).encode())]})
+                await send_secured({"type": "http.response.body", "body": body})
+                return
+            await self.app(scope, receive, send_secured)
+        finally:
+            seconds = time.perf_counter() - start
+            if self.metrics is not None:
+                self.metrics.request(scope.get("path", ""), scope.get("method", ""), seen["status"], seconds)
+            if self.log is not None:
+                self.log(_access_record(scope, seen["status"], seen["bytes"], seconds))
+
+
+def _access_record(scope: dict[str, Any], status: int, size: int, seconds: float) -> dict[str, Any]:
+    """What the access log says of one request."""
+    client = scope.get("client") or ("", 0)
+    record: dict[str, Any] = {
+        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "client": f"{client[0]}:{client[1]}", "method": scope.get("method", ""), "path": scope.get("path", ""),
+        "query": scope.get("query_string", b"").decode("latin-1"), "status": status,
+        "ms": round(1000 * seconds, 2), "bytes": size, "worker": os.getpid()}
+    reading = scope.get(READING_KEY)
+    if reading is not None:
+        record["prediction"], record["unsure"] = reading
+    return record
+
+
+READING_KEY = "mnistctl.reading"  # the ASGI scope's key for (prediction, unsure) of a /predict request
+
+
+def access_logger(log_format: str) -> Callable[[dict[str, Any]], None]:
+    """Write each request's record as one line on stderr: ``text`` (uvicorn's kind of line, every
+    odd character escaped) or ``json`` (an object per line, for log collectors)."""
+    logger = logging.getLogger("mnistctl.access")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+    def text(record: dict[str, Any]) -> None:
+        target = record["path"] + (f"?{record['query']}" if record["query"] else "")
+        reading = f" -> {record['prediction']}{'?' if record['unsure'] else ''}" if "prediction" in record else ""
+        logger.info("%s - \"%s %s\" %d %.1f ms%s", record["client"], record["method"],
+                    target.encode("unicode_escape").decode("ascii"), record["status"], record["ms"], reading)
+
+    def as_json(record: dict[str, Any]) -> None:
+        logger.info("%s", json.dumps(record, ensure_ascii=True))
+
+    return as_json if log_format == "json" else text
+
+
+class PicturePool:
+    """Daemon threads that read pictures for requests, off the event loop: a bounded number (more
+    would only take turns for the interpreter), and a picture still being read never keeps the
+    process from ending once the server has stopped."""
+
+    def __init__(self, threads: int = PREPARE_THREADS) -> None:
+        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for i in range(threads):
+            threading.Thread(target=self._work, name=f"mnistctl-picture-{i}", daemon=True).start()
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """``fn(*args)`` on one of the threads; a future of this event loop for its result."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.jobs.put((loop, future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            loop, future, fn, args = self.jobs.get()
+            if future.cancelled():  # its client is gone, or its time ran out, before it began
+                continue
+            try:
+                result, error = fn(*args), None
+            except BaseException as exc:  # handed to the request, which raises it there
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop is closed: the server stopped
+                return
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def page_files() -> dict[str, tuple[bytes, str]]:
@@ -150,22 +257,28 @@ async def upload_from(request: Any, limit: int) -> tuple[str, bytes]:
     return name, data
 
 
-def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: list[str] | None = None) -> Any:
-    """The FastAPI application: the page, ``POST /predict``, ``GET /health`` and ``GET /model``
-    (GET routes answer HEAD too), answering requests whose Host is one of ``hosts`` (by default
-    ``allowed_hosts(DEFAULT_HOST)``; ``"*"``: any)."""
+def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: list[str] | None = None,
+               access_log: str | None = None, metrics: bool = True) -> Any:
+    """The FastAPI application: the page, ``POST /predict``, ``GET /health`` (alive), ``GET /ready``
+    (the model loaded), ``GET /model`` and ``GET /metrics`` (GET routes answer HEAD too), answering
+    requests whose Host is one of ``hosts`` (by default ``allowed_hosts(DEFAULT_HOST)``; ``"*"``:
+    any). ``access_log``: one line per request on stderr, ``"text"`` or ``"json"`` (None: none)."""
     try:
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import JSONResponse, Response
-        from starlette.concurrency import run_in_threadpool
         from starlette.exceptions import HTTPException
+
+        from mnistctl.serve.metrics import CONTENT_TYPE, Metrics
     except ImportError as exc:
         raise ServeError(f"serving needs the serve extra ({exc.name} is missing): pip install 'mnistctl[serve]'") \
             from None
 
     files = page_files()
     info = model_info(classifier)
+    pool = PicturePool()
+    counts = Metrics([*files, "/predict", "/health", "/ready", "/model", "/metrics"], classifier.source,
+                     classifier.backend) if metrics else None
     app = FastAPI(title="mnistctl", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
 
     def error(status: int, message: str) -> JSONResponse:
@@ -200,9 +313,19 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: l
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.api_route("/ready", methods=["GET", "HEAD"])
+    def ready() -> dict[str, str]:
+        return {"status": "ready", "model": classifier.source}  # the app exists once its model is loaded
+
     @app.api_route("/model", methods=["GET", "HEAD"])
     def model() -> dict[str, Any]:
         return info
+
+    @app.api_route("/metrics", methods=["GET", "HEAD"])
+    def metrics_text() -> Response:
+        if counts is None:
+            return error(404, "metrics are off")
+        return Response(counts.exposition(), media_type=CONTENT_TYPE)
 
     @app.post("/predict")
     async def predict(request: Request, input: bool = False, preprocess: bool = True) -> JSONResponse:
@@ -213,18 +336,23 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: l
         except RequestError as exc:
             return error(exc.status, str(exc))
         try:
-            result = await asyncio.wait_for(run_in_threadpool(predict_image, data, classifier, name, preprocess),
+            result = await asyncio.wait_for(pool.run(predict_image, data, classifier, name, preprocess),
                                             REQUEST_BUDGET)
         except MnistctlError as exc:  # the model itself failed (outputs that are not numbers, ...)
             return error(500, f"the model could not read the picture: {exc}")
         except asyncio.TimeoutError:
             return error(503, f"reading this picture took longer than {REQUEST_BUDGET:g} s: try a smaller one")
+        label = result.prediction.label if result.prediction is not None else None
+        request.scope[READING_KEY] = (label, result.unsure)
+        if counts is not None:
+            counts.prediction(label, result.unsure)
         body = prediction_json(result, classifier)
         if input and result.image is not None:
             body["input"] = result.image.tolist()
         return JSONResponse(body, status_code=200 if result.error is None else 422)
 
-    return _Guard(app, hosts if hosts is not None else allowed_hosts(DEFAULT_HOST))
+    return _Guard(app, hosts if hosts is not None else allowed_hosts(DEFAULT_HOST), counts,
+                  access_logger(access_log) if access_log else None)
 
 
 @dataclass
@@ -256,112 +384,3 @@ def listen(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Listener:
     shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bound_host, bound_host)  # all interfaces: show this machine
     shown = f"[{shown}]" if ":" in shown else shown
     return Listener(sock, f"http://{shown}:{bound_port}")
-
-
-def _guarded_protocol() -> type:
-    """uvicorn's HTTP/1.1 protocol with a deadline for a new connection's request headers (a client
-    that connects and sends nothing, or a byte at a time, is closed after HEADER_TIMEOUT) and a cap
-    on open connections (beyond MAX_CONNECTIONS a new one is closed at once)."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class Guarded(H11Protocol):
-        deadline: Any = None
-
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            if len(self.connections) > 4 * MAX_CONNECTIONS:  # past the 503s of limit_concurrency: refuse outright
-                _Quiet.note("too many connections: a new one was closed")
-                transport.close()
-                return
-            self.deadline = self.loop.call_later(HEADER_TIMEOUT, self._too_slow)
-
-        def handle_events(self) -> None:
-            super().handle_events()
-            if self.deadline is not None and self.cycle is not None:  # the headers of a request came
-                self.deadline.cancel()
-                self.deadline = None
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self.deadline is not None:
-                self.deadline.cancel()
-            super().connection_lost(exc)
-
-        def _too_slow(self) -> None:
-            self.deadline = None
-            if self.cycle is None and not self.transport.is_closing():
-                self.transport.close()
-
-    return Guarded
-
-
-class _Quiet:
-    """One log line, at most every 10 s, for what a flood of connections makes happen many times a
-    second (accept() out of file descriptors, connections turned away), instead of a traceback each."""
-
-    last: dict[str, float] = {}
-
-    @classmethod
-    def note(cls, what: str) -> None:
-        import logging
-        import time
-
-        now = time.monotonic()
-        if now - cls.last.get(what, -1e9) >= 10:
-            cls.last[what] = now
-            logging.getLogger("mnistctl.serve").warning("mnistctl serve: %s (said at most every 10 s)", what)
-
-    @classmethod
-    def filter(cls, record: Any) -> bool:
-        """A logging filter for asyncio's logger: its accept errors become a note."""
-        text = record.getMessage()
-        if "socket.accept() out of system resource" in text or "Too many open files" in text:
-            cls.note("out of file descriptors: new connections wait")
-            return False
-        return True
-
-
-def _more_files() -> None:
-    """Let the server hold as many connections as the system allows this process (the soft limit of
-    open files up to the hard one)."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
-    except (ImportError, ValueError, OSError):
-        pass
-
-
-def run(app: Any, listener: Listener, *, access_log: bool = True) -> None:
-    """Serve ``app`` on ``listener`` until Ctrl-C or SIGTERM (uvicorn finishes the requests in
-    flight, for at most 5 s, then returns)."""
-    import logging
-
-    import uvicorn
-
-    _more_files()
-    logging.getLogger("asyncio").addFilter(_Quiet.filter)
-    config = uvicorn.Config(app, log_level="warning", access_log=access_log, timeout_graceful_shutdown=SHUTDOWN_GRACE,
-                            http=_guarded_protocol(), timeout_keep_alive=KEEP_ALIVE,
-                            limit_concurrency=MAX_CONNECTIONS)
-    if access_log:
-        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
-    server = uvicorn.Server(config)
-    try:
-        server.run(sockets=[listener.socket])
-    finally:
-        listener.socket.close()
-
-
-def still_working(grace: float = SHUTDOWN_GRACE) -> bool:
-    """After ``run``: wait up to ``grace`` seconds for pictures still being read in worker threads;
-    whether some are still at it (a front end then ends the process without waiting for them)."""
-    import threading
-    import time
-
-    deadline = time.monotonic() + grace
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    return any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread())
