@@ -107,3 +107,40 @@ def test_the_sweeps_base_augmentation_is_mnistctls_and_elastic_moves_pixels():
     elastic = sweep_train.augment(x, sweep_train.AUGMENTATIONS["elastic1.5"], torch.Generator().manual_seed(3))
     assert 1.0 < float((elastic - base).abs().mean()) < 40.0  # moved, not destroyed
     assert float(elastic.sum()) == pytest.approx(float(base.sum()), rel=0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_pictures_benchmark_quick_smoke(tmp_path, mnist_data_dir):
+    """The pictures benchmark's path: preparation per kind against the naive pipeline, a directory
+    of people-style pictures with and without the pool, one picture against importing torch."""
+    out = tmp_path / "pictures.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "pictures.py"), "--quick", "--output", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "MNISTCTL_DATA_DIR": str(mnist_data_dir)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    figures = [r["figure"] for r in doc["results"]]
+    assert len(figures) == 5 and any("12-megapixel" in f for f in figures) and any("directory" in f for f in figures)
+    for r in doc["results"]:
+        assert r["value"] > 0 and r["baseline_value"] > 0 and r["ratio"] > 0
+
+
+@pytest.mark.slow
+def test_serve_load_benchmark_quick_smoke(tmp_path):
+    """The load benchmark's path: `mnistctl serve` and the naive endpoint driven by `hey` with 1 and
+    16 clients, two payloads; no request may fail (speed is the benchmark's business, not a test's)."""
+    import shutil
+
+    from conftest import missing
+
+    if shutil.which("hey") is None:
+        missing("the load generator hey is not installed: apt-get install hey")
+    out = tmp_path / "serve.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "serve_load.py"), "--quick", "--output", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["failures"] == 0 and len(doc["results"]) == 4
+    for r in doc["results"]:
+        assert r["failed"] == 0 and r["value"] > 0 and r["baseline_value"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
