@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def start(cmd: list[str], url: str) -> subprocess.Popen:
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return proc
+        except urllib.error.HTTPError:  # it answers (an older version without that path)
+            return proc
         except OSError as exc:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
