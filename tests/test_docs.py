@@ -51,3 +51,52 @@ def test_readme_is_a_front_page_and_help_points_to_the_docs():
         assert f"]({link})" in readme and (REPO / link).is_file()
     help_text = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout
     assert "Docs: docs/index.md" in help_text
+
+
+def _documented(page: str) -> set[str]:
+    """The names a docs page writes as code (each word between backticks: `GET /health` names both)."""
+    import re
+
+    text = re.sub(r"```.*?```", "", (REPO / "docs" / page).read_text(), flags=re.S)  # not the code blocks
+    return {word for span in re.findall(r"`([^`]+)`", text) for word in span.split()}
+
+
+def test_every_key_of_a_runs_files_is_in_the_files_reference(tiny_run):
+    """docs/reference/files.md names every file of a run directory, every key of config.json,
+    history.json and a checkpoint, every column of metrics.csv and every key of the ONNX model's
+    metadata, as mnistctl writes them today: a key added without its line fails here."""
+    import csv
+    import json
+
+    import onnxruntime as ort
+    import torch
+
+    from mnistctl.inference.onnx_format import pretrained_onnx_path
+
+    run, _ = tiny_run
+    names = _documented("reference/files.md")
+    assert {p.name for p in run.run_dir.iterdir()} <= names
+    config = json.loads((run.run_dir / "config.json").read_text())
+    keys = set(config) | {k for part in ("model", "data", "train") for k in config[part]}
+    history = json.loads((run.run_dir / "history.json").read_text())
+    keys |= set(history) | {k for record in history["history"] for k in record} | {"train_objective"}
+    with (run.run_dir / "metrics.csv").open() as f:
+        keys |= set(next(csv.reader(f)))
+    payload = torch.load(run.run_dir / "last.pt", weights_only=True)
+    keys |= set(payload) | set(payload["training"]) | set(payload["best"])
+    meta = ort.InferenceSession(str(pretrained_onnx_path())).get_modelmeta().custom_metadata_map
+    keys |= set(meta) | {"pixels", "logits", "probabilities"}
+    assert keys - names == set(), sorted(keys - names)
+
+
+def test_every_route_and_metric_of_serve_is_in_the_http_reference():
+    """docs/reference/http.md names every route of the app and every metric it exports."""
+    from mnistctl.inference.classifier import load_classifier
+    from mnistctl.serve.app import create_app
+
+    guard = create_app(load_classifier(None))
+    names = _documented("reference/http.md")
+    routes = {r.path for r in guard.app.routes}
+    assert routes - names == set(), sorted(routes - names)
+    exported = {m.name + ("_total" if m.type == "counter" else "") for m in guard.metrics.registry.collect()}
+    assert exported - names == set(), sorted(exported - names)
