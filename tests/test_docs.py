@@ -154,3 +154,9 @@ def test_runnable_blocks_work_as_written(page, tmp_path, mnist_data_dir, monkeyp
         found = re.search(r"runs/([\w.-]+)/best\.pt", result.stdout)
         if args[:1] == ["train"] and found:
             run = found.group(1)
+
+
+def test_the_results_page_is_what_the_benchmark_files_say():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "report.py"), "--check"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
