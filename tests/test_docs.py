@@ -160,3 +160,20 @@ def test_the_results_page_is_what_the_benchmark_files_say():
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "report.py"), "--check"], capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_the_preparation_strip_is_made_by_its_script(tmp_path, mnist_data_dir):
+    """docs/assets/preparation-strip.png comes from docs/scripts/preparation_strip.py: it runs, and
+    draws a picture of the committed one's size (pictures above, prepared inputs below)."""
+    from PIL import Image
+
+    out = tmp_path / "strip.png"
+    proc = subprocess.run([sys.executable, str(REPO / "docs" / "scripts" / "preparation_strip.py"), "--data-dir",
+                           str(mnist_data_dir), "--output", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    made, shipped = Image.open(out), Image.open(REPO / "docs" / "assets" / "preparation-strip.png")
+    assert made.size == shipped.size
+    bottom = made.convert("L").crop((0, made.height // 2, made.width, made.height - 20))
+    assert 0 < sum(bottom.histogram()[128:]) < bottom.width * bottom.height / 3  # light digits on black

@@ -452,7 +452,7 @@ def widen(images: np.ndarray) -> np.ndarray:
 
     A model trained on MNIST knows its strokes' width and anti-aliased rims; people's strokes are
     thinner or thicker and a drawing's edges are hard. ``Classifier.classify`` reads a redrawn
-    picture both as prepared and so widened, and averages the two (README: "Reading your own digits")."""
+    picture both as prepared and so widened, and averages the two (docs/design-notes.md: "Two looks")."""
     x = np.asarray(images)
     pad = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(1, 1), (1, 1)])
     near = np.maximum.reduce([pad[..., :-2, 1:-1], pad[..., 2:, 1:-1], pad[..., 1:-1, :-2], pad[..., 1:-1, 2:]])

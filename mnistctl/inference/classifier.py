@@ -107,7 +107,7 @@ class Classifier:
         from people's pictures (``Prepared.redrawn``): each is read twice, as prepared and with its
         strokes half a pixel wider (``preprocess.widen``), and the two probabilities averaged -- on
         three practice corpora of people-style drawings of validation digits this made 19-77% fewer
-        mistakes (README: "Reading your own digits"). An MNIST digit given as it is is read once."""
+        mistakes (docs/design-notes.md: "Two looks"). An MNIST digit given as it is is read once."""
         if redrawn is None or not np.any(redrawn):
             return predictions(self._finite(self.probabilities(images)), self.classes)
         batch = _as_batch(images)
