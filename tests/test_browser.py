@@ -123,3 +123,34 @@ def test_upload_a_photo_and_read_it_on_a_phone(browser, server, tmp_path):
     expect(page.locator("#error")).to_be_hidden()
     _screenshot(page, tmp_path, "serve-phone.png")
     assert not errors, errors
+
+
+def test_the_interactive_api_docs_work_offline(browser, server, tmp_path):
+    """/docs is Swagger UI served by mnistctl itself (no CDN), within its Content-Security-Policy:
+    it lists every route from /openapi.json and can send a picture to /predict from the page."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    outside: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(server.url) else None)
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(server.url + "/docs")
+    page.wait_for_selector("body[data-ready=true]")
+    page.wait_for_selector(".opblock-summary-path")
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert {"/predict", "/health", "/ready", "/model", "/metrics"} <= {p.strip() for p in paths}, paths
+    page.locator(".opblock-post .opblock-summary").first.click()
+    page.get_by_role("button", name="Try it out").click()
+    page.locator("select.content-type, .body-param-content-type select").first.select_option("multipart/form-data")
+    page.locator("input[type=file]").first.set_input_files(str(REPO / "assets" / "digit-7-photo.jpg"))
+    page.locator(".execute").first.click()
+    page.wait_for_selector(".live-responses-table .response-col_status")
+    answer = page.locator(".live-responses-table").inner_text()
+    assert "200" in answer and '"prediction": "7"' in answer, answer[:500]
+    shots = Path(os.environ.get("MNISTCTL_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "serve-docs.png"), full_page=False)
+    assert not errors, errors
+    assert not outside, outside  # nothing fetched from elsewhere
+    page.close()

@@ -110,15 +110,16 @@ RUN_MARKER = "<!-- run -->"  # a docs page's shell block after this line is run 
 
 
 def runnable(page: Path) -> list[str]:
-    """The command lines of ``page``'s blocks marked runnable, in order."""
+    """The command lines of ``page``'s blocks marked runnable (the marker alone on the line above), in order."""
     lines = []
-    for part in page.read_text(encoding="utf-8").split(RUN_MARKER)[1:]:
-        block = part.split("```bash", 1)[1].split("```", 1)[0]
+    for part in ("\n" + page.read_text(encoding="utf-8")).split(f"\n{RUN_MARKER}\n")[1:]:
+        assert part.startswith("```bash\n"), f"{page.name}: {RUN_MARKER} must stand right above a ```bash block"
+        block = part.split("```bash\n", 1)[1].split("```", 1)[0]
         lines += [line.split(" #", 1)[0].strip() for line in block.strip().splitlines()]
     return lines
 
 
-PAGES_WITH_RUNS = sorted(p for p in (REPO / "docs").rglob("*.md") if RUN_MARKER in p.read_text(encoding="utf-8"))
+PAGES_WITH_RUNS = sorted(p for p in (REPO / "docs").rglob("*.md") if runnable(p))
 
 
 def test_the_tutorial_is_runnable():

@@ -51,7 +51,15 @@ KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
 MAX_CONNECTIONS = 256  # open connections at once (a process): beyond, requests get 503 (beyond 4x, closed)
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
               "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-              "/style.css": ("style.css", "text/css; charset=utf-8")}
+              "/style.css": ("style.css", "text/css; charset=utf-8"),
+              "/docs": ("docs.html", "text/html; charset=utf-8"),
+              "/docs/init.js": ("docs.js", "text/javascript; charset=utf-8")}
+# Swagger UI for /docs, from the fastapi-offline package (the serve extra): no CDN, works offline
+SWAGGER_FILES = {"/docs/swagger-ui-bundle.js": ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+                 "/docs/swagger-ui.css": ("swagger-ui.css", "text/css; charset=utf-8")}
+# Swagger UI sets inline styles on its elements: /docs allows those, and nothing else more than the page
+DOCS_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+            "connect-src 'self'; frame-ancestors 'none'")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
                                "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
@@ -128,6 +136,13 @@ def _access_record(scope: dict[str, Any], status: int, size: int, seconds: float
     return record
 
 
+PICTURE = {"type": "string", "format": "binary"}
+FORM = {"type": "object", "required": ["file"], "properties": {"file": PICTURE}}
+# /predict reads its body itself (raw or multipart, with limits as it streams in): the schema says what it takes
+PREDICT_BODY = {"requestBody": {
+    "required": True, "description": "The picture's file: raw, or a form field named file",
+    "content": {"image/*": {"schema": PICTURE}, "application/octet-stream": {"schema": PICTURE},
+                "multipart/form-data": {"schema": FORM}}}}
 READING_KEY = "mnistctl.reading"  # the ASGI scope's key for (prediction, unsure) of a /predict request
 
 
@@ -196,9 +211,18 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 def page_files() -> dict[str, tuple[bytes, str]]:
-    """The page's files from the package, by URL path: (content, media type)."""
+    """The page's files (and the API docs' page and Swagger UI) from the packages, by URL path:
+    (content, media type). Without Swagger UI's files /docs is left out."""
     web = resources.files("mnistctl.serve") / "web"
-    return {url: (web.joinpath(name).read_bytes(), media) for url, (name, media) in PAGE_FILES.items()}
+    files = {url: (web.joinpath(name).read_bytes(), media) for url, (name, media) in PAGE_FILES.items()}
+    try:
+        swagger = resources.files("fastapi_offline") / "static"
+        files.update({url: (swagger.joinpath(name).read_bytes(), media)
+                      for url, (name, media) in SWAGGER_FILES.items()})
+    except (ModuleNotFoundError, FileNotFoundError):
+        for url in ("/docs", "/docs/init.js"):
+            del files[url]
+    return files
 
 
 def model_info(classifier: Classifier) -> dict[str, Any]:
@@ -279,7 +303,8 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: l
     pool = PicturePool()
     counts = Metrics([*files, "/predict", "/health", "/ready", "/model", "/metrics"], classifier.source,
                      classifier.backend) if metrics else None
-    app = FastAPI(title="mnistctl", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="mnistctl", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json",
+                  description="Read handwritten digits: POST a picture to /predict. The page at / draws them.")
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -301,33 +326,42 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: l
 
     def page(url: str) -> Callable[[], Response]:
         content, media = files[url]
+        headers = {"Cache-Control": "no-cache", **({"Content-Security-Policy": DOCS_CSP} if url == "/docs" else {})}
 
         def serve_file() -> Response:
-            return Response(content, media_type=media, headers={"Cache-Control": "no-cache"})
+            return Response(content, media_type=media, headers=headers)
         return serve_file
 
     for url in files:
         app.add_api_route(url, page(url), methods=["GET", "HEAD"], include_in_schema=False)
 
-    @app.api_route("/health", methods=["GET", "HEAD"])
+    def get(path: str, summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A GET route that answers HEAD too (HEAD left out of the API docs)."""
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            app.add_api_route(path, fn, methods=["GET"], summary=summary)
+            app.add_api_route(path, fn, methods=["HEAD"], include_in_schema=False)
+            return fn
+        return register
+
+    @get("/health", "The process is alive")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.api_route("/ready", methods=["GET", "HEAD"])
+    @get("/ready", "The model is loaded and requests are answered")
     def ready() -> dict[str, str]:
         return {"status": "ready", "model": classifier.source}  # the app exists once its model is loaded
 
-    @app.api_route("/model", methods=["GET", "HEAD"])
+    @get("/model", "The model served: classes, data set, test accuracy, mnistctl's version")
     def model() -> dict[str, Any]:
         return info
 
-    @app.api_route("/metrics", methods=["GET", "HEAD"])
+    @get("/metrics", "Prometheus metrics, added up over the worker processes")
     def metrics_text() -> Response:
         if counts is None:
             return error(404, "metrics are off")
         return Response(counts.exposition(), media_type=CONTENT_TYPE)
 
-    @app.post("/predict")
+    @app.post("/predict", openapi_extra=PREDICT_BODY, summary="Read the digit in a picture")
     async def predict(request: Request, input: bool = False, preprocess: bool = True) -> JSONResponse:
         """The image in the body (raw, or a multipart field) -> the object ``predict --json`` gives
         for a file; ``?input=true`` adds the 28x28 input the model saw."""
