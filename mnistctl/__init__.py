@@ -16,7 +16,7 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # mnistctl contacts nothing: ONNX Runtime's telemetry (on by default: a device id and an event
 # database under ~/.cache/Microsoft, uploads to a Microsoft host) is off unless a user turns it on

@@ -178,3 +178,18 @@ def test_the_preparation_strip_is_made_by_its_script(tmp_path, mnist_data_dir):
     assert made.size == shipped.size
     bottom = made.convert("L").crop((0, made.height // 2, made.width, made.height - 20))
     assert 0 < sum(bottom.histogram()[128:]) < bottom.width * bottom.height / 3  # light digits on black
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_the_preset_curves_are_drawn_by_their_script(tmp_path, mnist_data_dir):
+    """docs/assets/preset-curves.png comes from docs/scripts/preset_curves.py (here with one epoch of
+    the original preset): it trains, plots the three presets and writes a PNG."""
+    import os
+
+    out = tmp_path / "curves.png"
+    proc = subprocess.run([sys.executable, str(REPO / "docs" / "scripts" / "preset_curves.py"), "--epochs", "1",
+                           "--output", str(out)], capture_output=True, text=True,
+                          env={**os.environ, "MNISTCTL_DATA_DIR": str(mnist_data_dir)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fast, original, best (the built-in model)" in proc.stdout and out.stat().st_size > 20_000
