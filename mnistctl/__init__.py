@@ -23,18 +23,20 @@ __version__ = "0.3.0"
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 if TYPE_CHECKING:
-    from mnistctl.api import BUILTIN, evaluate, export, load, train
+    from mnistctl.api import BUILTIN, evaluate, evaluate_pictures, export, load, train
     from mnistctl.config import DataConfig, ModelConfig, TrainConfig
     from mnistctl.errors import MnistctlError
     from mnistctl.inference.classifier import Classifier, Prediction
     from mnistctl.inference.evaluation import Evaluation
     from mnistctl.inference.files import FilePrediction
+    from mnistctl.inference.pictures import PictureEvaluation
     from mnistctl.runfiles import RunHooks
     from mnistctl.training.run import Run
 
 # name -> the module that defines it, imported on first use
 _LAZY = {
     "train": "mnistctl.api", "load": "mnistctl.api", "evaluate": "mnistctl.api", "export": "mnistctl.api",
+    "evaluate_pictures": "mnistctl.api", "PictureEvaluation": "mnistctl.inference.pictures",
     "BUILTIN": "mnistctl.api",
     "Run": "mnistctl.training.run", "RunHooks": "mnistctl.runfiles",
     "Classifier": "mnistctl.inference.classifier", "Prediction": "mnistctl.inference.classifier",
@@ -45,7 +47,8 @@ _LAZY = {
 
 __all__ = [  # _LAZY's names (a test checks that they agree)
     "BUILTIN", "Classifier", "DataConfig", "Evaluation", "FilePrediction", "MnistctlError", "ModelConfig",
-    "Prediction", "Run", "RunHooks", "TrainConfig", "__version__", "evaluate", "export", "load", "train",
+    "PictureEvaluation", "Prediction", "Run", "RunHooks", "TrainConfig", "__version__", "evaluate",
+    "evaluate_pictures", "export", "load", "train",
 ]
 
 

@@ -26,10 +26,11 @@ if TYPE_CHECKING:
     from mnistctl.inference.classifier import Classifier
     from mnistctl.inference.evaluation import Evaluation
     from mnistctl.inference.export import Exported
+    from mnistctl.inference.pictures import PictureEvaluation
     from mnistctl.runfiles import RunHooks
     from mnistctl.training.run import Run
 
-__all__ = ["BUILTIN", "evaluate", "export", "load", "train"]
+__all__ = ["BUILTIN", "evaluate", "evaluate_pictures", "export", "load", "train"]
 
 ModelSource = str | Path | Sequence[str | Path]  # a model file, several (an ensemble), or "builtin"
 
@@ -79,6 +80,20 @@ def evaluate(model: Classifier | ModelSource | None = BUILTIN, split: str = "tes
 
     clf = model if isinstance(model, Classifier) else load(model, device=device, batch_size=batch_size)
     return evaluate_classifier(clf, split, data_dir)
+
+
+def evaluate_pictures(model: Classifier | ModelSource | None = BUILTIN, pictures: str | Path = ".", *,
+                      device: str = "cpu", jobs: int | None = None) -> PictureEvaluation:
+    """Score a model on labelled pictures of people's handwriting, read as ``predict`` reads them:
+    ``pictures`` is a folder with one sub-folder per class (``7/`` holds sevens) or a CSV file of
+    ``path,label`` rows. Accuracy, per-class figures and the confusion matrix (``.report``), how
+    right the sure and the unsure answers are, and the pictures that could not be read
+    (``to_dict()`` is ``evaluate --images --json``'s). ``jobs``: processes preparing pictures."""
+    from mnistctl.inference.classifier import Classifier
+    from mnistctl.inference.pictures import evaluate_pictures as score
+
+    clf = model if isinstance(model, Classifier) else load(model, device=device)
+    return score(clf, pictures, jobs)
 
 
 def export(model: ModelSource, output: str | Path, *, format: str | None = None,  # noqa: A002 (the CLI's --format)

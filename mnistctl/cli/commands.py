@@ -134,17 +134,40 @@ def evaluate(
     plots: Annotated[Path | None, typer.Option(
         show_default=False, help="Write confusion.png and mistakes.png into this directory.")] = None,
     data_dir: DataDirOpt = None,
+    images: Annotated[Path | None, typer.Option(
+        show_default=False, metavar="<folder or csv>",
+        help="Score on your own labelled pictures instead, read as predict reads them: a folder with one "
+             "sub-folder per class (7/ holds sevens), or a CSV file of path,label rows.")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", "-j", min=1, max=256, show_default=False,
+        help="With --images: processes preparing pictures [default: one per core].")] = None,
 ) -> None:
     """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix of a checkpoint.
 
     Given several checkpoints, scores their ensemble: the average of their class probabilities.
+    With --images, scores your own labelled pictures, and says how right the sure and the unsure
+    answers are.
     """
     with user_errors():
         from mnistctl import api
-        from mnistctl.cli.render import confusion_table, eval_summary, per_class_table
+        from mnistctl.cli.render import confusion_table, eval_summary, per_class_table, pictures_summary
         from mnistctl.inference.evaluation import write_figures
 
         models = models_given(checkpoint_arg, checkpoint_path)
+        if images is not None:
+            scored = api.evaluate_pictures(models, images, device="cpu" if device == "auto" else device, jobs=jobs)
+            written = write_figures(scored, plots) if plots is not None else []
+            if as_json:
+                typer.echo(json.dumps(scored.to_dict([str(m) for m in models or []]) | {
+                    "plots": [str(p) for p in written]}, indent=2))
+                return
+            say(eval_summary(scored))
+            say(pictures_summary(scored))
+            console.print(per_class_table(scored.report, console))
+            console.print(confusion_table(scored.report, console))
+            for path in written:
+                say(f"Saved {path}")
+            return
         result = api.evaluate(models, split, data_dir=data_dir, device=device, batch_size=batch_size)
         written = write_figures(result, plots) if plots is not None else []
     if as_json:

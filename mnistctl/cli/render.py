@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mnistctl.inference.evaluation import Evaluation
     from mnistctl.inference.files import FilePrediction
     from mnistctl.inference.metrics import EvalReport
+    from mnistctl.inference.pictures import Answers, PictureEvaluation
     from mnistctl.runfiles import EpochRecord
     from mnistctl.training.run import Run, RunInfo, RunPlan
 
@@ -285,7 +287,24 @@ def train_summary(result: Run) -> list[str]:
 
 # --- evaluate ---------------------------------------------------------------------------------
 
-def eval_summary(evaluation: Evaluation) -> str:
+def pictures_summary(scored: PictureEvaluation) -> str:
+    """How right the sure and the unsure answers were, and the pictures that could not be read."""
+    sure, unsure = scored.sure_answers, scored.unsure_answers
+    wrong = scored.report.images - scored.report.correct
+    def how_right(answers: Answers) -> str:
+        return "none" if answers.accuracy is None else \
+            f"{pct(answers.accuracy)} right ({answers.right:,}/{answers.images:,})"
+
+    parts = [f"{escape(printable(scored.source))}: sure answers {how_right(sure)}", f"unsure {how_right(unsure)}",
+             f"{scored.caught:,} of {wrong:,} mistakes marked unsure"]
+    if scored.unreadable:
+        first_path, first_error = scored.unreadable[0]
+        parts.append(f"[yellow]{len(scored.unreadable):,} could not be read[/] "
+                     f"(first: {escape(printable(first_path))}: {escape(first_error)})")
+    return "; ".join(parts)
+
+
+def eval_summary(evaluation: Evaluation | PictureEvaluation) -> str:
     clf, r = evaluation.classifier, evaluation.report
     epoch = f"epoch {clf.epoch}, " if clf.epoch is not None else ""
     return (f"[bold]{clf.source}[/] ({clf.dataset}, nf={clf.nf}, {epoch}{clf.backend}): "

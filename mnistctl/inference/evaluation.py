@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from mnistctl.data import idx
 from mnistctl.errors import one_of
 from mnistctl.inference.classifier import Classifier
 from mnistctl.inference.metrics import EvalReport, report
+
+if TYPE_CHECKING:
+    from mnistctl.inference.pictures import PictureEvaluation
 from mnistctl.recipes import EVAL_SPLITS
 
 
@@ -113,7 +116,7 @@ def calibrate(ckpt: Any, split: str = "val", data_dir: str | Path | None = None)
     return replace(ckpt, model_config=cfg)
 
 
-def write_figures(evaluation: Evaluation, directory: Path) -> list[Path]:
+def write_figures(evaluation: Evaluation | PictureEvaluation, directory: Path) -> list[Path]:
     """``confusion.png`` and (when there are mistakes) ``mistakes.png`` in ``directory``."""
     from mnistctl.plotting import confusion_figure, digit_grid_figure, save_figure
 
