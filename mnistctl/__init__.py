@@ -23,7 +23,7 @@ __version__ = "0.3.0"
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 if TYPE_CHECKING:
-    from mnistctl.api import BUILTIN, evaluate, evaluate_pictures, export, load, train
+    from mnistctl.api import BUILTIN, evaluate, evaluate_pictures, export, load, train, tune
     from mnistctl.config import DataConfig, ModelConfig, TrainConfig
     from mnistctl.errors import MnistctlError
     from mnistctl.inference.classifier import Classifier, Prediction
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # name -> the module that defines it, imported on first use
 _LAZY = {
     "train": "mnistctl.api", "load": "mnistctl.api", "evaluate": "mnistctl.api", "export": "mnistctl.api",
-    "evaluate_pictures": "mnistctl.api", "PictureEvaluation": "mnistctl.inference.pictures",
+    "evaluate_pictures": "mnistctl.api", "PictureEvaluation": "mnistctl.inference.pictures", "tune": "mnistctl.api",
     "BUILTIN": "mnistctl.api",
     "Run": "mnistctl.training.run", "RunHooks": "mnistctl.runfiles",
     "Classifier": "mnistctl.inference.classifier", "Prediction": "mnistctl.inference.classifier",
@@ -48,7 +48,7 @@ _LAZY = {
 __all__ = [  # _LAZY's names (a test checks that they agree)
     "BUILTIN", "Classifier", "DataConfig", "Evaluation", "FilePrediction", "MnistctlError", "ModelConfig",
     "PictureEvaluation", "Prediction", "Run", "RunHooks", "TrainConfig", "__version__", "evaluate",
-    "evaluate_pictures", "export", "load", "train",
+    "evaluate_pictures", "export", "load", "train", "tune",
 ]
 
 

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from mnistctl.inference.pictures import PictureEvaluation
     from mnistctl.runfiles import RunHooks
     from mnistctl.training.run import Run
+    from mnistctl.training.tune import TuneHooks, TuneResult
 
-__all__ = ["BUILTIN", "evaluate", "evaluate_pictures", "export", "load", "train"]
+__all__ = ["BUILTIN", "evaluate", "evaluate_pictures", "export", "load", "train", "tune"]
 
 ModelSource = str | Path | Sequence[str | Path]  # a model file, several (an ensemble), or "builtin"
 
@@ -94,6 +95,30 @@ def evaluate_pictures(model: Classifier | ModelSource | None = BUILTIN, pictures
 
     clf = model if isinstance(model, Classifier) else load(model, device=device)
     return score(clf, pictures, jobs)
+
+
+def tune(preset: str = "fast", *, space: str | Path | dict[str, Any] | None = None, trials: int = 20,
+         directory: str | Path | None = None, resume: str | Path | None = None, objective: str = "val_acc",
+         sampler: str = "tpe", pruner: str = "median", sampler_seed: int = 0, timeout: float | None = None,
+         storage: str | None = None, data_dir: str | Path | None = None, device: str = "auto",
+         hooks: TuneHooks | None = None, **settings: Any) -> TuneResult:
+    """Search ``train``'s settings with Optuna, as ``mnistctl tune`` does: ``space`` (a JSON or YAML
+    file, or the same as a dict; default: ``preset``'s own space) is searched, ``settings`` are
+    shared by every trial; ``resume`` goes on with (or joins) the study in that directory; ``hooks``
+    (a ``TuneHooks``) sees each trial start and end. Needs the ``tune`` extra. The result names every
+    trial, the best one and the files written."""
+    from mnistctl.training import tune as search
+
+    if resume is not None:
+        return search.run_study(resume, hooks, timeout=timeout)
+    if isinstance(space, (str, Path)):
+        space = {d.name: d.to_json() for d in search.read_space(space)}
+    options = search.TuneOptions(preset=preset, space=dict(space) if space is not None else
+                                 search.default_space(preset), settings=settings, objective=objective,
+                                 trials=trials, timeout=timeout, sampler_seed=sampler_seed, sampler=sampler,
+                                 pruner=pruner, storage=storage, data_dir=str(data_dir) if data_dir else None,
+                                 device=device)
+    return search.run_study(search.new_study(options, directory), hooks, timeout=timeout, first=True)
 
 
 def export(model: ModelSource, output: str | Path, *, format: str | None = None,  # noqa: A002 (the CLI's --format)

@@ -53,3 +53,19 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# mnistctl tune: what it searches when no space file is given -- around each preset's own recipe,
+# in the form a space file takes ({"log": [low, high]}, {"float": [...]}, {"int": [...]}, a list of
+# choices, or a fixed value)
+TUNE_SPACES: dict[str, dict[str, Any]] = {
+    "fast": {"lr": {"log": [0.003, 0.1]}, "batch_size": [64, 128, 256], "label_smoothing": {"float": [0.0, 0.2]}},
+    "original": {"lr": {"log": [0.001, 0.05]}, "batch_size": [32, 64, 128], "dropout": {"float": [0.0, 0.5]},
+                 "weight_decay": {"log": [1e-6, 1e-3]}},
+    "best": {"lr": {"log": [0.05, 0.5]}, "weight_decay": {"log": [1e-5, 2e-3]}, "dropout": {"float": [0.0, 0.4]},
+             "label_smoothing": {"float": [0.0, 0.2]}},
+}
+TUNE_OBJECTIVES = ("val_acc", "val_loss")  # what a trial is scored on: never the test set
+TUNE_SAMPLERS = ("tpe", "random")
+TUNE_PRUNERS = ("median", "hyperband", "none")
+

@@ -41,6 +41,7 @@ from mnistctl.cli.common import (
 )
 from mnistctl.cli.terminal import printable
 from mnistctl.cli.train import train
+from mnistctl.cli.tune import tune
 from mnistctl.config import INFERENCE_BATCH, DataConfig
 from mnistctl.data.download import Pace
 from mnistctl.errors import ConfigError, MnistctlError, Terminated
@@ -119,6 +120,7 @@ def samples(
 
 
 command()(train)  # in mnistctl.cli.train; registered here to keep the commands in this order
+command()(tune)  # in mnistctl.cli.tune
 
 
 @command()

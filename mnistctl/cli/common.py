@@ -76,7 +76,9 @@ else:
 OPTION_OF = {**{name: s.option_name(name) for name, (_, _, s) in SETTINGS.items() if s.option},
              **{name: f"--{name.replace('_', '-')}" for name in (
                  "device", "run_dir", "tensorboard", "init", "resume", "config", "split", "count", "preset", "output",
-                 "format", "mirror", "data_dir", "port", "threads", "images")}}
+                 "format", "mirror", "data_dir", "port", "threads", "images", "space", "trials", "timeout",
+                 "objective", "sampler", "pruner")},
+             "study_dir": "--dir"}
 
 
 CheckpointOpt = Annotated[list[Path] | None, typer.Option(
