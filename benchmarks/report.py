@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "docs" / "results.md"
 KINDS = (("results-", "The benchmark suite (`benchmarks/run.py`)"),
          ("pictures-", "People's pictures (`benchmarks/pictures.py`)"),
-         ("serve-", "`serve` under load (`benchmarks/serve_load.py`)"))
+         ("serve-", "`serve` under load (`benchmarks/serve_load.py`)"),
+         ("tune-", "`tune` (`benchmarks/tune.py`)"))
 
 
 def _number(value: float, unit: str) -> str:

@@ -119,3 +119,23 @@ def test_serve_load_benchmark_quick_smoke(tmp_path):
     assert doc["failures"] == 0 and len(doc["results"]) == 4
     for r in doc["results"]:
         assert r["failed"] == 0 and r["value"] > 0 and r["baseline_value"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_tune_benchmark_quick_smoke(tmp_path, mnist_data_dir):
+    """The tune benchmark's path: tiny studies with and without pruning, two processes on one study,
+    the fast preset's space with its best trial scored."""
+    import importlib.util
+
+    from conftest import missing
+
+    if importlib.util.find_spec("optuna") is None:
+        missing("optuna is not installed: pip install -e '.[tune]'")
+    out = tmp_path / "tune.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tune.py"), "--quick", "--output", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "MNISTCTL_DATA_DIR": str(mnist_data_dir)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert len(doc["results"]) == 3 and all(r["value"] > 0 and r["baseline_value"] > 0 for r in doc["results"])

@@ -154,3 +154,21 @@ def test_a_database_url_holds_the_study(tmp_path, mnist_data_dir, monkeypatch):
     assert db.is_file() and not (study / "study.log").exists() and len(_rows(study)) == 2
     again = runner.invoke(app, ["tune", "--resume", str(study), "--json"])
     assert again.exit_code == 0 and len(json.loads(again.stdout)["trials"]) == 2  # already has its trials
+
+
+def test_settings_that_cannot_train_fail_their_trial_and_the_search_goes_on(tmp_path, mnist_data_dir, monkeypatch):
+    """A batch larger than the part of an epoch trained is refused by train: that trial is recorded as
+    failed, with the reason, and is not run again on resuming; the other trials go on."""
+    monkeypatch.setenv("MNISTCTL_DATA_DIR", str(mnist_data_dir))
+    space = tmp_path / "space.json"
+    space.write_text('{"batch_size": [64, 100000], "lr": {"log": [0.01, 0.05]}}')
+    study = tmp_path / "study"
+    result = runner.invoke(app, ["tune", "--space", str(space), "--trials", "3", "--dir", str(study),
+                                 "--pruner", "none", "--sampler", "random", *TINY])
+    assert result.exit_code == 0, result.output
+    rows = _rows(study)
+    failed = [r for r in rows if r["state"] == "failed"]
+    assert failed and all(r["batch_size"] == "100000" and "batch" in r["error"] for r in failed), rows
+    assert sum(r["state"] == "complete" for r in rows) == 3
+    again = runner.invoke(app, ["tune", "--resume", str(study)])
+    assert again.exit_code == 0 and len(_rows(study)) == len(rows)  # nothing retried, nothing more to do

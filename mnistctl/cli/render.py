@@ -481,7 +481,8 @@ class TuneView(TuneHooks):
         params = ", ".join(f"{k}={_param(v)}" for k, v in record.params.items())
         self.console.print(f"trial {record.number} {record.state}" + (f" {self.objective} {value}" if value else "")
                            + f" after {record.epochs} epoch{'s' if record.epochs != 1 else ''}"
-                           + (f", {seconds} s" if seconds else "") + f" ({escape(params)})",
+                           + (f", {seconds} s" if seconds else "") + f" ({escape(params)})"
+                           + (f": {escape(record.error)}" if record.error else ""),
                            highlight=False, soft_wrap=True)
 
     def stop(self) -> None:

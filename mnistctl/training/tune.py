@@ -206,6 +206,7 @@ class TrialRecord:
     seconds: float | None
     run_dir: str
     worker: str = ""  # host:pid of the process that ran it
+    error: str | None = None  # why its settings could not train (a failed trial)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -337,7 +338,7 @@ def run_study(directory: str | Path, hooks: TuneHooks | None = None, *, timeout:
     pictures. Another process resuming the same study works on it at the same time. ``first``: this
     process started the study (it samples with the study's seed)."""
     optuna = _import_optuna()
-    from mnistctl.training.plan import resolve_settings
+    from mnistctl.errors import TrainingInterrupted
     from mnistctl.training.run import train_settings
 
     directory = Path(directory)
@@ -347,7 +348,6 @@ def run_study(directory: str | Path, hooks: TuneHooks | None = None, *, timeout:
     hooks = hooks or TuneHooks()
     hooks.on_study(directory, options)
     dims = options.dimensions()
-    _, base = resolve_settings(options.preset, {})
     epochs = int(options.settings.get("epochs", PRESETS[options.preset].get("epochs", SETTINGS["epochs"][1].default)))
     study = optuna.create_study(storage=_storage(optuna, options, directory), sampler=_sampler(optuna, options, first),
                                 pruner=_pruner(optuna, options, epochs), study_name=directory.resolve().name,
@@ -370,6 +370,13 @@ def run_study(directory: str | Path, hooks: TuneHooks | None = None, *, timeout:
         except optuna.TrialPruned:
             _write_trial(run_dir, trial.number, "pruned", params, None, watch.epochs, time.perf_counter() - start)
             raise
+        except TrainingInterrupted:
+            raise  # Ctrl-C or SIGTERM: the search stops, and the trial runs again on resuming
+        except MnistctlError as exc:  # these settings cannot train (a batch larger than the data, ...)
+            trial.set_user_attr("error", str(exc))
+            _write_trial(run_dir, trial.number, "failed", params, None, watch.epochs, time.perf_counter() - start,
+                         error=str(exc))
+            raise _TrialFailed(str(exc)) from None
         assert run is not None  # no on_plan stops it
         value = run.best.val_acc if options.objective == "val_acc" else min(r.val_loss for r in run.history)
         _write_trial(run_dir, trial.number, "complete", params, value, watch.epochs, time.perf_counter() - start)
@@ -385,7 +392,7 @@ def run_study(directory: str | Path, hooks: TuneHooks | None = None, *, timeout:
     start = time.perf_counter()
     if options.trials is None or _finished(study) < options.trials:
         try:
-            study.optimize(objective, timeout=timeout or options.timeout, callbacks=callbacks)
+            study.optimize(objective, timeout=timeout or options.timeout, callbacks=callbacks, catch=(_TrialFailed,))
         except BaseException:  # Ctrl-C, SIGTERM, an error: trials.csv still says where the study stands
             _write_csv(directory, [_record(t) for t in study.get_trials(deepcopy=False)], options)
             raise
@@ -394,6 +401,10 @@ def run_study(directory: str | Path, hooks: TuneHooks | None = None, *, timeout:
     best = _best(records, options.objective)
     return TuneResult(directory, directory.resolve().name, options.objective, records, best, files,
                       time.perf_counter() - start)
+
+
+class _TrialFailed(Exception):
+    """A trial whose settings could not train: recorded as failed (with its error), the search goes on."""
 
 
 def _finished(study: Any) -> int:
@@ -414,7 +425,7 @@ def _retry_interrupted(study: Any) -> None:
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         elif t.state != TrialState.FAIL:
             continue
-        if t.number not in retried and t.params:
+        if t.number not in retried and t.params and "error" not in t.user_attrs:  # not settings that cannot train
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
 
 
@@ -439,7 +450,7 @@ def _record(t: Any) -> TrialRecord:
         else None
     return TrialRecord(t.number, state, dict(t.params), t.value if t.state.name == "COMPLETE" else None,
                        len(t.intermediate_values), seconds, str(t.user_attrs.get("run_dir", "")),
-                       str(t.user_attrs.get("worker", "")))
+                       str(t.user_attrs.get("worker", "")), t.user_attrs.get("error"))
 
 
 def _best(records: list[TrialRecord], objective: str) -> TrialRecord | None:
@@ -451,10 +462,10 @@ def _best(records: list[TrialRecord], objective: str) -> TrialRecord | None:
 
 
 def _write_trial(run_dir: Path, number: int, state: str, params: dict[str, Any], value: float | None, epochs: int,
-                 seconds: float) -> None:
-    if run_dir.is_dir():
-        write_json(run_dir / TRIAL_FILE, {"trial": number, "state": state, "params": params, "value": value,
-                                          "epochs": epochs, "seconds": seconds})
+                 seconds: float, error: str | None = None) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / TRIAL_FILE, {"trial": number, "state": state, "params": params, "value": value,
+                                      "epochs": epochs, "seconds": seconds, "error": error})
 
 
 def write_results(study: Any, directory: Path, records: list[TrialRecord], options: TuneOptions) -> list[Path]:
@@ -474,11 +485,11 @@ def _write_csv(directory: Path, records: list[TrialRecord], options: TuneOptions
     out = io.StringIO()
     names = [d.name for d in options.dimensions()]
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["trial", "state", options.objective, "epochs", "seconds", *names, "worker", "run_dir"])
+    writer.writerow(["trial", "state", options.objective, "epochs", "seconds", *names, "worker", "run_dir", "error"])
     for r in records:
         writer.writerow([r.number, r.state, "" if r.value is None else f"{r.value:.6g}", r.epochs,
                          "" if r.seconds is None else f"{r.seconds:.1f}", *(r.params.get(n, "") for n in names),
-                         r.worker, r.run_dir])
+                         r.worker, r.run_dir, r.error or ""])
     write_text(directory / "trials.csv", out.getvalue())
     return directory / "trials.csv"
 
