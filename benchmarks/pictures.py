@@ -30,8 +30,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks.payloads import PHOTO, canvas_png, people_corpus, phone_photo  # noqa: E402
-from benchmarks.run import machine, machine_kind, render, row  # noqa: E402
-from mnistctl.fsutil import write_json  # noqa: E402
+from benchmarks.run import machine, machine_kind, row, side_benchmark  # noqa: E402
 from mnistctl.images.prepare import prepare  # noqa: E402
 
 
@@ -99,24 +98,7 @@ def bench(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: small corpus, few repetitions")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="JSON file to write (default: benchmarks/pictures-KIND.json; --quick: "
-                             "pictures-results.json here)")
-    parser.add_argument("--data-dir", default=os.environ.get("MNISTCTL_DATA_DIR"), help="mnistctl's data directory")
-    args = parser.parse_args(argv)
-    from mnistctl.errors import MnistctlError
-
-    try:
-        doc = bench(args)
-    except MnistctlError as exc:
-        raise SystemExit(f"Error: {exc}") from None
-    render(doc | {"repetitions": 1})
-    output = args.output or (Path("pictures-results.json") if args.quick
-                             else REPO / "benchmarks" / f"pictures-{doc['kind']}.json")
-    write_json(output, doc)
-    print(f"Wrote {output}")
+    side_benchmark(__doc__, "pictures", "a smoke run: small corpus, few repetitions", bench, argv, data_dir=True)
 
 
 if __name__ == "__main__":

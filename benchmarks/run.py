@@ -410,6 +410,34 @@ def render(doc: dict) -> None:
     Console(width=160).print(table)
 
 
+def side_benchmark(description: str, stem: str, quick_help: str, bench_fn, argv: list[str] | None,
+                   data_dir: bool = False) -> dict:
+    """The command line of a benchmark beside the suite (pictures, serve_load, tune): ``--quick`` and
+    ``--output`` (and ``--data-dir``), the run (a MnistctlError as one line), its table, and its JSON
+    in benchmarks/STEM-KIND.json (a quick run: STEM-results.json here). Returns the document."""
+    from mnistctl.errors import MnistctlError
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"JSON file to write (default: benchmarks/{stem}-KIND.json; --quick: {stem}-results.json "
+                             "here)")
+    if data_dir:
+        parser.add_argument("--data-dir", default=os.environ.get("MNISTCTL_DATA_DIR"),
+                            help="mnistctl's data directory")
+    args = parser.parse_args(argv)
+    try:
+        doc = bench_fn(args)
+    except MnistctlError as exc:
+        raise SystemExit(f"Error: {exc}") from None
+    render(doc | {"repetitions": 1})
+    output = args.output or (Path(f"{stem}-results.json") if args.quick
+                             else REPO / "benchmarks" / f"{stem}-{doc['kind']}.json")
+    write_json(output, doc)
+    print(f"Wrote {output}")
+    return doc
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one repetition, small sizes: a smoke run")

@@ -30,8 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.payloads import PHOTO, canvas_png  # noqa: E402
-from benchmarks.run import machine, machine_kind, render, row  # noqa: E402
-from mnistctl.fsutil import write_json  # noqa: E402
+from benchmarks.run import machine, machine_kind, row, side_benchmark  # noqa: E402
 
 
 def free_port() -> int:
@@ -148,19 +147,7 @@ def bench(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 480 requests a case (240 of the photo), no soak")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="JSON file to write (default: benchmarks/serve-KIND.json; --quick: "
-                             "serve-results.json here)")
-    args = parser.parse_args(argv)
-    doc = bench(args)
-    render(doc | {"repetitions": 1})
-    output = args.output or (Path("serve-results.json") if args.quick
-                             else REPO / "benchmarks" / f"serve-{doc['kind']}.json")
-    write_json(output, doc)
-    print(f"Wrote {output}")
+    doc = side_benchmark(__doc__, "serve", "a smoke run: 480 requests a case (240 of the photo), no soak", bench, argv)
     if doc["failures"]:
         raise SystemExit(f"{doc['failures']} requests failed")
 

@@ -23,8 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.run import machine, machine_kind, render, row  # noqa: E402
-from mnistctl.fsutil import write_json  # noqa: E402
+from benchmarks.run import machine, machine_kind, row, side_benchmark  # noqa: E402
 
 TINY = ["--set", "nf=4", "--set", "epoch_fraction=0.02", "--set", "epochs=3"]
 MNISTCTL = [sys.executable, "-m", "mnistctl"]
@@ -93,17 +92,7 @@ def bench(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: few trials")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="JSON file to write (default: benchmarks/tune-KIND.json; --quick: tune-results.json here)")
-    args = parser.parse_args(argv)
-    doc = bench(args)
-    render(doc | {"repetitions": 1})
-    output = args.output or (Path("tune-results.json") if args.quick
-                             else REPO / "benchmarks" / f"tune-{doc['kind']}.json")
-    write_json(output, doc)
-    print(f"Wrote {output}")
+    side_benchmark(__doc__, "tune", "a smoke run: few trials", bench, argv)
 
 
 if __name__ == "__main__":

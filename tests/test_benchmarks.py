@@ -12,15 +12,20 @@ import pytest
 from conftest import REPO
 
 
+def _quick(script: str, tmp_path, data_dir=None) -> tuple[dict, subprocess.CompletedProcess]:
+    """A benchmark script's --quick run in a scratch directory: its JSON document and the process."""
+    out = tmp_path / f"{script}.json"
+    env = {**os.environ, **({"MNISTCTL_DATA_DIR": str(data_dir)} if data_dir else {})}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{script}.py"), "--quick", "--output", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    return json.loads(out.read_text()), proc
+
+
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_benchmark_quick_smoke(tmp_path, mnist_data_dir):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--output", str(out)],
-                          capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "MNISTCTL_DATA_DIR": str(mnist_data_dir)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = json.loads(out.read_text())
+    doc, proc = _quick("run", tmp_path, mnist_data_dir)
     assert doc["quick"] and doc["machine"]["cores"] >= 1 and doc["machine"]["torch"]
     figures = {r["figure"] for r in doc["results"]}
     for expected in ("mnistctl --help", "peak memory of train (nf=32)", "mnistctl predict one.png",
@@ -89,12 +94,7 @@ def test_stage_timings_name_every_stage_of_a_training_run(tmp_path, fake_data_di
 def test_pictures_benchmark_quick_smoke(tmp_path, mnist_data_dir):
     """The pictures benchmark's path: preparation per kind against the naive pipeline, a directory
     of people-style pictures with and without the pool, one picture against importing torch."""
-    out = tmp_path / "pictures.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "pictures.py"), "--quick", "--output", str(out)],
-                          capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "MNISTCTL_DATA_DIR": str(mnist_data_dir)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = json.loads(out.read_text())
+    doc, _ = _quick("pictures", tmp_path, mnist_data_dir)
     figures = [r["figure"] for r in doc["results"]]
     assert len(figures) == 5 and any("12-megapixel" in f for f in figures) and any("directory" in f for f in figures)
     for r in doc["results"]:
@@ -111,11 +111,7 @@ def test_serve_load_benchmark_quick_smoke(tmp_path):
 
     if shutil.which("hey") is None:
         missing("the load generator hey is not installed: apt-get install hey")
-    out = tmp_path / "serve.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "serve_load.py"), "--quick", "--output", str(out)],
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
-    doc = json.loads(out.read_text())
+    doc, _ = _quick("serve_load", tmp_path)
     assert doc["failures"] == 0 and len(doc["results"]) == 4
     for r in doc["results"]:
         assert r["failed"] == 0 and r["value"] > 0 and r["baseline_value"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
@@ -132,10 +128,5 @@ def test_tune_benchmark_quick_smoke(tmp_path, mnist_data_dir):
 
     if importlib.util.find_spec("optuna") is None:
         missing("optuna is not installed: pip install -e '.[tune]'")
-    out = tmp_path / "tune.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tune.py"), "--quick", "--output", str(out)],
-                          capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "MNISTCTL_DATA_DIR": str(mnist_data_dir)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = json.loads(out.read_text())
+    doc, _ = _quick("tune", tmp_path, mnist_data_dir)
     assert len(doc["results"]) == 3 and all(r["value"] > 0 and r["baseline_value"] > 0 for r in doc["results"])

@@ -72,7 +72,8 @@ def tune(
     pruner: Annotated[Pruner, typer.Option(
         rich_help_panel=SEARCH, help="What stops unpromising trials after an epoch.")] = "median",
     sampler_seed: Annotated[int, typer.Option(
-        rich_help_panel=SEARCH, help="The sampler's seed (--set seed=N sets the trials' training seed).")] = 0,
+        "--seed", rich_help_panel=SEARCH,
+        help="The sampler's seed (--set seed=N sets the trials' training seed).")] = 0,
     study_dir: Annotated[Path | None, typer.Option(
         "--dir", show_default=False, metavar="<path>", rich_help_panel=STUDY,
         help="The study's directory [default: tunes/PRESET-TIMESTAMP].")] = None,
