@@ -455,15 +455,26 @@ class TuneView(TuneHooks):
             self.live.start()
 
     def _table(self) -> Table:
-        table = Table(title=f"Trials ({self.objective} on the validation split)")
+        """A column per setting; in a terminal too narrow for that, the settings in one wrapped column."""
+        title = f"Trials ({self.objective} on the validation split)"
         names = sorted({k for _, params, *_ in self.rows.values() for k in params})
+        rows = sorted(self.rows.items())[-30:]
+        styles = {"complete": "green", "pruned": "yellow", "failed": "red"}
+        table = Table(title=title)
         for col in ("trial", "state", *names, self.objective, "epochs", "seconds"):
             table.add_column(col, justify="right" if col != "state" else "left", no_wrap=True)
-        for number, (state, params, value, epochs, seconds) in sorted(self.rows.items())[-30:]:
-            style = {"complete": "green", "pruned": "yellow", "failed": "red"}.get(state, "")
-            table.add_row(str(number), Text(state, style=style), *(_param(params.get(n, "")) for n in names),
-                          value, epochs, seconds)
-        return table
+        for number, (state, params, value, epochs, seconds) in rows:
+            table.add_row(str(number), Text(state, style=styles.get(state, "")),
+                          *(_param(params.get(n, "")) for n in names), value, epochs, seconds)
+        if fits(self.console, table):
+            return table
+        compact = Table(title=title, box=None, pad_edge=False)
+        for col, justify in (("#", "right"), ("state", "left"), (self.objective, "right"), ("settings", "left")):
+            compact.add_column(col, justify=justify, no_wrap=col != "settings")  # type: ignore[arg-type]
+        for number, (state, params, value, _, _) in rows:
+            compact.add_row(str(number), Text(state, style=styles.get(state, "")), value,
+                            " ".join(f"{k}={_param(v)}" for k, v in params.items()))
+        return compact
 
     def on_trial_start(self, number: int, params: dict[str, Any]) -> None:
         self.rows[number] = ("running", params, "", "", "")
