@@ -330,7 +330,8 @@ def serve(
         help="The access log's lines: text, or one JSON object per request (for log collectors).")] = "text",
     workers: Annotated[int | None, typer.Option(
         min=1, max=64, show_default=False,
-        help="Processes answering requests, each with its own copy of the model [default: one per core].")] = None,
+        help="Processes answering requests, each with its own copy of the model [default: one per core, at most "
+             "8].")] = None,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Serve a page to draw digits on and a JSON prediction API (POST /predict; GET /model, /health,
@@ -345,7 +346,7 @@ def serve(
         from mnistctl.serve import app as core
         from mnistctl.serve import server
 
-        processes = workers or usable_cores()
+        processes = workers or min(usable_cores(), server.DEFAULT_WORKERS_AT_MOST)
         options = server.ServeOptions(
             model=[str(p) for p in checkpoint_path] if checkpoint_path else None, device=device,
             max_upload=int(max_upload_mb * 1024 * 1024), hosts=core.allowed_hosts(host, tuple(allow_host or ())),

@@ -32,6 +32,7 @@ from mnistctl.serve.app import (
 )
 
 OPTIONS_VARIABLE = "MNISTCTL_SERVE_OPTIONS"
+DEFAULT_WORKERS_AT_MOST = 8  # one worker per core by default, up to this: each holds a model and its threads
 
 
 @dataclass
