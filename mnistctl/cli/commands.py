@@ -226,6 +226,12 @@ def predict(
         "--jobs", "-j", min=1, max=256, show_default=False,
         help="Processes preparing pictures [default: one per core; 1: none besides this one]. "
              "Used from 64 files on.")] = None,
+    number: Annotated[bool, typer.Option(
+        "--number", help="Read each picture as a number: every digit found, left to right (one line).")] = False,
+    digits: Annotated[int | None, typer.Option(
+        min=1, max=64, show_default=False,
+        help="With --number: how many digits each picture holds, when known (guides the split of touching "
+             "digits).")] = None,
 ) -> None:
     """Read the digit in each image: a table of predictions with confidence and top 3.
 
@@ -247,6 +253,9 @@ def predict(
         stdin = (read_stream(sys.stdin.buffer, MAX_BYTES, "standard input", ImageError)
                  if core.STDIN in paths and not sys.stdin.isatty() else None)
         clf = api.load(checkpoint_path, device=device, batch_size=batch_size)
+        if number or digits is not None:
+            _predict_numbers(paths, clf, stdin, digits, as_json, as_csv)
+            return
         with PredictProgress(err_console) as progress:
             results = core.predict_files(paths, clf, preprocess, stdin=stdin, progress=progress.update,
                                          jobs=jobs)
@@ -270,6 +279,24 @@ def predict(
         first = next(r for r in results if r.error is not None)
         many = f"{failed} of {len(results)} images could not be read; the first, " if failed > 1 else "could not read "
         error_line(f"{many}{printable(first.path)}: {first.error}")
+        raise typer.Exit(1)
+
+
+def _predict_numbers(paths: list[str], clf: Any, stdin: bytes | None, digits: int | None, as_json: bool,
+                     as_csv: bool) -> None:
+    """``predict --number``: read, then print a table, JSON or CSV; exit 1 when a picture could not be read."""
+    from mnistctl.cli.render import model_line, numbers_table
+    from mnistctl.inference.numbers import number_csv, read_numbers
+
+    readings = read_numbers(paths, clf, stdin=stdin, count=digits)
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() | {"model": clf.source} for r in readings], indent=2))
+    elif as_csv:
+        sys.stdout.write(number_csv(readings))
+    else:
+        say(model_line(clf))
+        console.print(numbers_table(readings))
+    if any(r.error for r in readings):
         raise typer.Exit(1)
 
 

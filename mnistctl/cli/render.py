@@ -515,3 +515,20 @@ def tune_summary(result: Any) -> list[str]:
     if best is not None:
         lines.append(f"Next: mnistctl train --config {escape(str(result.directory / 'best-config.json'))}")
     return lines
+
+
+# --- numbers ----------------------------------------------------------------------------------
+
+def numbers_table(readings: Sequence[Any]) -> Table:
+    """``predict --number``: the number of each picture, its digits' confidences, and doubts."""
+    table = Table()
+    for col, justify in (("file", "left"), ("number", "right"), ("digits", "left"), ("doubts", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in readings:
+        if r.error:
+            table.add_row(escape(printable(r.path)), "", "", Text(r.error, style="red"))
+            continue
+        shown = " ".join(f"{d.prediction.label} {100 * d.prediction.confidence:.0f}%" for d in r.digits)
+        table.add_row(escape(printable(r.path)), (r.number or "") + ("?" if r.unsure else ""), shown,
+                      escape("; ".join(r.reasons)))
+    return table

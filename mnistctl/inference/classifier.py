@@ -29,6 +29,7 @@ from mnistctl.inference.metrics import softmax
 if TYPE_CHECKING:
     from mnistctl.checkpoint import Checkpoint
     from mnistctl.inference.files import FilePrediction
+    from mnistctl.inference.numbers import NumberReading
 
 __all__ = ["Classifier", "Ensemble", "OnnxClassifier", "Prediction", "TorchClassifier", "load_classifier",
            "prepare_image", "ImageSource"]
@@ -141,6 +142,16 @@ class Classifier:
                     for i, (p, image) in enumerate(zip(self.classify(batch), batch))]
         pictures = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         return predict_images(pictures, self, preprocess)
+
+    def read_number(self, picture: Any, digits: int | None = None) -> NumberReading:
+        """Read the number in a picture (a path, bytes, a stream or a PIL image): its digits found
+        left to right, each prepared and read as ``predict`` reads one digit. ``digits``: how many
+        there are, when known. The reading's ``number`` keeps leading zeros; ``digits`` holds each
+        digit's box and prediction; ``unsure`` and ``reasons`` say whether to doubt it."""
+        from mnistctl.inference.numbers import read_number
+
+        name = str(picture) if isinstance(picture, (str, Path)) else "image"
+        return read_number(self, picture, name, digits)
 
 
 class TorchClassifier(Classifier):

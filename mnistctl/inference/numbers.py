@@ -1,0 +1,173 @@
+"""Read a number: every digit of a picture found (``mnistctl.images.numbers``), each prepared and
+read as ``predict`` reads one digit (two looks), all in one batch, left to right.
+
+Digits that touch are split where the classifier reads the parts best: a group wider than the
+digits are tall is tried whole and cut into two or three at the columns with the least ink, and
+the reading with the most confident digits wins (ties go to the split the group's width suggests).
+A number is unsure when any digit is, or when another split read almost as well.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mnistctl.errors import ImageError
+from mnistctl.images.numbers import Group, Layout, cuts, digit_input, find_digits, split
+from mnistctl.images.prepare import DECODE_LONGEST, ImageSource, analyse, read_image
+from mnistctl.inference.classifier import Classifier, Prediction
+
+MAX_PARTS = 6  # a group of touching digits is tried as up to this many digits
+TRIES = {2: 5, 3: 4, 4: 3}  # columns tried for each cut, by the number of parts (fewer for more: they multiply)
+DOUBT = 0.35  # a split whose score is within this of the best one's makes the reading doubtful
+PER_DIGIT_WIDTH = 0.7  # a digit is about this many times as wide as the digits are tall (for the expected split)
+
+
+@dataclass
+class DigitReading:
+    """One digit of a number: where it is (x0, y0, x1, y1 in the picture reduced to its work size)
+    and how it reads."""
+
+    box: tuple[int, int, int, int]
+    prediction: Prediction
+    image: np.ndarray  # the 28x28 input the model saw
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.prediction
+        return {"box": list(self.box), "prediction": p.label, "confidence": p.confidence, "unsure": p.unsure}
+
+
+@dataclass
+class NumberReading:
+    """A picture read as a number: its digits left to right (``number``, leading zeros kept), or the
+    error that kept it from being read."""
+
+    path: str
+    digits: list[DigitReading] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why the reading should not be trusted blindly
+    error: str | None = None
+
+    @property
+    def number(self) -> str | None:
+        return "".join(d.prediction.label for d in self.digits) if self.digits else None
+
+    @property
+    def unsure(self) -> bool:
+        return bool(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "number": self.number, "digits": [d.to_dict() for d in self.digits],
+                "unsure": self.unsure if self.error is None else None, "reasons": self.reasons, "error": self.error}
+
+
+def read_number(classifier: Classifier, source: ImageSource, path: str = "image",
+                count: int | None = None) -> NumberReading:
+    """Read the number in ``source``; ``count``: how many digits it has, when known (the boxes of a
+    form), which guides the split of touching digits. Problems with the picture are the reading's
+    ``error``."""
+    reading = NumberReading(path)
+    try:
+        decoded = read_image(source, DECODE_LONGEST)
+        layout = find_digits(decoded)
+        if len(layout.groups) == 1 and not layout.wide(layout.groups[0]) and count in (None, 1):
+            return _one_digit(classifier, decoded, reading, layout)  # exactly as predict reads one digit
+    except ImageError as exc:
+        reading.error = str(exc)
+        return reading
+    parts = _parts_wanted(layout, count)
+    chosen: list[tuple[Group, np.ndarray]] = []
+    for group, wanted in zip(layout.groups, parts):
+        options = [wanted] if wanted is not None else _options(layout, group)
+        scored = [_score(classifier, group, k) for k in options]
+        best = max(range(len(scored)), key=lambda i: scored[i][0])
+        runner_up = max((s for i, (s, _) in enumerate(scored) if i != best), default=-math.inf)
+        if scored[best][0] - runner_up < DOUBT:
+            reading.reasons.append("touching digits: another split reads almost as well")
+        chosen += scored[best][1]
+    images = np.stack([image for _, image in chosen])
+    predictions = classifier.classify(images, [True] * len(chosen))
+    reading.digits = [DigitReading((g.x0, g.y0, g.x1, g.y1), p, image)
+                      for (g, image), p in zip(chosen, predictions)]
+    if any(p.unsure for p in predictions):
+        reading.reasons.insert(0, "a digit read with low confidence")
+    if count is not None and len(reading.digits) != count:
+        reading.reasons.append(f"{len(reading.digits)} digits found where {count} were expected")
+    reading.reasons = list(dict.fromkeys([*reading.reasons, *layout.notes]))  # each reason once
+    return reading
+
+
+def _one_digit(classifier: Classifier, decoded: Any, reading: NumberReading, layout: Layout) -> NumberReading:
+    """A picture of one digit: prepared and read exactly as ``predict`` reads it (its notes as reasons)."""
+    prepared = analyse(decoded)
+    [prediction] = classifier.classify(prepared.image[None], [prepared.redrawn])
+    g = layout.groups[0]
+    reading.digits = [DigitReading((g.x0, g.y0, g.x1, g.y1), prediction, prepared.image)]
+    reading.reasons = (["a digit read with low confidence"] if prediction.unsure else []) + list(prepared.notes)
+    return reading
+
+
+def read_numbers(specs: list[str], classifier: Classifier, *, stdin: bytes | None = None,
+                 count: int | None = None) -> list[NumberReading]:
+    """``predict --number``: every file, directory or glob of ``specs`` read as a number, in order;
+    inputs that cannot be read carry their error."""
+    from mnistctl.inference.files import STDIN, expand_inputs
+
+    readings = []
+    for path, error in expand_inputs(specs):
+        if error is not None or (path == STDIN and stdin is None):
+            readings.append(NumberReading(path, error=error or "no image on standard input"))
+            continue
+        readings.append(read_number(classifier, stdin if path == STDIN and stdin else path, path, count))
+    return readings
+
+
+def number_csv(readings: list[NumberReading]) -> str:
+    """``predict --number --csv``: a row per picture (path, number, unsure, reasons, digits, error)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "number", "unsure", "reasons", "confidences", "error"])
+    for r in readings:
+        writer.writerow([r.path, r.number or "", "" if r.error else r.unsure, "; ".join(r.reasons),
+                         " ".join(f"{d.prediction.confidence:.4f}" for d in r.digits), r.error or ""])
+    return out.getvalue()
+
+
+def _options(layout: Layout, group: Group) -> list[int]:
+    """How many digits a group is tried as: one; for a wide group, up to half again as many as its
+    width suggests (a 1 is narrow), and at most ``MAX_PARTS``."""
+    if not layout.wide(group):
+        return [1]
+    expected = group.width / (PER_DIGIT_WIDTH * max(group.height, 1))
+    return list(range(1, max(2, min(MAX_PARTS, round(1.5 * expected))) + 1))
+
+
+def _parts_wanted(layout: Layout, count: int | None) -> list[int | None]:
+    """With a known ``count`` of digits: how many each group is (the widest for each one missing);
+    without: None each (the reader tries)."""
+    if count is None or count <= len(layout.groups):
+        return [None if count is None else 1] * len(layout.groups)
+    parts = [1] * len(layout.groups)
+    for _ in range(count - len(layout.groups)):
+        i = max(range(len(parts)), key=lambda j: layout.groups[j].width / parts[j])
+        parts[i] += 1
+    return list(parts)
+
+
+def _score(classifier: Classifier, group: Group, k: int) -> tuple[float, list[tuple[Group, np.ndarray]]]:
+    """``group`` read as ``k`` digits, at the cuts (``cuts``) whose digits the classifier is surest
+    of: the mean log-confidence, less the distance from the number of digits the group's width
+    suggests; and those digits with their inputs."""
+    ways = [split(group, at) for at in cuts(group, k, TRIES.get(k, 2))] if k > 1 else [[group]]
+    ways = [w for w in ways if len(w) == k] or [[group]]
+    inputs = [[(p, digit_input(p)) for p in way] for way in ways]
+    probs = classifier.probabilities(np.stack([image for way in inputs for _, image in way]))
+    confidence = np.log(np.maximum(probs.max(1), 1e-9)).reshape(len(ways), -1).mean(1)
+    best = int(np.argmax(confidence))
+    expected = group.width / (PER_DIGIT_WIDTH * max(group.height, 1))
+    return float(confidence[best]) - 0.5 * abs(k - expected), inputs[best]
