@@ -74,19 +74,10 @@ def read_number(classifier: Classifier, source: ImageSource, path: str = "image"
         layout = find_digits(decoded)
         if len(layout.groups) == 1 and not layout.wide(layout.groups[0]) and count in (None, 1):
             return _one_digit(classifier, decoded, reading, layout)  # exactly as predict reads one digit
+        chosen = _digits(classifier, layout, count, reading)
     except ImageError as exc:
         reading.error = str(exc)
         return reading
-    parts = _parts_wanted(layout, count)
-    chosen: list[tuple[Group, np.ndarray]] = []
-    for group, wanted in zip(layout.groups, parts):
-        options = [wanted] if wanted is not None else _options(layout, group)
-        scored = [_score(classifier, group, k) for k in options]
-        best = max(range(len(scored)), key=lambda i: scored[i][0])
-        runner_up = max((s for i, (s, _) in enumerate(scored) if i != best), default=-math.inf)
-        if scored[best][0] - runner_up < DOUBT:
-            reading.reasons.append("touching digits: another split reads almost as well")
-        chosen += scored[best][1]
     images = np.stack([image for _, image in chosen])
     predictions = classifier.classify(images, [True] * len(chosen))
     reading.digits = [DigitReading((g.x0, g.y0, g.x1, g.y1), p, image)
@@ -97,6 +88,21 @@ def read_number(classifier: Classifier, source: ImageSource, path: str = "image"
         reading.reasons.append(f"{len(reading.digits)} digits found where {count} were expected")
     reading.reasons = list(dict.fromkeys([*reading.reasons, *layout.notes]))  # each reason once
     return reading
+
+
+def _digits(classifier: Classifier, layout: Layout, count: int | None,
+            reading: NumberReading) -> list[tuple[Group, np.ndarray]]:
+    """Each group as the digits it reads best as (a doubtful split noted in ``reading``), with their inputs."""
+    chosen: list[tuple[Group, np.ndarray]] = []
+    for group, wanted in zip(layout.groups, _parts_wanted(layout, count)):
+        options = [wanted] if wanted is not None else _options(layout, group)
+        scored = [_score(classifier, group, k) for k in options]
+        best = max(range(len(scored)), key=lambda i: scored[i][0])
+        runner_up = max((s for i, (s, _) in enumerate(scored) if i != best), default=-math.inf)
+        if scored[best][0] - runner_up < DOUBT:
+            reading.reasons.append("touching digits: another split reads almost as well")
+        chosen += scored[best][1]
+    return chosen
 
 
 def _one_digit(classifier: Classifier, decoded: Any, reading: NumberReading, layout: Layout) -> NumberReading:
