@@ -412,6 +412,26 @@ def _terminate(signum: int, frame: Any) -> None:  # noqa: ARG001
     raise Terminated
 
 
+def _one_of_a_group() -> bool:
+    """This process is one of several started by torchrun."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def _leave(code: object) -> None:
+    """End a process of a group now, its files written and its output flushed: the interpreter's
+    own ending would tear down gloo's threads, which, with a partner gone or still closing, can
+    abort the process ("terminate called without an active exception") after its work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
 def main() -> None:
     """The console script: SIGTERM unwinds like Ctrl-C; an error that is not the user's (a bug)
     keeps its traceback and asks to be reported. PyTorch's C++ warnings (c10d's retries and their
@@ -423,7 +443,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app(standalone_mode=True)
-    except SystemExit:
+    except SystemExit as done:
+        if _one_of_a_group():
+            _leave(done.code)
         raise
     except BrokenPipeError:  # the reader went away (`mnistctl predict ... | head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
