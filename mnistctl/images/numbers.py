@@ -14,6 +14,7 @@ Numpy, OpenCV (through ``pixels``) and Pillow; no torch.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,8 +165,6 @@ def cuts(group: Group, parts: int, tries: int = 4) -> list[list[int]]:
     """Ways to split ``group`` into ``parts`` digits: for each cut, the ``tries`` columns with the
     least ink near where an even split would put it (within a third of a part's width, a few
     pixels apart), combined."""
-    import itertools
-
     profile = group.ink.sum(0)
     width = group.width
     per_cut = []

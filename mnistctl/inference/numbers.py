@@ -149,8 +149,7 @@ def _options(layout: Layout, group: Group) -> list[int]:
     width suggests (a 1 is narrow), and at most ``MAX_PARTS``."""
     if not layout.wide(group):
         return [1]
-    expected = group.width / (PER_DIGIT_WIDTH * max(group.height, 1))
-    return list(range(1, max(2, min(MAX_PARTS, round(1.5 * expected))) + 1))
+    return list(range(1, max(2, min(MAX_PARTS, round(1.5 * _expected_digits(group)))) + 1))
 
 
 def _parts_wanted(layout: Layout, count: int | None) -> list[int | None]:
@@ -175,5 +174,9 @@ def _score(classifier: Classifier, group: Group, k: int) -> tuple[float, list[tu
     probs = classifier.probabilities(np.stack([image for way in inputs for _, image in way]))
     confidence = np.log(np.maximum(probs.max(1), 1e-9)).reshape(len(ways), -1).mean(1)
     best = int(np.argmax(confidence))
-    expected = group.width / (PER_DIGIT_WIDTH * max(group.height, 1))
-    return float(confidence[best]) - 0.5 * abs(k - expected), inputs[best]
+    return float(confidence[best]) - 0.5 * abs(k - _expected_digits(group)), inputs[best]
+
+
+def _expected_digits(group: Group) -> float:
+    """How many digits a group's width suggests (a digit being about ``PER_DIGIT_WIDTH`` as wide as tall)."""
+    return group.width / (PER_DIGIT_WIDTH * max(group.height, 1))
