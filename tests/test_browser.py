@@ -56,8 +56,10 @@ def _draw(page, strokes: list[list[tuple[float, float]]]) -> None:
         page.mouse.up()
 
 
+# on the 2:1 canvas: a digit about as wide as people write one (a quarter of the width, 0.65 of the height)
 ONE = [[(0.52, 0.15), (0.48, 0.85)]]
-SEVEN = [[(0.25, 0.2), (0.75, 0.2), (0.42, 0.85)]]
+SEVEN = [[(0.38, 0.2), (0.62, 0.2), (0.46, 0.85)]]
+ONE_SEVEN = [[(0.27, 0.15), (0.25, 0.85)], [(0.5, 0.2), (0.72, 0.2), (0.58, 0.85)]]
 
 
 def _screenshot(page, tmp_path: Path, name: str) -> Path:
@@ -98,8 +100,23 @@ def test_draw_a_one_and_a_seven(browser, server, tmp_path):
         }
         return [mass / 255, my / mass, mx / mass];
     }""")
-    _screenshot(page, tmp_path, "serve-page.png")
     assert ink > 30 and abs(cy - 13.5) < 1.5 and abs(cx - 13.5) < 1.5, (ink, cy, cx)
+
+    page.click("#clear")  # a number: read digit by digit, each boxed on the drawing with its reading
+    _draw(page, ONE_SEVEN)
+    expect(page.locator("#digit")).to_have_text("17")
+    expect(page.locator("#digits li")).to_have_count(2)
+    expect(page.locator("#bars")).to_be_hidden()
+    # the boxes' blue lines, left of the middle for the 1 and right of it for the 7
+    left, right = page.evaluate("""() => {
+        const c = document.getElementById('boxes'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let left = 0, right = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && d[i + 2] > 200) ((i / 4) % c.width < c.width * 0.4 ? left++ : right++);
+        return [left, right];
+    }""")
+    assert left > 100 and right > 100, (left, right)
+    assert page.evaluate("document.getElementById('seen').width") == 56  # both inputs the model saw
+    _screenshot(page, tmp_path, "serve-page.png")
     assert not errors, errors
 
 

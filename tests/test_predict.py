@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import struct
@@ -550,7 +551,8 @@ def test_a_digit_on_ruled_or_squared_paper_is_read_without_the_printed_lines(tmp
 
 def test_specks_apart_from_the_digit_are_left_out_and_two_digits_are_doubted(tmp_path):
     """Dust on a scan or a stray click in a paint program once turned a 4 into a confident 2; the
-    separate strokes of a digit stay; two digits side by side are read, and doubted."""
+    separate strokes of a digit stay; two digits side by side are read as the number, or, with
+    --single, as one digit, and doubted."""
     from PIL import ImageDraw
 
     four = Image.open(PAINT_4).convert("L")
@@ -570,7 +572,11 @@ def test_specks_apart_from_the_digit_are_left_out_and_two_digits_are_doubted(tmp
     out = runner.invoke(app, ["predict", "--json", *(str(tmp_path / f) for f in ("dusty.png", "five.png", "pair.png"))])
     got = [(r["prediction"], r["unsure"], r["reasons"]) for r in json.loads(out.stdout)]
     assert got[:2] == [("4", False, []), ("5", False, [])], out.output
-    assert got[2][1] and any("separate places" in why for why in got[2][2]), got[2]
+    assert [r["number"] for r in json.loads(out.stdout)] == ["4", "5", "44"] and got[2][0] is None
+    single = runner.invoke(app, ["predict", "--json", "--single", str(tmp_path / "pair.png")])
+    [doc] = json.loads(single.stdout)
+    assert doc["unsure"] and any("separate places" in why for why in doc["reasons"]), doc
+    assert doc["number"] == doc["prediction"] and len(doc["digits"]) == 1
     assert np.array_equal(prepare_image(tmp_path / "dusty.png"), prepare_image(PAINT_4))
 
 
@@ -674,7 +680,9 @@ def test_stdin_csv_and_one_summary_line_for_saved_inputs(tmp_path):
     assert out.exit_code == 0, out.output
     rows = out.stdout.splitlines()
     assert rows[0].startswith("path,prediction,confidence,unsure,reasons,error,p_0") and len(rows) == 2
-    assert rows[1].startswith("-,4,") and len(rows[1].split(",")) == 16
+    assert rows[0].endswith(",p_9,number,digits")
+    row = next(csv.reader(io.StringIO(rows[1])))
+    assert row[:2] == ["-", "4"] and len(row) == 18 and row[16] == "4" and json.loads(row[17])[0]["prediction"] == "4"
     out = runner.invoke(app, ["predict", "--save-inputs", str(tmp_path / "in"), *[str(PAINT_4)] * 5])
     assert out.exit_code == 0 and out.stdout.count("Saved") == 1
     assert f"Saved 5 inputs the model saw to {tmp_path / 'in'}" in " ".join(out.stdout.split())

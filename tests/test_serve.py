@@ -90,6 +90,28 @@ def test_raw_body_and_multipart_give_the_cli_answer(server):
     assert seen.shape == (28, 28) and seen.max() > 200 and seen[0].max() == 0  # a centred light digit on black
 
 
+def test_a_number_reads_as_on_the_command_line_with_its_digits_boxes(server, tmp_path):
+    """POST /predict answers a picture of several digits with the number and each digit's box,
+    as predict --json does; numbers=never reads it as one digit (doubted), digits=N guides the split."""
+    four = np.asarray(Image.open(PAINT_4).convert("L").resize((250, 250)))
+    pair = np.full((300, 600), 255, np.uint8)
+    pair[25:275, 20:270] = four
+    pair[25:275, 320:570] = four
+    (tmp_path / "44.png").write_bytes(png(pair))
+    cli = json.loads(subprocess.run([sys.executable, "-m", "mnistctl", "predict", str(tmp_path / "44.png"), "--json"],
+                                    capture_output=True, text=True, check=True).stdout)[0]
+    status, got, _ = request(server.url, "POST", "/predict?input=true", png(pair))
+    assert status == 200 and got["number"] == cli["number"] == "44" and got["prediction"] is None
+    assert [d["box"] for d in got["digits"]] == [d["box"] for d in cli["digits"]]
+    (a, b) = [d["box"] for d in got["digits"]]
+    assert 20 <= a[0] < a[2] <= 270 and 320 <= b[0] < b[2] <= 570  # in the picture's own pixels
+    assert len(got["inputs"]) == 2 and np.array(got["inputs"][1]).shape == (28, 28)
+    status, one, _ = request(server.url, "POST", "/predict?numbers=never", png(pair))
+    assert status == 200 and one["number"] == one["prediction"] and one["unsure"]
+    status, bad, _ = request(server.url, "POST", "/predict?digits=0", png(pair))
+    assert status == 422 and "digits" in bad["error"]
+
+
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_the_people_style_corpus_reads_the_same_over_http_and_on_the_command_line(server, mnist_data_dir, tmp_path):

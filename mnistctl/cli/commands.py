@@ -226,18 +226,23 @@ def predict(
         "--jobs", "-j", min=1, max=256, show_default=False,
         help="Processes preparing pictures [default: one per core; 1: none besides this one]. "
              "Used from 64 files on.")] = None,
+    single: Annotated[bool, typer.Option(
+        "--single", help="Read each picture as one digit, even when it seems to hold several.")] = False,
     number: Annotated[bool, typer.Option(
-        "--number", help="Read each picture as a number: every digit found, left to right (one line).")] = False,
+        "--number", help="Every picture holds a number: touching digits are split more readily.")] = False,
     digits: Annotated[int | None, typer.Option(
         min=1, max=64, show_default=False,
-        help="With --number: how many digits each picture holds, when known (guides the split of touching "
-             "digits).")] = None,
+        help="How many digits each picture holds, when known (the boxes of a form): guides the split of "
+             "touching digits.")] = None,
 ) -> None:
-    """Read the digit in each image: a table of predictions with confidence and top 3.
+    """Read the digit, or the number, in each image: a table of predictions with confidence and top 3.
 
-    A prediction is marked unsure (? in the table, "unsure" in JSON and CSV) when the model gives it
-    less than 80% or the picture does not look like a single digit. Exit code 1 when any image could
-    not be read (the others are still predicted).
+    A picture whose ink is wider than a digit or in separate places is read as a number: every
+    digit found, left to right on one line (the table's number column; "number" and "digits" in
+    JSON and CSV). A prediction is marked unsure (? in the table, "unsure" in JSON and CSV) when the
+    model gives a digit less than 80%, the split of touching digits was doubtful, or the picture
+    does not look like what was read. Exit code 1 when any image could not be read (the others are
+    still predicted).
     """
     with user_errors():
         from mnistctl import api
@@ -246,6 +251,10 @@ def predict(
 
         if as_json and as_csv:
             raise ConfigError("choose one of --json and --csv")
+        if single and (number or digits is not None):
+            raise ConfigError("--single reads one digit per picture: leave out --number and --digits")
+        if not preprocess and (number or digits is not None):
+            raise ConfigError("--number and --digits need the pictures prepared: leave out --no-preprocess")
         from mnistctl.errors import ImageError
         from mnistctl.fsutil import read_stream
         from mnistctl.images.read import MAX_BYTES
@@ -253,12 +262,10 @@ def predict(
         stdin = (read_stream(sys.stdin.buffer, MAX_BYTES, "standard input", ImageError)
                  if core.STDIN in paths and not sys.stdin.isatty() else None)
         clf = api.load(checkpoint_path, device=device, batch_size=batch_size)
-        if number or digits is not None:
-            _predict_numbers(paths, clf, stdin, digits, as_json, as_csv)
-            return
+        numbers: core.Numbers = "never" if single else "always" if number or digits is not None else "auto"
         with PredictProgress(err_console) as progress:
             results = core.predict_files(paths, clf, preprocess, stdin=stdin, progress=progress.update,
-                                         jobs=jobs)
+                                         jobs=jobs, numbers=numbers, digits=digits)
         saved = core.save_inputs(results, save_inputs) if save_inputs is not None else []
     failed = sum(r.error is not None for r in results)
     if as_json:
@@ -279,24 +286,6 @@ def predict(
         first = next(r for r in results if r.error is not None)
         many = f"{failed} of {len(results)} images could not be read; the first, " if failed > 1 else "could not read "
         error_line(f"{many}{printable(first.path)}: {first.error}")
-        raise typer.Exit(1)
-
-
-def _predict_numbers(paths: list[str], clf: Any, stdin: bytes | None, digits: int | None, as_json: bool,
-                     as_csv: bool) -> None:
-    """``predict --number``: read, then print a table, JSON or CSV; exit 1 when a picture could not be read."""
-    from mnistctl.cli.render import model_line, numbers_table
-    from mnistctl.inference.numbers import number_csv, read_numbers
-
-    readings = read_numbers(paths, clf, stdin=stdin, count=digits)
-    if as_json:
-        typer.echo(json.dumps([r.to_dict() | {"model": clf.source} for r in readings], indent=2))
-    elif as_csv:
-        sys.stdout.write(number_csv(readings))
-    else:
-        say(model_line(clf))
-        console.print(numbers_table(readings))
-    if any(r.error for r in readings):
         raise typer.Exit(1)
 
 

@@ -400,24 +400,35 @@ class PredictProgress:
 
 
 def predictions_table(results: Sequence[FilePrediction], dataset: str) -> Table:
-    """A row per file; an unsure prediction is marked with ? and its reasons."""
+    """A row per file; an unsure prediction is marked with ? and its reasons. When a picture was
+    read as a number, a number column shows it and the top-3 column each digit's confidence."""
     table = Table()
+    numbers = any(r.number is not None for r in results)
     justify: Any
-    for col, justify in (("file", "left"), ("digit" if dataset == "mnist" else "class", "center"),
-                         ("confidence", "right"), ("top 3", "left")):
+    columns = [("file", "left"), ("digit" if dataset == "mnist" else "class", "center"), ("confidence", "right"),
+               ("top 3" if not numbers else "top 3 / digits", "left")]
+    for col, justify in columns[:1] + ([("number", "right")] if numbers else []) + columns[1:]:
         table.add_column(col, justify=justify, overflow="fold")
     for r in results:
         p = r.prediction
+        number: list[Any] = [Text(r.text or "", style="bold")] if numbers else []
         if p is None:
-            table.add_row(Text(printable(r.path)), "[red]-[/]", "", Text(f"error: {printable(r.error or '')}",
-                                                                          style="red"))
+            table.add_row(Text(printable(r.path)), *number, "[red]-[/]", "",
+                          Text(f"error: {printable(r.error or '')}", style="red"))
             continue
-        top3 = Text("  ".join(f"{c} {100 * q:.1f}%" for c, q in p.top(3)))
-        label = Text(p.label, style="bold")
+        if r.number is not None:
+            label, confidence = Text("-", style="dim"), ""
+            detail = Text("  ".join(f"{d.prediction.label} {100 * d.prediction.confidence:.1f}%"
+                                    for d in r.number.digits))
+        else:
+            label, confidence = Text(p.label, style="bold"), f"{100 * p.confidence:.1f}%"
+            detail = Text("  ".join(f"{c} {100 * q:.1f}%" for c, q in p.top(3)))
         if r.unsure:
-            label = Text(f"{p.label}?", style="bold yellow")
-            top3.append(f"\nunsure: {'; '.join(r.reasons)}", style="yellow")
-        table.add_row(Text(printable(r.path)), label, f"{100 * p.confidence:.1f}%", top3)
+            target = number[0] if number else label
+            target.append("?")
+            target.stylize("bold yellow")
+            detail.append(f"\nunsure: {'; '.join(r.reasons)}", style="yellow")
+        table.add_row(Text(printable(r.path)), *number, label, confidence, detail)
     return table
 
 
@@ -427,11 +438,15 @@ def input_panels(results: Sequence[FilePrediction], plain: bool = False) -> list
 
     panels: list[RenderableType] = []
     for r in results:
-        if r.image is not None and r.prediction is not None:
+        if r.image is None or r.prediction is None:
+            continue
+        shown = [(r.image, r.prediction)] if r.number is None else [(d.image, d.prediction) for d in r.number.digits]
+        for k, (image, p) in enumerate(shown, 1):
+            which = f" (digit {k} of {len(shown)})" if len(shown) > 1 else ""
             grid = Table.grid(padding=(0, 2))
-            grid.add_row(digit_text(r.image.tolist(), plain), Text.assemble(
-                (f"{printable(r.path)}\n", "dim"), ("→ ", ""), (r.prediction.label, "bold green"),
-                f"  ({100 * r.prediction.confidence:.1f}%)"))
+            grid.add_row(digit_text(image.tolist(), plain), Text.assemble(
+                (f"{printable(r.path)}{which}\n", "dim"), ("→ ", ""), (p.label, "bold green"),
+                f"  ({100 * p.confidence:.1f}%)"))
             panels.append(grid)
     return panels
 
@@ -515,20 +530,3 @@ def tune_summary(result: Any) -> list[str]:
     if best is not None:
         lines.append(f"Next: mnistctl train --config {escape(str(result.directory / 'best-config.json'))}")
     return lines
-
-
-# --- numbers ----------------------------------------------------------------------------------
-
-def numbers_table(readings: Sequence[Any]) -> Table:
-    """``predict --number``: the number of each picture, its digits' confidences, and doubts."""
-    table = Table()
-    for col, justify in (("file", "left"), ("number", "right"), ("digits", "left"), ("doubts", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for r in readings:
-        if r.error:
-            table.add_row(escape(printable(r.path)), "", "", Text(r.error, style="red"))
-            continue
-        shown = " ".join(f"{d.prediction.label} {100 * d.prediction.confidence:.0f}%" for d in r.digits)
-        table.add_row(escape(printable(r.path)), (r.number or "") + ("?" if r.unsure else ""), shown,
-                      escape("; ".join(r.reasons)))
-    return table

@@ -21,6 +21,7 @@ import numpy as np
 
 from mnistctl.images.pixels import at_most, pieces
 from mnistctl.images.prepare import (
+    SEVERAL_WIDE,
     WORK_SIZE,
     Decoded,
     ImageError,
@@ -36,7 +37,8 @@ NUMBER_WORK = 2 * WORK_SIZE  # px, the longer side a number is found on: six dig
 OVERLAP = 0.4  # pieces sharing this share of the narrower one's width are strokes of one digit
 DIGIT_HEIGHT = 0.45  # a group at least this share of the tallest group's height is a digit (less: a mark)
 SPECK = 0.02  # a piece with less than this share of the ink, and small, is a speck
-WIDE = 1.15  # a group wider than this times the digits' typical height may be several digits touching
+WIDE = SEVERAL_WIDE  # a group wider than this times the digits' typical height may be several digits touching
+SLIVER = 0.1  # a piece along the picture's edge thinner than this share of its length is a table's or a page's edge
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,14 @@ class Layout:
     groups: list[Group]
     digit_height: float
     notes: tuple[str, ...] = ()
+    origin: tuple[int, int] = (0, 0)  # where the work picture's (0, 0) is in the picture reduced to work size
+    scale: float = 1.0  # the picture's pixels per work pixel
+
+    def box(self, group: Group) -> tuple[int, int, int, int]:
+        """``group``'s box in the picture's own pixels (x0, y0, x1, y1; ends exclusive)."""
+        (ox, oy), s = self.origin, self.scale
+        return (int((group.x0 + ox) * s), int((group.y0 + oy) * s), int(np.ceil((group.x1 + ox) * s)),
+                int(np.ceil((group.y1 + oy) * s)))
 
     def wide(self, group: Group) -> bool:
         """Whether ``group`` is wide enough to be several digits touching."""
@@ -79,9 +89,12 @@ def find_digits(decoded: Decoded) -> Layout:
     cleaned, threshold, _ = _clean(view)
     soft = _soft_mask(cleaned, threshold)
     inside = _inside_frame(soft)
+    origin = (0, 0)
     if inside is not None:
         y0, y1, x0, x1 = inside
         soft = soft[y0:y1, x0:x1]
+        origin = (x0, y0)
+    scale = decoded.scale * ink.shape[1] / view.shape[1]
     labels, count = pieces(soft > 0)
     if count == 0:
         raise ImageError("no ink found: the image looks blank")
@@ -94,9 +107,12 @@ def find_digits(decoded: Decoded) -> Layout:
     np.minimum.at(box[:, 1], which, ys)
     np.maximum.at(box[:, 2], which, xs + 1)
     np.maximum.at(box[:, 3], which, ys + 1)
-    tallest = int((box[:, 3] - box[:, 1]).max())
-    keep = [i for i in range(count)
-            if mass[i] >= SPECK * mass.sum() or box[i, 3] - box[i, 1] >= 0.25 * tallest]
+    edge = _slivers(box, soft.shape)
+    if edge.all():
+        raise ImageError("no ink found: the image looks blank")
+    tallest = int((box[~edge, 3] - box[~edge, 1]).max())
+    keep = [i for i in range(count) if not edge[i] and
+            (mass[i] >= SPECK * mass.sum() or box[i, 3] - box[i, 1] >= 0.25 * tallest)]
     members = _by_columns([(int(box[i, 0]), int(box[i, 2]), i) for i in keep])
     groups = []
     for ids in members:
@@ -113,7 +129,7 @@ def find_digits(decoded: Decoded) -> Layout:
     if len(digits) > 1 and max(centres) - min(centres) > 0.75 * height and \
             not any(a.x1 > b.x0 for a, b in zip(digits, digits[1:])):
         raise ImageError("digits on several lines: crop the picture to one line of digits")
-    return Layout(digits, height, notes)
+    return Layout(digits, height, notes, origin, scale)
 
 
 STROKE = 0.25  # a group narrower than this share of the digits' height, and shorter than ...
@@ -199,3 +215,13 @@ def split(group: Group, at: list[int]) -> list[Group]:
 def digit_input(group: Group) -> np.ndarray:
     """One group prepared as a single digit is: 28x28 uint8, fitted and centred as MNIST's."""
     return _fit(group.ink)
+
+
+def _slivers(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Which pieces (boxes x0, y0, x1, y1) are thin strips lying along the picture's edge: what
+    is left of a sheet's or a table's edge in a photo, not a digit."""
+    h, w = shape
+    bw, bh = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
+    upright = ((box[:, 0] == 0) | (box[:, 2] == w)) & (bw < np.maximum(3, SLIVER * bh))
+    lying = ((box[:, 1] == 0) | (box[:, 3] == h)) & (bh < np.maximum(3, SLIVER * bw))
+    return upright | lying

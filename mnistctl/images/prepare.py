@@ -90,8 +90,12 @@ class Prepared:
     coverage: float = 0.0  # the fraction of the picture that is ink
     notes: tuple[str, ...] = ()  # reasons to doubt it is a single digit
     redrawn: bool = False  # made from a picture that was not an MNIST digit already (``to_mnist`` redrew it)
+    box: tuple[int, int, int, int] | None = None  # the ink's box in the picture's pixels (x0, y0, x1, y1; ends
+    # exclusive); None when the picture was only resized
+    several: bool = False  # the ink is wider than a digit or in separate places: it may be a number
 
 
+SEVERAL_WIDE = 1.15  # ink wider than this times its height may be several digits side by side
 INK_EVERYWHERE = 0.35  # coverage above which a picture probably is not one digit
 MEDIAN_KEEP = 0.9  # the noise filter is used only when it keeps this share of the strong ink (and adds
 # at most the rest)
@@ -342,7 +346,9 @@ def analyse(d: Decoded) -> Prepared:
     that it shows a single digit (ink everywhere, ink in separate places, a mere speck)."""
     if looks_like_mnist(d):
         assert d.raw is not None  # looks_like_mnist says there is a raw 28x28 picture
-        return Prepared(d.raw.copy(), float(np.mean(d.raw > 127)))
+        ys, xs = np.nonzero(d.raw > 0)
+        return Prepared(d.raw.copy(), float(np.mean(d.raw > 127)),
+                        box=(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
     ink = _as_ink(_without_table(d.grey))
     # a look at the whole picture (reduced when large) finds where the digit is and how much ink there is
     view = at_most(ink, WORK_SIZE)
@@ -362,12 +368,15 @@ def analyse(d: Decoded) -> Prepared:
         notes.append(f"ink covers {100 * coverage:.0f}% of the picture: is it a single digit?")
     if max(y1 - y0, x1 - x0) + 1 < TOO_LITTLE_INK:
         notes.append("very little ink: is it a digit?")
+    sy, sx = ink.shape[0] / view.shape[0], ink.shape[1] / view.shape[1]
+    box = (int(x0 * sx * d.scale), int(y0 * sy * d.scale), int(np.ceil((x1 + 1) * sx * d.scale)),
+           int(np.ceil((y1 + 1) * sy * d.scale)))
+    several = two_things or x1 - x0 > SEVERAL_WIDE * (y1 - y0)
     if view is ink:
         ink = view_ink
     else:
         # a large picture: cut the digit out at full resolution (a small digit on a large page
         # keeps its strokes), with a margin, and prepare that
-        sy, sx = ink.shape[0] / view.shape[0], ink.shape[1] / view.shape[1]
         margin = max(y1 - y0, x1 - x0) * 0.15 + 2
         # (inside the frame, where there is one)
         (lo_y, hi_y), (lo_x, hi_x) = ((0, ink.shape[0]), (0, ink.shape[1])) if inside is None else \
@@ -376,7 +385,7 @@ def analyse(d: Decoded) -> Prepared:
         left, right = max(lo_x, int((x0 - margin) * sx)), min(hi_x, int(np.ceil((x1 + 1 + margin) * sx)))
         crop = at_most(ink[top:bottom, left:right], WORK_SIZE)
         ink = _without_specks(_soft_mask(*_clean(crop, turns)[:2]))[0]
-    return Prepared(_fit(ink), coverage, tuple(notes), redrawn=True)
+    return Prepared(_fit(ink), coverage, tuple(notes), redrawn=True, box=box, several=several)
 
 
 def _stroke_width(ink: np.ndarray) -> float:

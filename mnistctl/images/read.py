@@ -36,6 +36,7 @@ FORMAT_NAMES = "PNG, JPEG, GIF, BMP, TIFF, WebP or HEIC"
 class Decoded:
     grey: np.ndarray  # float32 [H, W] in [0, 1]
     raw: np.ndarray | None  # the uint8 grey pixels when the file was plain 8-bit grey, else None
+    scale: float = 1.0  # the picture's pixels per pixel of ``grey`` (a JPEG decoded at a reduced scale: 2, 4, 8)
 
 
 ImageSource = Union[str, Path, bytes, bytearray, memoryview, BinaryIO, Image.Image]  # noqa: UP007 (3.10 runtime)
@@ -171,12 +172,14 @@ def _decode(img: Image.Image, longest: int | None = None) -> Decoded:
                          "you want as a single image")
     try:
         stored_grey = img.mode == "L"
+        full = max(img.size)
         if img.format in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
             _draft(img, longest)
         img.load()
         decoded = _to_grey(_upright(img))
+        decoded.scale = full / max(decoded.grey.shape)
         # raw: a picture stored as 8-bit grey (a colour photo decoded as grey is not an MNIST digit)
-        return decoded if stored_grey or decoded.raw is None else Decoded(decoded.grey, None)
+        return decoded if stored_grey or decoded.raw is None else Decoded(decoded.grey, None, decoded.scale)
     except _CORRUPT as exc:
         raise ImageError(f"truncated or corrupt image ({str(exc)[:80] or type(exc).__name__})") from None
 

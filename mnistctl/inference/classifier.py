@@ -127,13 +127,15 @@ class Classifier:
                                   "weights are damaged; train or export it again")
         return probs
 
-    def predict(self, inputs: Any, preprocess: bool = True) -> list[FilePrediction]:
+    def predict(self, inputs: Any, preprocess: bool = True, numbers: str = "auto") -> list[FilePrediction]:
         """Read digits: ``inputs`` is an array of 0-255 pixels (one digit ``[28, 28]`` or a batch
         ``[N, 28, 28]``, numpy or torch, read as it is), or pictures -- one or a list of paths,
         bytes, streams or PIL images -- each prepared as ``mnistctl predict`` prepares it (made to
-        look like an MNIST digit; ``preprocess=False`` only resizes). One reading per digit, with
+        look like an MNIST digit; ``preprocess=False`` only resizes). One reading per picture, with
         its ``prediction``, whether it is ``unsure`` and why (``reasons``); a picture that cannot be
-        read has its ``error`` instead."""
+        read has its ``error`` instead. A picture found to hold several digits (``numbers="auto"``;
+        "always": read every picture as a number; "never": each as one digit) also has its
+        ``number`` reading (``text`` is the answer either way)."""
         from mnistctl.inference.files import FilePrediction, predict_images
 
         if hasattr(inputs, "shape") and not hasattr(inputs, "getpixel"):  # an array, not a PIL image
@@ -141,7 +143,7 @@ class Classifier:
             return [FilePrediction(f"[{i}]", p, image=image)
                     for i, (p, image) in enumerate(zip(self.classify(batch), batch))]
         pictures = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-        return predict_images(pictures, self, preprocess)
+        return predict_images(pictures, self, preprocess, _numbers(numbers))
 
     def read_number(self, picture: Any, digits: int | None = None) -> NumberReading:
         """Read the number in a picture (a path, bytes, a stream or a PIL image): its digits found
@@ -338,3 +340,11 @@ def load_classifier(checkpoint: str | Path | Sequence[str | Path] | None = None,
 
         torch.set_num_threads(threads)
     return TorchClassifier(load_or_pretrained(checkpoint), device, batch_size)
+
+
+def _numbers(value: str) -> Any:
+    """``numbers`` checked: one of auto, always, never."""
+    from mnistctl.errors import one_of
+
+    one_of("numbers", value, ("auto", "always", "never"))
+    return value

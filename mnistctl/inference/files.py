@@ -2,7 +2,9 @@
 
 Expands files, directories and glob patterns, prepares each image (``prepare_image``) and
 classifies them in batches (``Classifier.classify``); an input that cannot be read carries its
-error instead of stopping the others.
+error instead of stopping the others. A picture whose ink is wider than a digit or in separate
+places is then read as a number (``mnistctl.inference.numbers``); when that finds several digits,
+the picture's answer is the number.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from mnistctl.errors import ImageError
 from mnistctl.images.prepare import ImageSource, Prepared, prepare
 from mnistctl.inference.classifier import Classifier, Prediction
+
+if TYPE_CHECKING:
+    from mnistctl.inference.numbers import NumberReading
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CHUNK = 1024  # files decoded before a round of classification
@@ -42,10 +47,15 @@ class FilePrediction:
     image: np.ndarray | None = None  # the 28x28 uint8 input the model saw
     notes: tuple[str, ...] = ()  # what preprocessing found odd about the picture
     redrawn: bool = False  # preprocessing made the input from a picture that was not an MNIST digit
+    box: tuple[int, int, int, int] | None = None  # the ink's box in the picture (x0, y0, x1, y1)
+    several: bool = False  # the ink is wider than a digit or in separate places: it may be a number
+    number: NumberReading | None = None  # the picture read as a number, when it holds several digits
 
     @property
     def reasons(self) -> list[str]:
         """Why this prediction should not be trusted blindly (empty: no reason)."""
+        if self.number is not None:
+            return list(self.number.reasons)
         low = ["low confidence"] if self.prediction is not None and self.prediction.unsure else []
         return low + list(self.notes)
 
@@ -53,12 +63,33 @@ class FilePrediction:
     def unsure(self) -> bool:
         return bool(self.reasons)
 
+    @property
+    def text(self) -> str | None:
+        """The answer: the number read (leading zeros kept), or the one digit's label."""
+        if self.number is not None:
+            return self.number.number
+        return self.prediction.label if self.prediction is not None else None
+
+    def digits(self) -> list[dict[str, Any]]:
+        """Each digit read: its box in the picture, prediction, confidence and whether it is unsure."""
+        if self.number is not None:
+            return [d.to_dict() for d in self.number.digits]
+        if self.prediction is None:
+            return []
+        box = list(self.box) if self.box is not None else None
+        return [{"box": box, "prediction": self.prediction.label, "confidence": self.prediction.confidence,
+                 "unsure": self.unsure}]
+
     def to_dict(self) -> dict[str, Any]:
+        """The JSON object ``predict --json`` prints: a picture of several digits has no one-digit
+        prediction (null), its answer is ``number`` with its ``digits``."""
         if self.prediction is None:
             return {"path": self.path, "prediction": None, "confidence": None, "unsure": None, "reasons": [],
-                    "top3": [], "probabilities": {}, "error": self.error}
-        return {"path": self.path, **self.prediction.to_dict(), "unsure": self.unsure, "reasons": self.reasons,
-                "error": None}
+                    "top3": [], "probabilities": {}, "error": self.error, "number": None, "digits": []}
+        single = self.prediction.to_dict() if self.number is None else \
+            {"prediction": None, "confidence": None, "top3": [], "probabilities": {}}
+        return {"path": self.path, **single, "unsure": self.unsure, "reasons": self.reasons, "error": None,
+                "number": self.text, "digits": self.digits()}
 
 
 STDIN = "-"
@@ -144,13 +175,21 @@ def _segment(part: str) -> str:
     return "".join(out)
 
 
+Numbers = Literal["auto", "always", "never"]
+
+
 def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = True, *, stdin: bytes | None = None,
-                  progress: Callable[[int, int], None] | None = None, jobs: int | None = None) -> list[FilePrediction]:
+                  progress: Callable[[int, int], None] | None = None, jobs: int | None = None,
+                  numbers: Numbers = "auto", digits: int | None = None) -> list[FilePrediction]:
     """One FilePrediction per input, in order; unreadable inputs carry an error instead.
 
     ``stdin`` holds the bytes of the image named ``-``; ``progress(done, total)`` is called as
     files are read. ``jobs``: processes that prepare the pictures (None: one per core; 1: this
     process alone). Fewer than ``PARALLEL_FROM`` files are prepared here: a process costs more to start.
+    ``numbers``: "auto" reads a picture whose ink is wider than a digit or in separate places as a
+    number; "always" reads every picture as a number (touching digits split more readily);
+    "never" reads each picture as one digit. ``digits``: how many digits each picture holds, when
+    known (implies "always").
     """
     results = [FilePrediction(path, error=err) for path, err in expand_inputs(specs)]
     todo = [r for r in results if r.error is None]
@@ -179,7 +218,7 @@ def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = T
                 if isinstance(outcome, str):
                     r.error = outcome
                 else:
-                    r.image, r.notes, r.redrawn = outcome.image, outcome.notes, outcome.redrawn
+                    _fill(r, outcome)
                     ready.append(r)
                 if progress is not None:
                     progress(n, len(results))
@@ -190,7 +229,22 @@ def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = T
             pending.result()
     if progress is not None and results and not todo:
         progress(len(results), len(results))
+    if preprocess:
+        read_numbers_in(results, classifier, stdin, "always" if digits is not None else numbers, digits)
     return results
+
+
+def read_numbers_in(results: Sequence[FilePrediction], classifier: Classifier, stdin: bytes | None,
+                    numbers: Numbers = "auto", digits: int | None = None) -> None:
+    """Read as a number each picture of ``results`` that may hold several digits (``numbers`` and
+    ``digits`` as ``predict_files`` takes them)."""
+    for r in results:
+        _as_number(r, (stdin or b"") if r.path == STDIN else r.path, classifier, numbers, digits)
+
+
+def _fill(result: FilePrediction, prepared: Prepared) -> None:
+    result.image, result.notes, result.redrawn = prepared.image, prepared.notes, prepared.redrawn
+    result.box, result.several = prepared.box, prepared.several
 
 
 PARALLEL_FROM = 64  # files: fewer are prepared in this process
@@ -253,24 +307,50 @@ def _classify_into(ready: list[FilePrediction], classifier: Classifier) -> None:
 
 
 def predict_images(pictures: Sequence[ImageSource], classifier: Classifier,
-                   preprocess: bool = True) -> list[FilePrediction]:
+                   preprocess: bool = True, numbers: Numbers = "auto") -> list[FilePrediction]:
     """Pictures held in memory or on disk, read in one batch (``Classifier.predict``); each named by
-    its path, or ``[i]`` for one in memory."""
+    its path, or ``[i]`` for one in memory. ``numbers`` as ``predict_files`` takes it."""
     results = [FilePrediction(str(p) if isinstance(p, (str, Path)) else f"[{i}]") for i, p in enumerate(pictures)]
     ready = [r for r, picture in zip(results, pictures) if _prepare_into(r, picture, preprocess)]
     if ready:
         _classify_into(ready, classifier)
+    if preprocess:
+        for r, picture in zip(results, pictures):
+            _as_number(r, picture, classifier, numbers)
     return results
 
 
 def predict_image(source: ImageSource, classifier: Classifier, path: str = "image",
-                  preprocess: bool = True) -> FilePrediction:
+                  preprocess: bool = True, numbers: Numbers = "auto", digits: int | None = None) -> FilePrediction:
     """One image held in memory (bytes, a stream, a PIL image) or on disk -> its FilePrediction,
-    the error in it when the image cannot be read."""
+    the error in it when the image cannot be read. ``numbers`` and ``digits`` as ``predict_files``
+    takes them."""
     result = FilePrediction(path)
     if _prepare_into(result, source, preprocess) and result.image is not None:
         [result.prediction] = classifier.classify(result.image[None], [result.redrawn])
+        if preprocess:
+            _as_number(result, source, classifier, "always" if digits is not None else numbers, digits)
     return result
+
+
+def _as_number(result: FilePrediction, source: ImageSource, classifier: Classifier, numbers: Numbers,
+               digits: int | None = None) -> None:
+    """Read ``result``'s picture as a number when ``numbers`` says so ("auto": when it may be one);
+    a reading of several digits (or any, when ``digits`` is known) becomes its answer. With "auto",
+    a picture that cannot be read as a number keeps its one-digit reading; otherwise the reason is
+    its error."""
+    from mnistctl.inference.numbers import read_number
+
+    if result.prediction is None or numbers == "never" or not (result.several or numbers == "always"):
+        return
+    if not isinstance(source, (str, Path, bytes, bytearray, memoryview)) and hasattr(source, "seek"):
+        source.seek(0)  # a stream: read again from its start
+    reading = read_number(classifier, source, result.path, digits, number=numbers == "always")
+    if reading.error is not None:
+        if numbers == "always":
+            result.prediction, result.error = None, reading.error
+    elif len(reading.digits) > 1 or digits not in (None, 1):
+        result.number = reading
 
 
 def _prepare_into(result: FilePrediction, source: ImageSource, preprocess: bool) -> bool:
@@ -279,7 +359,7 @@ def _prepare_into(result: FilePrediction, source: ImageSource, preprocess: bool)
     if isinstance(prepared, str):
         result.error = prepared
         return False
-    result.image, result.notes, result.redrawn = prepared.image, prepared.notes, prepared.redrawn
+    _fill(result, prepared)
     return True
 
 
@@ -290,7 +370,7 @@ def prediction_json(result: FilePrediction, classifier: Classifier) -> dict[str,
 
 def save_inputs(results: list[FilePrediction], directory: Path) -> list[Path]:
     """Write the 28x28 input of each readable file as ``directory/STEM.png`` (``STEM-2.png``, ...
-    when two files share a stem), atomically."""
+    when two files share a stem; ``STEM.digit1.png``, ... for each digit of a number), atomically."""
     from PIL import Image
 
     from mnistctl.fsutil import atomic_path
@@ -300,26 +380,35 @@ def save_inputs(results: list[FilePrediction], directory: Path) -> list[Path]:
         if r.image is None:
             continue
         stem = "stdin" if r.path == STDIN else Path(r.path).stem
-        name, i = f"{stem}.png", 1
-        while name in used:
-            i += 1
-            name = f"{stem}-{i}.png"
-        used.add(name)
-        with atomic_path(directory / name) as tmp:
-            Image.fromarray(r.image).save(tmp, format="PNG")
-        out.append(directory / name)
+        images = [(stem, r.image)] if r.number is None else \
+            [(f"{stem}.digit{k}", d.image) for k, d in enumerate(r.number.digits, 1)]
+        for first, image in images:
+            name, i = f"{first}.png", 1
+            while name in used:
+                i += 1
+                name = f"{first}-{i}.png"
+            used.add(name)
+            with atomic_path(directory / name) as tmp:
+                Image.fromarray(image).save(tmp, format="PNG")
+            out.append(directory / name)
     return out
 
 
 def to_csv(results: list[FilePrediction], classes: tuple[str, ...]) -> str:
-    """One row per input: path, prediction, confidence, unsure, reasons, error, then the probability
-    of each class (columns ``p_<class>``)."""
+    """One row per input: path, prediction, confidence, unsure, reasons, error, the probability of
+    each class (columns ``p_<class>``), then ``number`` and ``digits`` (a JSON list). A picture of
+    several digits has no one-digit prediction or probabilities: its answer is ``number``."""
+    import json
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", "prediction", "confidence", "unsure", "reasons", "error", *(f"p_{c}" for c in classes)])
+    writer.writerow(["path", "prediction", "confidence", "unsure", "reasons", "error", *(f"p_{c}" for c in classes),
+                     "number", "digits"])
     for r in results:
-        p = r.prediction
+        p = r.prediction if r.number is None else None
         probs = [f"{v:.6f}" for v in p.probabilities] if p else [""] * len(classes)
+        read = r.prediction is not None
         writer.writerow([r.path, p.label if p else "", f"{p.confidence:.6f}" if p else "",
-                         str(r.unsure).lower() if p else "", "; ".join(r.reasons), r.error or "", *probs])
+                         str(r.unsure).lower() if read else "", "; ".join(r.reasons), r.error or "", *probs,
+                         r.text or "", json.dumps(r.digits(), separators=(",", ":")) if read else ""])
     return out.getvalue()

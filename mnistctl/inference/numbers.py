@@ -2,9 +2,16 @@
 read as ``predict`` reads one digit (two looks), all in one batch, left to right.
 
 Digits that touch are split where the classifier reads the parts best: a group wider than the
-digits are tall is tried whole and cut into two or three at the columns with the least ink, and
-the reading with the most confident digits wins (ties go to the split the group's width suggests).
-A number is unsure when any digit is, or when another split read almost as well.
+digits are tall is tried whole and cut into two or more at the columns with the least ink, and
+the reading with the most confident digits wins, less a penalty for straying from the number of
+digits the group's width suggests. A picture not known to hold a number (``predict`` without
+``--number``) reads a group whole unless a split reads clearly better (``ONE_DIGIT``): a wide
+single digit is more common there than two touching ones. A number is unsure when any digit is,
+or when another split read almost as well.
+
+The constants were set on pictures made from MNIST's *validation* digits (never its test set):
+single digits in the 20 people styles and on plain paper, touching and overlapping pairs and
+touching triples (docs/design-notes.md, "Reading numbers").
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ from mnistctl.inference.classifier import Classifier, Prediction
 MAX_PARTS = 6  # a group of touching digits is tried as up to this many digits
 TRIES = {2: 5, 3: 4, 4: 3}  # columns tried for each cut, by the number of parts (fewer for more: they multiply)
 DOUBT = 0.35  # a split whose score is within this of the best one's makes the reading doubtful
-PER_DIGIT_WIDTH = 0.7  # a digit is about this many times as wide as the digits are tall (for the expected split)
+PER_DIGIT_WIDTH = 0.8  # a digit is about this many times as wide as the digits are tall (for the expected split)
+AWAY = 0.5  # the score lost per digit away from the number the group's width suggests
+ONE_DIGIT = 0.5  # the score a group read whole gains when the picture is not known to hold a number
 
 
 @dataclass
 class DigitReading:
-    """One digit of a number: where it is (x0, y0, x1, y1 in the picture reduced to its work size)
+    """One digit of a number: where it is (x0, y0, x1, y1 in the picture's pixels, ends exclusive)
     and how it reads."""
 
     box: tuple[int, int, int, int]
@@ -64,24 +73,28 @@ class NumberReading:
 
 
 def read_number(classifier: Classifier, source: ImageSource, path: str = "image",
-                count: int | None = None) -> NumberReading:
+                count: int | None = None, *, number: bool = True) -> NumberReading:
     """Read the number in ``source``; ``count``: how many digits it has, when known (the boxes of a
-    form), which guides the split of touching digits. Problems with the picture are the reading's
+    form), which guides the split of touching digits; ``number=False``: the picture is more likely
+    one digit (a wide group is split only when the parts read clearly better). A picture read as
+    one digit is read exactly as ``predict`` reads it. Problems with the picture are the reading's
     ``error``."""
     reading = NumberReading(path)
     try:
         decoded = read_image(source, DECODE_LONGEST)
         layout = find_digits(decoded)
         if len(layout.groups) == 1 and not layout.wide(layout.groups[0]) and count in (None, 1):
-            return _one_digit(classifier, decoded, reading, layout)  # exactly as predict reads one digit
-        chosen = _digits(classifier, layout, count, reading)
+            return _one_digit(classifier, decoded, reading)  # exactly as predict reads one digit
+        chosen = _digits(classifier, layout, count, reading, number)
+        if len(chosen) == 1 and count in (None, 1):
+            reading.reasons.clear()
+            return _one_digit(classifier, decoded, reading)
     except ImageError as exc:
         reading.error = str(exc)
         return reading
     images = np.stack([image for _, image in chosen])
     predictions = classifier.classify(images, [True] * len(chosen))
-    reading.digits = [DigitReading((g.x0, g.y0, g.x1, g.y1), p, image)
-                      for (g, image), p in zip(chosen, predictions)]
+    reading.digits = [DigitReading(layout.box(g), p, image) for (g, image), p in zip(chosen, predictions)]
     if any(p.unsure for p in predictions):
         reading.reasons.insert(0, "a digit read with low confidence")
     if count is not None and len(reading.digits) != count:
@@ -90,13 +103,13 @@ def read_number(classifier: Classifier, source: ImageSource, path: str = "image"
     return reading
 
 
-def _digits(classifier: Classifier, layout: Layout, count: int | None,
-            reading: NumberReading) -> list[tuple[Group, np.ndarray]]:
+def _digits(classifier: Classifier, layout: Layout, count: int | None, reading: NumberReading,
+            number: bool = True) -> list[tuple[Group, np.ndarray]]:
     """Each group as the digits it reads best as (a doubtful split noted in ``reading``), with their inputs."""
     chosen: list[tuple[Group, np.ndarray]] = []
     for group, wanted in zip(layout.groups, _parts_wanted(layout, count)):
         options = [wanted] if wanted is not None else _options(layout, group)
-        scored = [_score(classifier, group, k) for k in options]
+        scored = [_score(classifier, group, k, 0.0 if number or k > 1 else ONE_DIGIT) for k in options]
         best = max(range(len(scored)), key=lambda i: scored[i][0])
         runner_up = max((s for i, (s, _) in enumerate(scored) if i != best), default=-math.inf)
         if scored[best][0] - runner_up < DOUBT:
@@ -105,43 +118,14 @@ def _digits(classifier: Classifier, layout: Layout, count: int | None,
     return chosen
 
 
-def _one_digit(classifier: Classifier, decoded: Any, reading: NumberReading, layout: Layout) -> NumberReading:
+def _one_digit(classifier: Classifier, decoded: Any, reading: NumberReading) -> NumberReading:
     """A picture of one digit: prepared and read exactly as ``predict`` reads it (its notes as reasons)."""
     prepared = analyse(decoded)
     [prediction] = classifier.classify(prepared.image[None], [prepared.redrawn])
-    g = layout.groups[0]
-    reading.digits = [DigitReading((g.x0, g.y0, g.x1, g.y1), prediction, prepared.image)]
+    assert prepared.box is not None  # analyse finds the ink's box
+    reading.digits = [DigitReading(prepared.box, prediction, prepared.image)]
     reading.reasons = (["a digit read with low confidence"] if prediction.unsure else []) + list(prepared.notes)
     return reading
-
-
-def read_numbers(specs: list[str], classifier: Classifier, *, stdin: bytes | None = None,
-                 count: int | None = None) -> list[NumberReading]:
-    """``predict --number``: every file, directory or glob of ``specs`` read as a number, in order;
-    inputs that cannot be read carry their error."""
-    from mnistctl.inference.files import STDIN, expand_inputs
-
-    readings = []
-    for path, error in expand_inputs(specs):
-        if error is not None or (path == STDIN and stdin is None):
-            readings.append(NumberReading(path, error=error or "no image on standard input"))
-            continue
-        readings.append(read_number(classifier, stdin if path == STDIN and stdin else path, path, count))
-    return readings
-
-
-def number_csv(readings: list[NumberReading]) -> str:
-    """``predict --number --csv``: a row per picture (path, number, unsure, reasons, digits, error)."""
-    import csv
-    import io
-
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", "number", "unsure", "reasons", "confidences", "error"])
-    for r in readings:
-        writer.writerow([r.path, r.number or "", "" if r.error else r.unsure, "; ".join(r.reasons),
-                         " ".join(f"{d.prediction.confidence:.4f}" for d in r.digits), r.error or ""])
-    return out.getvalue()
 
 
 def _options(layout: Layout, group: Group) -> list[int]:
@@ -164,17 +148,18 @@ def _parts_wanted(layout: Layout, count: int | None) -> list[int | None]:
     return list(parts)
 
 
-def _score(classifier: Classifier, group: Group, k: int) -> tuple[float, list[tuple[Group, np.ndarray]]]:
+def _score(classifier: Classifier, group: Group, k: int,
+           bonus: float = 0.0) -> tuple[float, list[tuple[Group, np.ndarray]]]:
     """``group`` read as ``k`` digits, at the cuts (``cuts``) whose digits the classifier is surest
-    of: the mean log-confidence, less the distance from the number of digits the group's width
-    suggests; and those digits with their inputs."""
+    of: the mean log-confidence, less ``AWAY`` per digit from the number the group's width suggests,
+    plus ``bonus``; and those digits with their inputs."""
     ways = [split(group, at) for at in cuts(group, k, TRIES.get(k, 2))] if k > 1 else [[group]]
     ways = [w for w in ways if len(w) == k] or [[group]]
     inputs = [[(p, digit_input(p)) for p in way] for way in ways]
     probs = classifier.probabilities(np.stack([image for way in inputs for _, image in way]))
     confidence = np.log(np.maximum(probs.max(1), 1e-9)).reshape(len(ways), -1).mean(1)
     best = int(np.argmax(confidence))
-    return float(confidence[best]) - 0.5 * abs(k - _expected_digits(group)), inputs[best]
+    return float(confidence[best]) - AWAY * abs(k - _expected_digits(group)) + bonus, inputs[best]
 
 
 def _expected_digits(group: Group) -> float:

@@ -138,6 +138,7 @@ def evaluate_pictures(clf: Classifier, source: str | Path, jobs: int | None = No
     start = time.perf_counter()
     results = predict_files([p for p, _ in pictures], clf, jobs=jobs)
     read = [(r, label) for r, (_, label) in zip(results, pictures) if r.prediction is not None]
+    # a picture found to hold several digits is scored by its one-digit reading, marked unsure
     probs = np.array([r.prediction.probabilities for r, _ in read if r.prediction is not None],
                      np.float64).reshape(-1, len(clf.classes))
     labels = np.array([label for _, label in read], np.int64)
@@ -146,7 +147,8 @@ def evaluate_pictures(clf: Classifier, source: str | Path, jobs: int | None = No
     result.seconds = time.perf_counter() - start
     return PictureEvaluation(
         clf, result, _inputs(r for r, _ in read), [r.path for r, _ in read], probs.argmax(1) == labels,
-        np.array([r.unsure for r, _ in read], bool), [(r.path, r.error or "") for r in results if r.prediction is None],
+        np.array([r.unsure or r.number is not None for r, _ in read], bool),
+        [(r.path, r.error or "") for r in results if r.prediction is None],
         str(source))
 
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from mnistctl import __version__
 from mnistctl.errors import MnistctlError, RequestError, ServeError
@@ -288,7 +288,7 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: l
     requests whose Host is one of ``hosts`` (by default ``allowed_hosts(DEFAULT_HOST)``; ``"*"``:
     any). ``access_log``: one line per request on stderr, ``"text"`` or ``"json"`` (None: none)."""
     try:
-        from fastapi import FastAPI, Request
+        from fastapi import FastAPI, Query, Request
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import JSONResponse, Response
         from starlette.exceptions import HTTPException
@@ -361,28 +361,38 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: l
             return error(404, "metrics are off")
         return Response(counts.exposition(), media_type=CONTENT_TYPE)
 
-    @app.post("/predict", openapi_extra=PREDICT_BODY, summary="Read the digit in a picture")
-    async def predict(request: Request, input: bool = False, preprocess: bool = True) -> JSONResponse:
+    @app.post("/predict", openapi_extra=PREDICT_BODY, summary="Read the digit, or the number, in a picture")
+    async def predict(request: Request, input: bool = False, preprocess: bool = True,
+                      numbers: Literal["auto", "always", "never"] = "auto",
+                      digits: Annotated[int | None, Query(ge=1, le=64)] = None) -> JSONResponse:
         """The image in the body (raw, or a multipart field) -> the object ``predict --json`` gives
-        for a file; ``?input=true`` adds the 28x28 input the model saw."""
+        for a file: a picture of several digits answers with ``number`` and each digit's box
+        (``numbers=always``: every picture is a number; ``never``: one digit, as ``--single``;
+        ``digits``: how many, when known). ``?input=true`` adds the 28x28 input the model saw
+        (``input``) and one per digit (``inputs``)."""
         try:
             name, data = await upload_from(request, max_upload)
         except RequestError as exc:
             return error(exc.status, str(exc))
+        if not preprocess and (numbers == "always" or digits is not None):
+            return error(400, "numbers=always and digits need the picture prepared: leave out preprocess=false")
         try:
-            result = await asyncio.wait_for(pool.run(predict_image, data, classifier, name, preprocess),
+            result = await asyncio.wait_for(pool.run(predict_image, data, classifier, name, preprocess,
+                                                     "always" if digits is not None else numbers, digits),
                                             REQUEST_BUDGET)
         except MnistctlError as exc:  # the model itself failed (outputs that are not numbers, ...)
             return error(500, f"the model could not read the picture: {exc}")
         except asyncio.TimeoutError:
             return error(503, f"reading this picture took longer than {REQUEST_BUDGET:g} s: try a smaller one")
-        label = result.prediction.label if result.prediction is not None else None
-        request.scope[READING_KEY] = (label, result.unsure)
+        request.scope[READING_KEY] = (result.text, result.unsure)
         if counts is not None:
-            counts.prediction(label, result.unsure)
+            for digit in result.digits() or [{"prediction": None, "unsure": False}]:
+                counts.prediction(digit["prediction"], digit["unsure"])
         body = prediction_json(result, classifier)
         if input and result.image is not None:
             body["input"] = result.image.tolist()
+            body["inputs"] = [d.image.tolist() for d in result.number.digits] if result.number is not None \
+                else [body["input"]]
         return JSONResponse(body, status_code=200 if result.error is None else 422)
 
     return _Guard(app, hosts if hosts is not None else allowed_hosts(DEFAULT_HOST), counts,

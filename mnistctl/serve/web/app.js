@@ -1,11 +1,13 @@
-// mnistctl serve: draw on the canvas (mouse, pen or touch) or drop a photo; every change is sent to
-// POST /predict, which reads it exactly as `mnistctl predict` reads a file.
+// mnistctl serve: draw a digit or a number on the canvas (mouse, pen or touch) or drop a photo; every
+// change is sent to POST /predict, which reads it exactly as `mnistctl predict` reads a file. Each digit
+// found is boxed on the drawing with its reading.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const pad = $("pad");
 const ctx = pad.getContext("2d");
-const INK = 20; // stroke width on the 280 px canvas: about MNIST's stroke once scaled to 20 px
+const INK = 20; // stroke width on the 280 px tall canvas: about MNIST's stroke once a digit is scaled to 20 px
+const boxes = $("boxes").getContext("2d");
 let classes = [];
 let drawing = false;
 let dirty = false; // the canvas changed since the last request was sent
@@ -65,6 +67,7 @@ for (const type of ["pointerup", "pointercancel"]) {
 $("clear").addEventListener("click", () => {
   generation++;
   blank();
+  drawBoxes([]);
   dirty = false;
   showIdle("draw a digit to start");
 });
@@ -79,14 +82,14 @@ function sendCanvas() {
   dirty = false;
   inFlight = true;
   pad.toBlob((blob) => {
-    predict(blob, "canvas.png").finally(() => {
+    predict(blob, "canvas.png", true).finally(() => {
       inFlight = false;
       if (dirty) setTimeout(sendCanvas, 60); // drawing went on meanwhile: read the newer picture
     });
   }, "image/png");
 }
 
-async function predict(blob, name) {
+async function predict(blob, name, onCanvas = false) {
   const asked = generation;
   const form = new FormData();
   form.append("file", blob, name);
@@ -102,7 +105,7 @@ async function predict(blob, name) {
   if (body.error) {
     showError(body.error);
   } else {
-    show(body);
+    show(body, onCanvas);
   }
 }
 
@@ -113,6 +116,8 @@ function showIdle(text) {
   $("error").hidden = true;
   drawSeen(null);
   bars({});
+  digitList([]);
+  drawBoxes([]);
 }
 
 function showError(message) {
@@ -121,25 +126,72 @@ function showError(message) {
   $("error").hidden = false;
 }
 
-function show(result) {
+function show(result, onCanvas) {
   $("error").hidden = true;
-  $("digit").textContent = result.prediction;
-  $("confidence").textContent = `${(100 * result.confidence).toFixed(1)}% sure`;
+  const several = result.digits.length > 1;
+  $("digit").textContent = result.number;
+  if (several) {
+    const least = Math.min(...result.digits.map((d) => d.confidence));
+    $("confidence").textContent = `${result.digits.length} digits · the least sure ${(100 * least).toFixed(1)}%`;
+  } else {
+    $("confidence").textContent = `${(100 * result.confidence).toFixed(1)}% sure`;
+  }
   const unsure = $("unsure");
   unsure.hidden = !result.unsure;
   unsure.textContent = result.unsure ? `unsure: ${result.reasons.join(", ")}` : "";
-  drawSeen(result.input || null);
-  bars(result.probabilities, result.prediction);
+  drawSeen(result.inputs || null);
+  bars(several ? {} : result.probabilities, several ? null : result.prediction);
+  $("bars").hidden = several;
+  digitList(several ? result.digits : []);
+  drawBoxes(onCanvas ? result.digits : []);
 }
 
-function drawSeen(rows) {
-  const seen = $("seen").getContext("2d");
-  const image = seen.createImageData(28, 28);
-  for (let i = 0; i < 28 * 28; i++) {
-    const v = rows ? rows[Math.floor(i / 28)][i % 28] : 0;
-    image.data.set([v, v, v, 255], 4 * i);
+// the 28x28 input of each digit, side by side, light ink on black
+function drawSeen(inputs) {
+  const canvas = $("seen");
+  const count = inputs ? inputs.length : 1;
+  canvas.width = 28 * count;
+  canvas.style.width = `${84 * count}px`;
+  const seen = canvas.getContext("2d");
+  for (let k = 0; k < count; k++) {
+    const image = seen.createImageData(28, 28);
+    for (let i = 0; i < 28 * 28; i++) {
+      const v = inputs ? inputs[k][Math.floor(i / 28)][i % 28] : 0;
+      image.data.set([v, v, v, 255], 4 * i);
+    }
+    seen.putImageData(image, 28 * k, 0);
   }
-  seen.putImageData(image, 0, 0);
+}
+
+// each digit of a number with its confidence (unsure ones marked)
+function digitList(digits) {
+  const list = $("digits");
+  list.replaceChildren();
+  list.hidden = digits.length === 0;
+  for (const d of digits) {
+    const item = document.createElement("li");
+    item.className = d.unsure ? "unsure" : "";
+    const label = document.createElement("b");
+    label.textContent = d.prediction;
+    item.append(label, `${(100 * d.confidence).toFixed(1)}%${d.unsure ? " ?" : ""}`);
+    list.append(item);
+  }
+}
+
+// a box around each digit found on the drawing, its reading above it
+function drawBoxes(digits) {
+  boxes.clearRect(0, 0, pad.width, pad.height);
+  boxes.lineWidth = 3;
+  boxes.font = "bold 22px system-ui, sans-serif";
+  for (const d of digits) {
+    if (!d.box) continue;
+    const [x0, y0, x1, y1] = d.box;
+    const colour = d.unsure ? "#c98a00" : "#2f6fed";
+    boxes.strokeStyle = colour;
+    boxes.fillStyle = colour;
+    boxes.strokeRect(x0 - 4, y0 - 4, x1 - x0 + 8, y1 - y0 + 8);
+    boxes.fillText(d.prediction, x0 - 2, Math.max(20, y0 - 8));
+  }
 }
 
 function bars(probabilities, top) {
