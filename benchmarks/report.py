@@ -4,8 +4,9 @@ benchmarks/ -- never copied by hand:
     python benchmarks/report.py            # rewrite docs/results.md
     python benchmarks/report.py --check    # exit 1 when docs/results.md is not what the files say (a test runs it)
 
-One table per file: speed and memory (results-*, pictures-*, serve-*), accuracy per preset
-(accuracy-KIND.json) and the recipe sweeps (accuracy-sweep*.json), each with its machine and date.
+One table per file: speed and memory (results-*, pictures-*, serve-*, tune-*), reading numbers
+(numbers-*), accuracy per preset (accuracy-KIND.json) and the recipe sweeps (accuracy-sweep*.json),
+each with its machine and date.
 """
 
 from __future__ import annotations
@@ -79,6 +80,25 @@ def sweep_table(name: str, doc: dict) -> list[str]:
     return lines + [""]
 
 
+def numbers_table(name: str, doc: dict) -> list[str]:
+    """``benchmarks/reading_numbers.py``: whole-number and per-digit accuracy, by corpus."""
+    lines = [f"### `{name}`", "", _machine(doc) + f"; {doc['model']}; digits from {doc['digits']}", ""]
+    single = doc["single digits"]
+    lines += [f"Single digits in the people styles: {single['read as numbers']} of {single['pictures']} read as "
+              f"numbers, {single['answers changed']} answers changed from `--single`'s. Touching pairs (the "
+              f"tests' pictures): {100 * doc['touching pairs']['whole']:.1f}% whole; separated 4-digit numbers: "
+              f"{100 * doc['separated, 4 digits']['whole']:.1f}% whole. A 6-digit number read in "
+              f"{doc['6-digit number, ms']:.1f} ms.", "",
+              "| corpus | numbers | `predict`: whole | digits | `predict --number`: whole | digits |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    auto, forced = doc["predict"]["rows"], {r["corpus"]: r for r in doc["predict --number"]["rows"]}
+    for r in auto:
+        f = forced[r["corpus"]]
+        lines.append(f"| {_cell(r['corpus'])} | {r['numbers']} | {100 * r['whole']:.1f}% | {100 * r['digits']:.1f}% | "
+                     f"{100 * f['whole']:.1f}% | {100 * f['digits']:.1f}% |")
+    return lines + [""]
+
+
 def page() -> str:
     files = sorted((REPO / "benchmarks").glob("*.json"))
     out = ["# Results", "",
@@ -92,6 +112,10 @@ def page() -> str:
             out += [f"### {title}", ""]
             for f in chosen:
                 out += speed_table(f.name, json.loads(f.read_text()))
+    out += ["## Reading numbers (`benchmarks/reading_numbers.py`)", ""]
+    for f in files:
+        if f.name.startswith("numbers-"):
+            out += numbers_table(f.name, json.loads(f.read_text()))
     out += ["## Accuracy per preset", ""]
     for f in files:
         if f.name.startswith("accuracy-") and not f.name.startswith("accuracy-sweep"):

@@ -6,6 +6,7 @@ wide margins; saved as RGB or RGBA PNG (some with a transparent background) or a
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +19,22 @@ def paper_digit(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
 
 
 def _paper(digit: np.ndarray, rng: np.random.Generator,
-           lines: str | None = None) -> tuple[Image.Image, tuple[int, int, int]]:
-    """``paper_digit``, and where the digit's square is on it: (top, left, side). ``lines``:
-    "ruled" or "squared" paper (``lined_paper``)."""
+           lines: str | None = None) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """``paper_digit``, and where the digit's box is on it: (top, left, height, width). ``lines``:
+    "ruled" or "squared" paper (``lined_paper``). A wider ``digit`` (a number, ``number_strip``)
+    keeps its shape."""
     scale = rng.uniform(4, 10)
     side = int(28 * scale)
-    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    across = int(side * digit.shape[1] / digit.shape[0])
+    ink = np.asarray(Image.fromarray(digit).resize((across, side), Image.Resampling.BICUBIC), np.float32) / 255
     ink = np.clip(ink, 0, 1)
     h = int(side * rng.uniform(1.4, 2.2))
-    w = int(side * rng.uniform(1.4, 2.2))
-    top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    if across > side:  # a number: paper enough above and below it for a turned photo to keep it whole
+        h = max(h, side + int(0.3 * across))
+    w = int(across * rng.uniform(1.4, 2.2))
+    top, left = rng.integers(0, h - side + 1), rng.integers(0, w - across + 1)
     strength = np.zeros((h, w), np.float32)
-    strength[top:top + side, left:left + side] = ink * rng.uniform(0.75, 0.95)
+    strength[top:top + side, left:left + across] = ink * rng.uniform(0.75, 0.95)
     base = rng.uniform(175, 235)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     light = rng.uniform(-25, 25) * (xx / w - 0.5) + rng.uniform(-25, 25) * (yy / h - 0.5)
@@ -39,7 +44,7 @@ def _paper(digit: np.ndarray, rng: np.random.Generator,
     if lines:
         rgb = rgb * (1 - _printed_lines(yy, xx, side, lines, rng))
     rgb = rgb * (1 - strength[..., None])
-    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB"), (int(top), int(left), side)
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB"), (int(top), int(left), side, across)
 
 
 def _printed_lines(yy: np.ndarray, xx: np.ndarray, side: int, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -79,7 +84,7 @@ def desk_photo(digit: np.ndarray, rng: np.random.Generator, turn: float = 5.0) -
     """``paper_digit``'s sheet photographed lying on a table: the table shows along one to three
     sides (darker, tinted, textured), the sheet runs out of the picture on the others, and the
     phone is held turned by up to ``turn`` degrees."""
-    sheet, (top, left, side) = _paper(digit, rng)
+    sheet, (top, left, side, across) = _paper(digit, rng)
     sw, sh = sheet.size
     shows = rng.random(4) < 0.45  # table beyond the sheet's top, bottom, left, right
     if not shows.any():
@@ -90,7 +95,7 @@ def desk_photo(digit: np.ndarray, rng: np.random.Generator, turn: float = 5.0) -
     y0 = -rng.uniform(0.08, 0.3) * sh if shows[0] else rng.uniform(0, 0.6) * top
     y1 = sh * (1 + rng.uniform(0.08, 0.3)) if shows[1] else sh - rng.uniform(0, 0.6) * (sh - top - side)
     x0 = -rng.uniform(0.08, 0.3) * sw if shows[2] else rng.uniform(0, 0.6) * left
-    x1 = sw * (1 + rng.uniform(0.08, 0.3)) if shows[3] else sw - rng.uniform(0, 0.6) * (sw - left - side)
+    x1 = sw * (1 + rng.uniform(0.08, 0.3)) if shows[3] else sw - rng.uniform(0, 0.6) * (sw - left - across)
     h, w = int(y1 - y0), int(x1 - x0)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     tone = rng.uniform(50, 150)
@@ -145,8 +150,10 @@ def _binary(digit: np.ndarray, threshold: int = 100) -> np.ndarray:
 
 
 def _up(mask: np.ndarray, size: int) -> np.ndarray:
-    """A mask scaled to ``size`` x ``size`` pixels, hard-edged (as a paint program's pencil)."""
-    img = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.BILINEAR)
+    """A mask scaled to ``size`` pixels high (and as wide as its shape says), hard-edged (as a paint
+    program's pencil)."""
+    across = int(size * mask.shape[1] / mask.shape[0])
+    img = Image.fromarray(mask.astype(np.uint8) * 255).resize((across, size), Image.Resampling.BILINEAR)
     return np.asarray(img) >= 128
 
 
@@ -196,6 +203,8 @@ def _on_canvas(mask: np.ndarray, h: int, w: int, rng: np.random.Generator, touch
     ys, xs = np.nonzero(mask)
     crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
     ch, cw = crop.shape
+    if cw >= w:  # a number (``number_strip``) wider than a digit's canvas
+        w = cw + h // 2
     canvas = np.zeros((h, w), bool)
     if touch:
         side = rng.integers(4)
@@ -255,12 +264,12 @@ def draw_style(name: str, digit: np.ndarray, rng: np.random.Generator) -> tuple[
         side = int(size * rng.uniform(1.3, 1.6))
         canvas = _on_canvas(shape, side, side, rng)
         inset, width = int(rng.integers(0, side // 30 + 1)), int(rng.integers(2, max(3, side // 60) + 1))
-        a, b = inset, side - inset  # the box's outer edges
-        canvas[a:a + width, a:b] = canvas[b - width:b, a:b] = canvas[a:b, a:a + width] = canvas[a:b, b - width:b] = True
+        a, b, r = inset, side - inset, canvas.shape[1] - inset  # the box's outer edges (top, bottom, right)
+        canvas[a:a + width, a:r] = canvas[b - width:b, a:r] = canvas[a:b, a:a + width] = canvas[a:b, r - width:r] = True
         return _grey(canvas), "png"
     if name == "dusty":  # a scan with specks of dust (or the stray clicks of a paint program)
-        h, w = int(size * 1.5), int(size * 1.5)
-        canvas = _on_canvas(shape, h, w, rng)
+        canvas = _on_canvas(shape, int(size * 1.5), int(size * 1.5), rng)
+        h, w = canvas.shape
         yy, xx = np.mgrid[0:h, 0:w]
         for _ in range(int(rng.integers(1, 4))):
             cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.uniform(0.004, 0.012) * h
@@ -307,3 +316,81 @@ def make_corpus(images: np.ndarray, labels: np.ndarray, directory: Path, per_sty
                 img.save(path)
             out[name].append((path, int(labels[k])))
     return out
+
+
+# --- numbers: digits side by side, drawn in the same styles -----------------------------------------
+
+NUMBER_STYLES = tuple(s for s in STYLES if not s.startswith("canvas-"))  # a number on a 32 px canvas: no
+SPACINGS = {"gaps": (2, 7), "tight": (0, 2), "touching": (-1, 1), "overlapping": (-4, -1)}  # px at 28 high
+
+
+def number_strip(digits: np.ndarray, rng: np.random.Generator, spacing: str = "gaps",
+                 slant: float = 0.0) -> np.ndarray:
+    """MNIST digits (28x28, light on dark) side by side as one light-on-dark picture 28 px high:
+    each cut to its ink's columns, ``SPACINGS[spacing]`` px apart (negative: overlapping, the
+    brighter stroke kept), each a pixel or two up or down, the whole slanted by ``slant`` (x moved
+    by slant * height, as handwriting leans)."""
+    lo, hi = SPACINGS[spacing]
+    crops = []
+    for d in digits:
+        cols = np.flatnonzero(d.max(0) > 30)
+        crops.append(d[:, cols[0]:cols[-1] + 1])
+    gaps = [int(rng.integers(lo, hi)) for _ in crops[1:]]
+    width = sum(c.shape[1] for c in crops) + sum(gaps) + 8
+    strip = np.zeros((32, width), np.uint8)
+    x = 4
+    for c, gap in zip(crops, [*gaps, 0]):
+        y = 2 + int(rng.integers(-2, 3))
+        np.maximum(strip[y:y + 28, x:x + c.shape[1]], c, out=strip[y:y + 28, x:x + c.shape[1]])
+        x += c.shape[1] + gap
+    if slant:
+        strip = np.asarray(Image.fromarray(strip).transform(
+            (width, 32), Image.Transform.AFFINE, (1, slant, -16 * slant, 0, 1, 0), Image.Resampling.BILINEAR))
+    return strip
+
+
+def make_number_corpus(images: np.ndarray, labels: np.ndarray, directory: Path, count: int,
+                       sizes: tuple[int, int] = (2, 9), spacings: tuple[str, ...] = tuple(SPACINGS),
+                       styles: tuple[str, ...] = NUMBER_STYLES, seed: int = 0) -> list[tuple[Path, str, str, str]]:
+    """``count`` numbers of ``sizes`` (2-8) digits drawn from ``images``, each in a style and a
+    spacing taken in turn, half of them slanted: (path, the number, style, spacing)."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(count):
+        style, spacing = styles[i % len(styles)], spacings[(i // len(styles)) % len(spacings)]
+        pick = rng.integers(0, len(labels), int(rng.integers(*sizes)))
+        slant = float(rng.uniform(-0.25, 0.25)) if i % 2 else 0.0
+        img, kind = draw_style(style, number_strip(images[pick], rng, spacing, slant), rng)
+        stem = directory / f"{style}-{spacing}-{i:04d}"
+        if kind.startswith("phone-"):
+            exif = Image.Exif()
+            exif[0x0112] = int(kind.split("-")[1])
+            path = stem.with_suffix(".jpg")
+            img.save(path, exif=exif, quality=int(rng.integers(70, 92)))
+        elif kind in ("rgb", "jpeg", "rgba", "transparent"):
+            path = save_as_people_do(img, stem, kind, rng)
+        else:
+            path = stem.with_suffix(".png")
+            img.save(path)
+        out.append((path, "".join(str(int(labels[k])) for k in pick), style, spacing))
+    return out
+
+
+def number_picture(digits: np.ndarray, gap: int, rng: np.random.Generator) -> bytes:
+    """Digits (28x28, light on dark) three times larger, side by side ``gap`` px apart (negative:
+    overlapping), each a few pixels up or down, as dark ink on light paper: PNG bytes."""
+    crops = []
+    for d in digits:
+        big = np.asarray(Image.fromarray(d).resize((84, 84), Image.Resampling.BICUBIC), np.float32)
+        cols = np.flatnonzero(big.max(0) > 40)
+        crops.append(big[:, cols[0]:cols[-1] + 1])
+    canvas = np.zeros((144, sum(c.shape[1] for c in crops) + gap * (len(crops) - 1) + 80), np.float32)
+    x = 40
+    for c in crops:
+        y = 30 + int(rng.integers(-6, 7))
+        np.maximum(canvas[y:y + 84, x:x + c.shape[1]], c, out=canvas[y:y + 84, x:x + c.shape[1]])
+        x += c.shape[1] + gap
+    out = io.BytesIO()
+    Image.fromarray(np.clip(235 - canvas * 0.85, 0, 255).astype(np.uint8)).save(out, "PNG")
+    return out.getvalue()

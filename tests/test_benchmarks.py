@@ -45,6 +45,16 @@ def test_benchmark_quick_smoke(tmp_path, mnist_data_dir):
 
 @pytest.mark.slow
 @pytest.mark.realdata
+def test_reading_numbers_benchmark_quick(tmp_path, mnist_data_dir):
+    doc, proc = _quick("reading_numbers", tmp_path, mnist_data_dir)
+    rows = {r["corpus"]: r for r in doc["predict"]["rows"]}
+    assert rows["all"]["numbers"] == 72 and 0 <= rows["all"]["whole"] <= 1 and "spacing: touching" in rows
+    assert doc["single digits"]["pictures"] == 100 and doc["6-digit number, ms"] > 0
+    assert "touching pairs" in proc.stdout and "Wrote" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_benchmark_accuracy_section(tmp_path, mnist_data_dir):
     """The accuracy section's path, with runs shrunk to seconds (the real one takes 45 minutes)."""
     out = tmp_path / "acc.json"

@@ -111,7 +111,8 @@ def test_draw_a_one_and_a_seven(browser, server, tmp_path):
     left, right = page.evaluate("""() => {
         const c = document.getElementById('boxes'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let left = 0, right = 0;
-        for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && d[i + 2] > 200) ((i / 4) % c.width < c.width * 0.4 ? left++ : right++);
+        for (let i = 0; i < d.length; i += 4)
+            if (d[i + 3] > 0 && d[i + 2] > 200) ((i / 4) % c.width < c.width * 0.4 ? left++ : right++);
         return [left, right];
     }""")
     assert left > 100 and right > 100, (left, right)

@@ -15,28 +15,11 @@ from conftest import REPO
 from mnistctl.cli.commands import app
 from mnistctl.config import DataConfig
 from mnistctl.data.splits import load_split
+from mnistctl.inference.files import predict_files
+from people import make_corpus, make_number_corpus, number_picture
 
 pytestmark = pytest.mark.realdata
 runner = CliRunner()
-
-
-def number_picture(digits: np.ndarray, gap: int, rng: np.random.Generator) -> bytes:
-    """Digits (28x28, light on dark) three times larger, side by side ``gap`` px apart (negative:
-    overlapping), each a few pixels up or down, as dark ink on light paper."""
-    crops = []
-    for d in digits:
-        big = np.asarray(Image.fromarray(d).resize((84, 84), Image.Resampling.BICUBIC), np.float32)
-        cols = np.flatnonzero(big.max(0) > 40)
-        crops.append(big[:, cols[0]:cols[-1] + 1])
-    canvas = np.zeros((144, sum(c.shape[1] for c in crops) + gap * (len(crops) - 1) + 80), np.float32)
-    x = 40
-    for c in crops:
-        y = 30 + int(rng.integers(-6, 7))
-        np.maximum(canvas[y:y + 84, x:x + c.shape[1]], c, out=canvas[y:y + 84, x:x + c.shape[1]])
-        x += c.shape[1] + gap
-    out = io.BytesIO()
-    Image.fromarray(np.clip(235 - canvas * 0.85, 0, 255).astype(np.uint8)).save(out, "PNG")
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +59,33 @@ def test_separated_numbers_are_read_digit_by_digit(shipped, training):
 
 @pytest.mark.slow
 def test_touching_pairs_are_split_where_the_classifier_reads_them_best(shipped, training):
-    """100 pairs whose digits touch or nearly do: most read whole (measured: 89%; the issue's target,
-    90%, is not met yet)."""
+    """100 pairs whose digits touch or nearly do: most read whole (measured: 89% here, 86% on 300
+    pairs of MNIST test digits; the issue's target, 90%, is not met yet)."""
     whole, _ = _read(shipped, training, 100, (-3, 1), (2, 3), seed=2)
     assert whole >= 0.82, whole
+
+
+@pytest.mark.slow
+def test_numbers_in_the_people_styles_and_single_digits_left_alone(shipped, training, tmp_path):
+    """Numbers of 2-8 digits with gaps drawn in the 18 people styles that hold a number (half of them
+    slanted), read by `predict` as it reads any picture; and single digits in every style read
+    exactly as --single reads them (none taken for a number). Measured on MNIST test digits
+    (benchmarks/numbers-*.json): 91.7% whole, 95.9% of digits; 0 of 1,000 single digits changed."""
+    images, labels = training
+    corpus = make_number_corpus(images[:20000], labels[:20000], tmp_path / "numbers", 90, spacings=("gaps",),
+                                seed=3)
+    results = predict_files([str(p) for p, *_ in corpus], shipped, jobs=1)
+    got = [r.text or "" for r in results]
+    whole = np.mean([g == t for g, (_, t, *_) in zip(got, corpus)])
+    per_digit = sum(sum(a == b for a, b in zip(g, t)) for g, (_, t, *_) in zip(got, corpus) if len(g) == len(t)) / \
+        sum(len(t) for _, t, *_ in corpus)
+    assert whole >= 0.85 and per_digit >= 0.92, (whole, per_digit)
+    assert all(r.number is not None and len(r.to_dict()["digits"]) == len(r.text or "") for r in results
+               if len(r.text or "") > 1)
+    singles = make_corpus(images[20000:20010], labels[20000:20010], tmp_path / "singles", 10, seed=3)
+    files = [str(p) for items in singles.values() for p, _ in items]
+    one, auto = predict_files(files, shipped, numbers="never", jobs=1), predict_files(files, shipped, jobs=1)
+    assert [r.text for r in auto] == [r.text for r in one] and not any(r.number for r in auto)
 
 
 def test_one_digit_reads_as_predict_reads_it_and_the_cli_prints_the_number(shipped, training, tmp_path):

@@ -401,34 +401,33 @@ class PredictProgress:
 
 def predictions_table(results: Sequence[FilePrediction], dataset: str) -> Table:
     """A row per file; an unsure prediction is marked with ? and its reasons. When a picture was
-    read as a number, a number column shows it and the top-3 column each digit's confidence."""
+    read as a number, a number column takes the digit column's place (a single digit shows there
+    too) and the last column shows each digit's confidence."""
     table = Table()
     numbers = any(r.number is not None for r in results)
+    answer = "number" if numbers else "digit" if dataset == "mnist" else "class"
     justify: Any
-    columns = [("file", "left"), ("digit" if dataset == "mnist" else "class", "center"), ("confidence", "right"),
-               ("top 3" if not numbers else "top 3 / digits", "left")]
-    for col, justify in columns[:1] + ([("number", "right")] if numbers else []) + columns[1:]:
+    for col, justify in (("file", "left"), (answer, "right" if numbers else "center"), ("confidence", "right"),
+                         ("top 3 / digits" if numbers else "top 3", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     for r in results:
         p = r.prediction
-        number: list[Any] = [Text(r.text or "", style="bold")] if numbers else []
         if p is None:
-            table.add_row(Text(printable(r.path)), *number, "[red]-[/]", "",
-                          Text(f"error: {printable(r.error or '')}", style="red"))
+            table.add_row(Text(printable(r.path)), "[red]-[/]", "", Text(f"error: {printable(r.error or '')}",
+                                                                          style="red"))
             continue
+        label = Text(r.text or "", style="bold")
         if r.number is not None:
-            label, confidence = Text("-", style="dim"), ""
+            confidence = ""
             detail = Text("  ".join(f"{d.prediction.label} {100 * d.prediction.confidence:.1f}%"
                                     for d in r.number.digits))
         else:
-            label, confidence = Text(p.label, style="bold"), f"{100 * p.confidence:.1f}%"
+            confidence = f"{100 * p.confidence:.1f}%"
             detail = Text("  ".join(f"{c} {100 * q:.1f}%" for c, q in p.top(3)))
         if r.unsure:
-            target = number[0] if number else label
-            target.append("?")
-            target.stylize("bold yellow")
+            label = Text(f"{r.text}?", style="bold yellow")
             detail.append(f"\nunsure: {'; '.join(r.reasons)}", style="yellow")
-        table.add_row(Text(printable(r.path)), *number, label, confidence, detail)
+        table.add_row(Text(printable(r.path)), label, confidence, detail)
     return table
 
 

@@ -39,6 +39,7 @@ DIGIT_HEIGHT = 0.45  # a group at least this share of the tallest group's height
 SPECK = 0.02  # a piece with less than this share of the ink, and small, is a speck
 WIDE = SEVERAL_WIDE  # a group wider than this times the digits' typical height may be several digits touching
 SLIVER = 0.1  # a piece along the picture's edge thinner than this share of its length is a table's or a page's edge
+EDGE, ALONG = 0.03, 0.85  # ... or one this near the edge, running along this share of it (a frame's side)
 
 
 @dataclass(frozen=True)
@@ -120,11 +121,13 @@ def find_digits(decoded: Decoded) -> Layout:
         x1, y1 = int(box[ids, 2].max()), int(box[ids, 3].max())
         own = np.isin(labels[y0:y1, x0:x1], np.asarray(ids) + 1)
         groups.append(Group(x0, y0, x1, y1, np.where(own, soft[y0:y1, x0:x1], 0.0).astype(np.float32)))
-    top = max(g.height for g in groups)
+    # the digits' height: the tallest group's, or where one group is far taller than most (a digit
+    # joined to a frame, a stroke running off), the typical tall group's
+    top = int(min(max(g.height for g in groups), 1.25 * np.percentile([g.height for g in groups], 75)))
     groups = _strokes_joined(sorted(groups, key=lambda g: g.x0), top)
     digits = [g for g in groups if g.height >= DIGIT_HEIGHT * top]
     notes = ("marks smaller than the digits were left out",) if len(digits) < len(groups) else ()
-    height = float(top)  # the digits' height: a flat 2 or 5 is shorter, never taller
+    height = float(top)  # a flat 2 or 5 is shorter, never taller
     centres = [(g.y0 + g.y1) / 2 for g in digits]
     if len(digits) > 1 and max(centres) - min(centres) > 0.75 * height and \
             not any(a.x1 > b.x0 for a, b in zip(digits, digits[1:])):
@@ -218,10 +221,16 @@ def digit_input(group: Group) -> np.ndarray:
 
 
 def _slivers(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Which pieces (boxes x0, y0, x1, y1) are thin strips lying along the picture's edge: what
-    is left of a sheet's or a table's edge in a photo, not a digit."""
+    """Which pieces (boxes x0, y0, x1, y1) are thin strips along the picture's edge: what is left
+    of a sheet's or a table's edge in a photo, or a side of a frame drawn around the number (its
+    top and bottom went with the notebook lines), not a digit. A strip touching the edge, or near
+    it and running along most of it."""
     h, w = shape
     bw, bh = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
-    upright = ((box[:, 0] == 0) | (box[:, 2] == w)) & (bw < np.maximum(3, SLIVER * bh))
-    lying = ((box[:, 1] == 0) | (box[:, 3] == h)) & (bh < np.maximum(3, SLIVER * bw))
+    near_x = (box[:, 0] <= EDGE * w) | (box[:, 2] >= (1 - EDGE) * w)
+    near_y = (box[:, 1] <= EDGE * h) | (box[:, 3] >= (1 - EDGE) * h)
+    upright = (bw < np.maximum(3, SLIVER * bh)) & \
+        (((box[:, 0] == 0) | (box[:, 2] == w)) | (near_x & (bh >= ALONG * h)))
+    lying = (bh < np.maximum(3, SLIVER * bw)) & \
+        (((box[:, 1] == 0) | (box[:, 3] == h)) | (near_y & (bw >= ALONG * w)))
     return upright | lying
