@@ -5,8 +5,8 @@ benchmarks/ -- never copied by hand:
     python benchmarks/report.py --check    # exit 1 when docs/results.md is not what the files say (a test runs it)
 
 One table per file: speed and memory (results-*, pictures-*, serve-*, tune-*), reading numbers
-(numbers-*), accuracy per preset (accuracy-KIND.json) and the recipe sweeps (accuracy-sweep*.json),
-each with its machine and date.
+(numbers-*), other writers' digits (writers-*), accuracy per preset (accuracy-KIND.json) and the
+recipe sweeps (accuracy-sweep*.json), each with its machine and date.
 """
 
 from __future__ import annotations
@@ -99,6 +99,17 @@ def numbers_table(name: str, doc: dict) -> list[str]:
     return lines + [""]
 
 
+def writers_table(name: str, doc: dict) -> list[str]:
+    """``benchmarks/writers.py``: each model on the writer-shift check and on MNIST's own digits."""
+    lines = [f"### `{name}`", "", _machine(doc), "",
+             "| model | pictures | accuracy | unsure | mistakes marked unsure |", "| --- | --- | --- | --- | --- |"]
+    for model, rows in doc["models"].items():
+        for corpus, r in rows.items():
+            lines.append(f"| {_cell(model)}: {_cell(corpus)} | {r['pictures']:,} | {100 * r['accuracy']:.2f}% | "
+                         f"{100 * r['unsure']:.1f}% | {r['mistakes marked unsure']} of {r['mistakes']} |")
+    return lines + [""]
+
+
 def page() -> str:
     files = sorted((REPO / "benchmarks").glob("*.json"))
     out = ["# Results", "",
@@ -116,6 +127,10 @@ def page() -> str:
     for f in files:
         if f.name.startswith("numbers-"):
             out += numbers_table(f.name, json.loads(f.read_text()))
+    out += ["## Other writers' digits (`benchmarks/writers.py`)", ""]
+    for f in files:
+        if f.name.startswith("writers-"):
+            out += writers_table(f.name, json.loads(f.read_text()))
     out += ["## Accuracy per preset", ""]
     for f in files:
         if f.name.startswith("accuracy-") and not f.name.startswith("accuracy-sweep"):

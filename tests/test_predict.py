@@ -725,3 +725,25 @@ def test_a_directory_is_prepared_by_several_processes_as_by_one(tmp_path, shippe
     assert all(np.array_equal(a.image, b.image) for a, b in zip(alone, pooled) if a.image is not None)
     assert alone[50].error and "not an image" in alone[50].error and _label(alone[0]) == "7" and _label(alone[1]) == "4"
     assert seen == list(range(1, len(alone) + 1))
+
+
+def test_a_picture_whose_two_looks_differ_is_unsure_and_mnist_digits_keep_one_threshold(shipped):
+    """People's pictures are read twice (as prepared and widened): either look under 0.95 for the
+    choice makes the answer unsure even when the average is over 0.8; a digit read once keeps the
+    0.8 threshold alone (MNIST's own digits: 0.2% of the test set unsure)."""
+    from mnistctl.inference.classifier import LOOKS_BELOW, UNSURE_BELOW, predictions
+
+    classes = tuple("0123456789")
+    probs = np.full((3, 10), 0.003, np.float32)
+    probs[:, 3] = 0.97
+    looks = np.stack([probs, probs], 1)
+    looks[0, 1, 3] = 0.85  # the widened look is less sure: 0.85 < LOOKS_BELOW
+    looks[2] = np.nan  # read once
+    doubtful, firm, once = predictions(probs, classes, looks)
+    assert UNSURE_BELOW < 0.85 < LOOKS_BELOW < 0.97 and doubtful.least == pytest.approx(0.85)
+    assert doubtful.unsure and doubtful.doubt == "the two looks at it differ"
+    assert not firm.unsure and firm.least == pytest.approx(0.97) and firm.doubt is None
+    assert once.least is None and not once.unsure
+    image = np.asarray(Image.open(PAINT_4).convert("L").resize((28, 28)))
+    twice, read_once = shipped.classify(np.stack([image, image]), [True, False])
+    assert twice.least is not None and read_once.least is None

@@ -37,23 +37,38 @@ __all__ = ["Classifier", "Ensemble", "OnnxClassifier", "Prediction", "TorchClass
 
 MAX_BATCH = 100_000  # images per forward pass at most (100,000 28x28 inputs: about 300 MB as float32)
 UNSURE_BELOW = 0.8  # a prediction whose probability is lower is flagged as unsure
+# ... and one of people's pictures when either of its two looks gives the choice less than this: the smallest
+# threshold that marks two thirds of the mistakes on the writer-shift check (benchmarks/writers.py, its check
+# half: 72%, 6.9% of its pictures unsure); MNIST's own digits are read once and keep UNSURE_BELOW alone
+LOOKS_BELOW = 0.95
 
 
 @dataclass(frozen=True)
 class Prediction:
     """One image's class probabilities and the most likely class. ``unsure`` when the model gives
     its choice less than ``UNSURE_BELOW`` (0.8): on the MNIST test set that flags 0.5% of the digits,
-    about half of the built-in model's mistakes among them."""
+    about half of the built-in model's mistakes among them. A picture read with two looks
+    (``Classifier.classify``) is unsure too when either look gives the choice less than
+    ``LOOKS_BELOW``: people's writing that the model half-knows (docs/design-notes.md, "Unsure
+    under writer shift")."""
 
     index: int  # the predicted class index
     label: str  # its name
     confidence: float  # its probability
     probabilities: tuple[float, ...]
     classes: tuple[str, ...]
+    least: float | None = None  # the lower of the two looks' probabilities of the choice; None: read once
 
     @property
     def unsure(self) -> bool:
-        return self.confidence < UNSURE_BELOW
+        return self.confidence < UNSURE_BELOW or (self.least is not None and self.least < LOOKS_BELOW)
+
+    @property
+    def doubt(self) -> str | None:
+        """Why it is unsure, in a few words (None when it is not)."""
+        if self.confidence < UNSURE_BELOW:
+            return "low confidence"
+        return "the two looks at it differ" if self.unsure else None
 
     def top(self, k: int) -> list[tuple[str, float]]:
         order = np.argsort(self.probabilities)[::-1][:k]
@@ -65,11 +80,14 @@ class Prediction:
                 "probabilities": dict(zip(self.classes, self.probabilities))}
 
 
-def predictions(probs: np.ndarray, classes: tuple[str, ...]) -> list[Prediction]:
-    """Predictions from class probabilities ``[N, K]``."""
+def predictions(probs: np.ndarray, classes: tuple[str, ...], looks: np.ndarray | None = None) -> list[Prediction]:
+    """Predictions from class probabilities ``[N, K]``; ``looks`` ``[N, 2, K]``: each of two looks'
+    probabilities (NaN rows for an image read once)."""
     idx = probs.argmax(1)
-    return [Prediction(int(i), classes[int(i)], float(p[i]), tuple(float(v) for v in p), classes)
-            for i, p in zip(idx, probs)]
+    least = [None] * len(idx) if looks is None else \
+        [None if np.isnan(look[0, 0]) else float(look[:, i].min()) for i, look in zip(idx, looks)]
+    return [Prediction(int(i), classes[int(i)], float(p[i]), tuple(float(v) for v in p), classes, low)
+            for i, p, low in zip(idx, probs, least)]
 
 
 class Classifier:
@@ -116,8 +134,10 @@ class Classifier:
         if mask.shape != (len(batch),):
             raise MnistctlError(f"redrawn marks {mask.size} images, but the batch holds {len(batch)}")
         probs = np.array(self.probabilities(batch), np.float32)  # a copy that can be written
-        probs[mask] = (probs[mask] + self.probabilities(widen(batch[mask]))) / 2
-        return predictions(self._finite(probs), self.classes)
+        looks = np.full((len(batch), 2, probs.shape[1]), np.nan, np.float32)
+        looks[mask, 0], looks[mask, 1] = probs[mask], self.probabilities(widen(batch[mask]))
+        probs[mask] = looks[mask].mean(1)
+        return predictions(self._finite(probs), self.classes, looks)
 
     def _finite(self, probs: np.ndarray) -> np.ndarray:
         """``probs``, unless the model gave something that is not a number (its weights hold NaN or

@@ -56,7 +56,7 @@ class FilePrediction:
         """Why this prediction should not be trusted blindly (empty: no reason)."""
         if self.number is not None:
             return list(self.number.reasons)
-        low = ["low confidence"] if self.prediction is not None and self.prediction.unsure else []
+        low = [self.prediction.doubt] if self.prediction is not None and self.prediction.doubt else []
         return low + list(self.notes)
 
     @property

@@ -96,7 +96,7 @@ def read_number(classifier: Classifier, source: ImageSource, path: str = "image"
     predictions = classifier.classify(images, [True] * len(chosen))
     reading.digits = [DigitReading(layout.box(g), p, image) for (g, image), p in zip(chosen, predictions)]
     if any(p.unsure for p in predictions):
-        reading.reasons.insert(0, "a digit read with low confidence")
+        reading.reasons.insert(0, "a digit is unsure (low confidence, or its two looks differ)")
     if count is not None and len(reading.digits) != count:
         reading.reasons.append(f"{len(reading.digits)} digits found where {count} were expected")
     reading.reasons = list(dict.fromkeys([*reading.reasons, *layout.notes]))  # each reason once
@@ -124,7 +124,8 @@ def _one_digit(classifier: Classifier, decoded: Any, reading: NumberReading) -> 
     [prediction] = classifier.classify(prepared.image[None], [prepared.redrawn])
     assert prepared.box is not None  # analyse finds the ink's box
     reading.digits = [DigitReading(prepared.box, prediction, prepared.image)]
-    reading.reasons = (["a digit read with low confidence"] if prediction.unsure else []) + list(prepared.notes)
+    doubt = ["a digit is unsure (low confidence, or its two looks differ)"] if prediction.unsure else []
+    reading.reasons = doubt + list(prepared.notes)
     return reading
 
 

@@ -1,0 +1,218 @@
+"""The writer-shift check: digits written by people outside MNIST, as handwriting fonts, read the way
+`predict` reads a picture.
+
+    python benchmarks/writers.py                       # the built-in model; writes benchmarks/writers-KIND.json
+    python benchmarks/writers.py -c runs/x/best.pt     # other models (repeat -c; A,B: an ensemble)
+    python benchmarks/writers.py --write-only DIR      # only draw the pictures (class folders, for evaluate --images)
+
+MNIST's writers are Census Bureau employees and American high-school students; a model chosen on
+MNIST alone never sees anyone else's hand. Here each of 58 handwriting fonts of Google Fonts (each
+made from one person's writing, or a school's model hand; fetched from the npm registry as
+@fontsource packages into a cache) writes every digit three times, varied as one person's writing
+varies: size, a turn of up to 6 degrees, a slant of up to 0.2, a thinner or bolder pen, grey paper,
+pencil-grey ink, JPEG or PNG. The fonts are split in two by name: the *check* half (29 writers) is
+the one every choice is made on; the *held-out* half is only ever reported. MNIST's test set and
+scikit-learn's digits are never used here.
+
+Figures: accuracy, the accuracy of the sure and the unsure answers, and how many mistakes were
+marked unsure, for each half and each font.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter, ImageFont  # noqa: E402
+
+# handwriting fonts of Google Fonts (fontsource package names): each one person's hand, or a school's model hand
+FONTS = (
+    "amatic-sc", "annie-use-your-telescope", "architects-daughter", "bad-script", "caveat", "caveat-brush",
+    "cedarville-cursive", "comic-neue", "coming-soon", "covered-by-your-grace", "crafty-girls",
+    "dawning-of-a-new-day", "delius", "edu-nsw-act-foundation", "edu-qld-beginner", "edu-sa-beginner",
+    "edu-tas-beginner", "edu-vic-wa-nt-beginner", "gaegu", "give-you-glory", "gloria-hallelujah", "gochi-hand",
+    "grape-nuts", "handlee", "homemade-apple", "indie-flower", "itim", "just-another-hand",
+    "just-me-again-down-here", "kalam", "kristi", "la-belle-aurore", "loved-by-the-king", "mali", "marck-script",
+    "mr-dafoe", "mynerve", "nanum-pen-script", "neucha", "nothing-you-could-do", "over-the-rainbow", "pangolin",
+    "patrick-hand", "permanent-marker", "playpen-sans", "reenie-beanie", "rock-salt", "schoolbell",
+    "sedgwick-ave", "shadows-into-light", "shantell-sans", "short-stack", "sue-ellen-francisco",
+    "swanky-and-moo-moo", "the-girl-next-door", "waiting-for-the-sunrise", "walter-turncoat", "zeyada",
+)
+CHECK = FONTS[0::2]  # every choice is made on these writers
+HELD_OUT = FONTS[1::2]  # only ever reported
+VARIANTS = 3  # pictures of each digit per writer
+
+
+def cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "mnistctl" / "writer-fonts"
+
+
+def fetch(names: tuple[str, ...], cache: Path) -> dict[str, Path]:
+    """Each font's regular latin file, from its @fontsource package on the npm registry (kept in ``cache``)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in names:
+        font = cache / f"{name}.woff"
+        if not font.exists():
+            with tempfile.TemporaryDirectory() as tmp:
+                proc = subprocess.run(["npm", "pack", f"@fontsource/{name}", "--silent"], cwd=tmp,
+                                      capture_output=True, text=True, timeout=300)
+                packs = list(Path(tmp).glob("*.tgz"))
+                if proc.returncode != 0 or not packs:
+                    raise SystemExit(f"Error: cannot fetch @fontsource/{name} from the npm registry: "
+                                     f"{proc.stderr.strip()[:200]}")
+                with tarfile.open(packs[0]) as tar:
+                    member = tar.getmember(f"package/files/{name}-latin-400-normal.woff")
+                    data = tar.extractfile(member)
+                    assert data is not None
+                    font.write_bytes(data.read())
+        out[name] = font
+    return out
+
+
+def write_digit(font: ImageFont.FreeTypeFont, digit: int, rng: np.random.Generator) -> Image.Image:
+    """One digit in ``font`` as a writer would vary it: turned, slanted, thinner or bolder, on grey paper."""
+    text = str(digit)
+    x0, y0, x1, y1 = font.getbbox(text)
+    margin = int(rng.uniform(0.3, 0.8) * (y1 - y0))
+    w, h = x1 - x0 + 2 * margin, y1 - y0 + 2 * margin
+    img = Image.new("L", (w, h), 255)
+    ImageDraw.Draw(img).text((margin - x0, margin - y0), text, font=font, fill=0)
+    slant = float(rng.uniform(-0.2, 0.2))
+    img = img.transform((w, h), Image.Transform.AFFINE, (1, slant, -slant * h / 2, 0, 1, 0),
+                        Image.Resampling.BILINEAR, fillcolor=255)
+    img = img.rotate(float(rng.uniform(-6, 6)), Image.Resampling.BILINEAR, fillcolor=255)
+    pen = rng.random()
+    if pen < 0.25:  # a bolder pen: dark ink spreads
+        img = img.filter(ImageFilter.MinFilter(3 if h < 250 else 5))
+    elif pen < 0.45:  # a finer one
+        img = img.filter(ImageFilter.MaxFilter(3))
+    ink, paper = rng.uniform(0, 90), rng.uniform(185, 255)
+    grey = np.asarray(img, np.float32) / 255
+    grey = paper * grey + ink * (1 - grey) + rng.normal(0, rng.uniform(0, 6), grey.shape)
+    return Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
+
+
+def write_pictures(fonts: dict[str, Path], directory: Path, seed: int = 0) -> list[tuple[Path, int, str]]:
+    """``VARIANTS`` pictures of each digit by each writer, in class folders: (path, digit, writer)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, path in fonts.items():
+        for digit in range(10):
+            (directory / str(digit)).mkdir(parents=True, exist_ok=True)
+            for k in range(VARIANTS):
+                font = ImageFont.truetype(str(path), int(rng.integers(60, 200)))
+                img = write_digit(font, digit, rng)
+                stem = directory / str(digit) / f"{name}-{k}"
+                if rng.random() < 0.5:
+                    picture = stem.with_suffix(".jpg")
+                    img.save(picture, quality=int(rng.integers(70, 92)))
+                else:
+                    picture = stem.with_suffix(".png")
+                    img.save(picture)
+                out.append((picture, digit, name))
+    return out
+
+
+def score(clf, pictures: list[tuple[Path, int, str]], tmp: Path) -> dict:
+    """``clf`` on the pictures as `evaluate --images` scores them: accuracy, sure and unsure answers,
+    mistakes marked unsure, and accuracy per writer."""
+    from mnistctl.inference.pictures import evaluate_pictures
+
+    listing = tmp / f"pictures-{len(pictures)}-{id(pictures)}.csv"
+    with listing.open("w", newline="") as f:
+        csv.writer(f).writerows([(str(p), d) for p, d, _ in pictures])
+    scored = evaluate_pictures(clf, listing)
+    writer_of = {str(p): w for p, _, w in pictures}
+    per_writer: dict[str, list[int]] = {}
+    for path, right in zip(scored.paths, scored.right):
+        writer = writer_of[path]
+        per_writer.setdefault(writer, [0, 0])
+        per_writer[writer][0] += int(right)
+        per_writer[writer][1] += 1
+    mistakes = int((~scored.right).sum())
+    return {"pictures": len(pictures), "accuracy": float(scored.right.mean()),
+            "unsure": float(scored.unsure.mean()), "mistakes": mistakes,
+            "mistakes marked unsure": scored.caught,
+            "caught": scored.caught / mistakes if mistakes else 1.0,
+            "per writer": {w: r / n for w, (r, n) in sorted(per_writer.items())}}
+
+
+def mnist_side(clf, data_dir: str | None, tmp: Path) -> dict:
+    """How often ``clf`` says unsure on MNIST's own test digits (figures only, never a choice): as
+    given (28x28, read once) and drawn in the people styles (read with two looks)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from mnistctl.data.idx import load_file_pair
+    from mnistctl.inference.files import predict_files
+    from people import make_corpus
+
+    images, labels = load_file_pair("mnist", "test", data_dir)
+    raw = clf.classify(images)
+    corpus = make_corpus(images[:2000], labels[:2000], tmp / "people", 50, seed=11)
+    pictures = [(p, label) for items in corpus.values() for p, label in items]
+    drawn = predict_files([str(p) for p, _ in pictures], clf, numbers="never", jobs=1)
+    out = {}
+    for name, readings, truth in (("MNIST test, as given", raw, labels),
+                                  ("MNIST test, people styles", [r.prediction for r in drawn],
+                                   [label for _, label in pictures])):
+        unsure = np.array([p.unsure for p in readings])
+        wrong = np.array([p.index != t for p, t in zip(readings, truth)])
+        out[name] = {"pictures": len(readings), "accuracy": float(1 - wrong.mean()), "unsure": float(unsure.mean()),
+                     "mistakes": int(wrong.sum()), "mistakes marked unsure": int((wrong & unsure).sum())}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--checkpoint", action="append", default=[],
+                        help="a model to score (repeat it; A,B: their ensemble)")
+    parser.add_argument("--write-only", type=Path, default=None, help="only draw the pictures into this directory")
+    parser.add_argument("--half", choices=("check", "held-out", "both"), default="both")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="JSON file to write (default: benchmarks/writers-KIND.json)")
+    parser.add_argument("--data-dir", default=os.environ.get("MNISTCTL_DATA_DIR"),
+                        help="mnistctl's data directory (MNIST's test set: how often its digits are unsure)")
+    args = parser.parse_args(argv)
+    halves = {"check": CHECK, "held-out": HELD_OUT}
+    chosen = halves if args.half == "both" else {args.half: halves[args.half]}
+    fonts = fetch(tuple(n for names in chosen.values() for n in names), cache_dir())
+    if args.write_only is not None:
+        for half, names in chosen.items():
+            write_pictures({n: fonts[n] for n in names}, args.write_only / half, seed=FONTS.index(names[0]))
+        print(f"Wrote {args.write_only}")
+        return
+    from benchmarks.run import machine, machine_kind
+    from mnistctl.fsutil import write_json
+    from mnistctl.inference.classifier import load_classifier
+
+    doc: dict = {"machine": machine(), "fonts": {h: list(n) for h, n in chosen.items()}, "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        pictures = {half: write_pictures({n: fonts[n] for n in names}, Path(tmp) / half, seed=FONTS.index(names[0]))
+                    for half, names in chosen.items()}
+        for spec in args.checkpoint or [None]:
+            clf = load_classifier(spec.split(",") if spec and "," in spec else spec)
+            doc["models"][clf.source] = {half: score(clf, found, Path(tmp)) for half, found in pictures.items()}
+            doc["models"][clf.source] |= mnist_side(clf, args.data_dir, Path(tmp))
+            for half, s in doc["models"][clf.source].items():
+                print(f"{clf.source}: {half}: {100 * s['accuracy']:.2f}% of {s['pictures']}; unsure "
+                      f"{100 * s['unsure']:.1f}%; mistakes marked unsure {s['mistakes marked unsure']} of "
+                      f"{s['mistakes']}")
+    doc["kind"] = machine_kind(doc["machine"])
+    output = args.output or REPO / "benchmarks" / f"writers-{doc['kind']}.json"
+    write_json(output, doc)
+    print(f"Wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
