@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -30,8 +29,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.run import machine, machine_kind  # noqa: E402
-from mnistctl.fsutil import write_json  # noqa: E402
+from benchmarks.run import machine, machine_kind, side_benchmark  # noqa: E402
 
 
 def accuracy(results: list, truths: list[tuple[str, str, str]]) -> list[dict]:
@@ -115,24 +113,7 @@ def render(doc: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: a few numbers")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="JSON file to write (default: benchmarks/numbers-KIND.json; --quick: numbers-results.json "
-                             "here)")
-    parser.add_argument("--data-dir", default=os.environ.get("MNISTCTL_DATA_DIR"), help="mnistctl's data directory")
-    args = parser.parse_args(argv)
-    from mnistctl.errors import MnistctlError
-
-    try:
-        doc = bench(args)
-    except MnistctlError as exc:
-        raise SystemExit(f"Error: {exc}") from None
-    render(doc)
-    output = args.output or (Path("numbers-results.json") if args.quick
-                             else REPO / "benchmarks" / f"numbers-{doc['kind']}.json")
-    write_json(output, doc)
-    print(f"Wrote {output}")
+    side_benchmark(__doc__, "numbers", "a smoke run: a few numbers", bench, argv, data_dir=True, show=render)
 
 
 if __name__ == "__main__":

@@ -411,10 +411,11 @@ def render(doc: dict) -> None:
 
 
 def side_benchmark(description: str, stem: str, quick_help: str, bench_fn, argv: list[str] | None,
-                   data_dir: bool = False) -> dict:
-    """The command line of a benchmark beside the suite (pictures, serve_load, tune): ``--quick`` and
-    ``--output`` (and ``--data-dir``), the run (a MnistctlError as one line), its table, and its JSON
-    in benchmarks/STEM-KIND.json (a quick run: STEM-results.json here). Returns the document."""
+                   data_dir: bool = False, show=None) -> dict:
+    """The command line of a benchmark beside the suite (pictures, serve_load, tune, reading_numbers):
+    ``--quick`` and ``--output`` (and ``--data-dir``), the run (a MnistctlError as one line), its
+    table (``show(doc)``; by default the suite's), and its JSON in benchmarks/STEM-KIND.json (a quick
+    run: STEM-results.json here). Returns the document."""
     from mnistctl.errors import MnistctlError
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -430,7 +431,10 @@ def side_benchmark(description: str, stem: str, quick_help: str, bench_fn, argv:
         doc = bench_fn(args)
     except MnistctlError as exc:
         raise SystemExit(f"Error: {exc}") from None
-    render(doc | {"repetitions": 1})
+    if show is not None:
+        show(doc)
+    else:
+        render(doc | {"repetitions": 1})
     output = args.output or (Path(f"{stem}-results.json") if args.quick
                              else REPO / "benchmarks" / f"{stem}-{doc['kind']}.json")
     write_json(output, doc)

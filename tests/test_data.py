@@ -114,6 +114,40 @@ def test_augment_is_batched_seeded_and_small():
     assert torch.allclose(identity, x, atol=1e-5)
 
 
+def test_writer_style_slants_widens_wobbles_and_changes_the_pen():
+    """--writer-style: with the affine changes off, each kind of writer variation alone moves the
+    ink as it should (a slant tilts a vertical bar, a wider hand widens it, the wobble moves it at
+    most a couple of pixels, a pen makes it bolder or finer), seeded and batched."""
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 6:22, 13:15] = 255.0  # a vertical bar: a 1
+    still = {"degrees": 0, "translate": 0, "scale": (1, 1)}
+    off = {"slant": 0.0, "aspect": 0.0, "narrow": 0.0, "elastic": 0.0, "pen": 0.0}
+    g = torch.Generator().manual_seed(3)
+
+    def columns(img: torch.Tensor, rows: slice) -> torch.Tensor:  # the ink's mean column in those rows
+        w = img[:, 0, rows].sum(1)
+        return (w * torch.arange(28.0)).sum(1) / w.sum(1).clamp_min(1e-6)
+
+    slanted = augment(x, AugmentConfig(**still, writers=1.0, **(off | {"slant": 0.3})), g)
+    lean = columns(slanted, slice(6, 10)) - columns(slanted, slice(18, 22))  # top against bottom
+    assert lean.abs().max() > 2 and lean.abs().max() <= 0.3 * 16 + 1 and (lean > 0).any() and (lean < 0).any()
+    box = torch.zeros(64, 1, 28, 28)
+    box[:, :, 6:22, 9:19] = 255.0  # a block 10 px wide
+    wide = augment(box, AugmentConfig(**still, writers=1.0, **(off | {"aspect": 0.2, "narrow": 0.7})), g)
+    widths = ((wide[:, 0, 14] > 127).sum(1)).float()
+    assert widths.min() >= 4 and widths.max() <= 13 and (widths < 7).any() and (widths > 10).any()
+    wobbly = augment(x, AugmentConfig(**still, writers=1.0, **(off | {"elastic": 1.5})), g)
+    assert not torch.allclose(wobbly, x) and (columns(wobbly, slice(6, 22)) - 13.5).abs().max() < 2
+    pens = augment(x, AugmentConfig(**still, writers=1.0, **(off | {"pen": 1.0})), g)
+    ink = (pens > 60).sum((1, 2, 3)).float()
+    before = float((x > 60).sum((1, 2, 3))[0])
+    top = pens.amax((1, 2, 3))
+    assert (ink > before).any() and (top < 255).any() and (top >= 127).all()  # bolder ones; finer ones, never gone
+    assert ((pens - x).abs().sum((1, 2, 3)) > 0).all()  # every image got a pen (a share of 1)
+    assert torch.equal(augment(x, AugmentConfig(writers=1.0), torch.Generator().manual_seed(4)),
+                       augment(x, AugmentConfig(writers=1.0), torch.Generator().manual_seed(4)))
+
+
 @pytest.mark.realdata
 def test_real_mnist_splits(mnist_data_dir):
     cfg = DataConfig()

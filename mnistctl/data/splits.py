@@ -50,20 +50,35 @@ def load_split(cfg: DataConfig, split: str, data_dir: str | Path | None = None) 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Random small affine changes, drawn per image and applied to a whole batch at once."""
+    """Random small affine changes, drawn per image and applied to a whole batch at once; with
+    ``writers`` > 0, also the ways one person's writing differs from another's, that strong."""
 
     degrees: float = 10.0
     translate: float = 0.1  # fraction of the image size
     scale: tuple[float, float] = (0.9, 1.1)
+    writers: float = 0.0  # strength of the writer-style changes below (0: none; 1: as listed)
+    slant: float = 0.3  # x moved by up to this times y (a hand leaning left or right)
+    aspect: float = 0.2  # width over height made up to exp(this) times wider (a wide hand), ...
+    narrow: float = 0.7  # ... or up to exp(-this) times narrower (a narrow, upright hand: its 8s are no 1s)
+    elastic: float = 1.5  # px: the largest shift of a smooth random displacement (a wobbly stroke), ...
+    elastic_sigma: float = 3.0  # px: ... smoothed with a Gaussian this wide
+    pen: float = 0.5  # chance of a bolder or a finer pen (``_pen``), half each
 
 
 def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Apply a random rotation, shift and scaling to each image of a float batch [N, 1, H, W].
+    """Apply a random rotation, shift and scaling to each image of a float batch [N, 1, H, W]
+    (and, with ``cfg.writers``, a slant, a narrower or wider hand, an elastic wobble and a bolder
+    or finer pen, as one writer's digits differ from another's).
 
     One ``affine_grid`` + ``grid_sample`` for the whole batch; the background (the minimum of
-    the batch, the paper colour) fills what moves in from outside. Works on any value range.
+    the batch, the paper colour) fills what moves in from outside. Works on any value range with
+    light ink on a dark background (MNIST's).
     """
-    return warp(x, random_affine_grid(x, cfg, generator))
+    grid = random_affine_grid(x, cfg, generator)
+    if cfg.writers > 0:
+        grid = grid + _wobble(x, cfg, generator)
+        x = _pen(x, cfg, generator)
+    return warp(x, grid)
 
 
 def random_affine_grid(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -80,7 +95,42 @@ def random_affine_grid(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
     ty = uniform(-cfg.translate, cfg.translate) * 2.0
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    if cfg.writers > 0:  # output -> input: a slant (x by y) and a narrower or wider hand (x scaled)
+        slant = uniform(-cfg.slant, cfg.slant) * cfg.writers
+        wide = torch.exp(uniform(-cfg.narrow, cfg.aspect) * cfg.writers)
+        hand = torch.zeros(n, 2, 2, device=dev, dtype=theta.dtype)
+        hand[:, 0, 0], hand[:, 0, 1], hand[:, 1, 1] = 1.0 / wide, slant, 1.0
+        theta = torch.cat([theta[:, :, :2] @ hand, theta[:, :, 2:]], 2)
     return F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+
+
+def _wobble(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """A smooth random displacement per image [N, H, W, 2] (grid units), at most about
+    ``cfg.elastic * cfg.writers`` pixels: Simard et al.'s elastic distortion, batched."""
+    n, _, h, w = x.shape
+    field = torch.rand(n, 2, h, w, generator=generator, device=x.device) * 2 - 1
+    radius = max(1, int(2 * cfg.elastic_sigma))
+    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=field.dtype)
+    kernel = torch.exp(-0.5 * (taps / cfg.elastic_sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    field = F.conv2d(field.reshape(2 * n, 1, h, w), kernel.view(1, 1, 1, -1), padding=(0, radius))
+    field = F.conv2d(field, kernel.view(1, 1, -1, 1), padding=(radius, 0)).reshape(n, 2, h, w)
+    field = field / field.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)  # the largest shift: 1 px ...
+    pixels = field * cfg.elastic * cfg.writers  # ... then as many as asked
+    return torch.stack([pixels[:, 0] * 2 / w, pixels[:, 1] * 2 / h], -1).to(x.dtype)
+
+
+def _pen(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Some images drawn with a bolder pen (each pixel at least 0.7 of its 3x3 neighbourhood's
+    brightest: about a pixel wider) or a finer one (the stroke's edges half gone: the mean of each
+    pixel and its 3x3 minimum), ``cfg.pen * cfg.writers`` of them in all."""
+    draw = torch.rand(x.shape[0], generator=generator, device=x.device).view(-1, 1, 1, 1)
+    share = cfg.pen * min(cfg.writers, 1.0)
+    background = x.amin()
+    ink = x - background
+    bolder = torch.maximum(ink, 0.7 * F.max_pool2d(ink, 3, stride=1, padding=1)) + background
+    finer = 0.5 * (ink - F.max_pool2d(-ink, 3, stride=1, padding=1)) + background
+    return torch.where(draw < share / 2, bolder, torch.where(draw < share, finer, x))
 
 
 def warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
