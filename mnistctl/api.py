@@ -108,11 +108,12 @@ def tune(preset: str = "fast", *, space: str | Path | dict[str, Any] | None = No
     (a ``TuneHooks``) sees each trial start and end. Needs the ``tune`` extra. The result names every
     trial, the best one and the files written."""
     from mnistctl.training import tune as search
+    from mnistctl.training.space import read_space
 
     if resume is not None:
         return search.run_study(resume, hooks, timeout=timeout)
     if isinstance(space, (str, Path)):
-        space = {d.name: d.to_json() for d in search.read_space(space)}
+        space = {d.name: d.to_json() for d in read_space(space)}
     options = search.TuneOptions(preset=preset, space=dict(space) if space is not None else
                                  search.default_space(preset), settings=settings, objective=objective,
                                  trials=trials, timeout=timeout, sampler_seed=sampler_seed, sampler=sampler,

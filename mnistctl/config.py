@@ -70,7 +70,8 @@ def setting(default: Any, help: str, problem: str = "", rule: Callable[[Any], bo
     return field(default=default, metadata={"setting": Setting(help, problem, rule, **how)})
 
 
-def _number(x: Any) -> bool:
+def is_number(x: Any) -> bool:
+    """A finite int or float (not a bool)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -79,7 +80,7 @@ def _whole(low: int, high: float = math.inf) -> Callable[[Any], bool]:
 
 
 def _within(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Callable[[Any], bool]:
-    return lambda x: (_number(x) and (low < x if low_open else low <= x) and (x < high if high_open else x <= high))
+    return lambda x: (is_number(x) and (low < x if low_open else low <= x) and (x < high if high_open else x <= high))
 
 
 def _flag(x: Any) -> bool:
@@ -189,12 +190,12 @@ class TrainConfig(_Settings):
         1.0, "Share of the training images each epoch trains on, a different random part each time (such as 0.5: "
              "half an epoch's steps and time; 1: all).",
         "must be in (0, 1], such as 0.5 for half of the training images per epoch", _within(0, 1, low_open=True))
-    lr: float = setting(0.01, "Peak learning rate.", "must be a positive number", lambda x: _number(x) and x > 0)
+    lr: float = setting(0.01, "Peak learning rate.", "must be a positive number", lambda x: is_number(x) and x > 0)
     batch_size: int = setting(64, "Images per training step (per process under torchrun).", "must be at least 1",
                               _whole(1))
     optimizer: str = setting("adam", "Optimizer.", choices=OPTIMIZERS)
     schedule: str = setting("onecycle", "Learning-rate schedule over the whole run.", choices=SCHEDULES)
-    weight_decay: float = setting(0.0, "Weight decay.", "must be >= 0", lambda x: _number(x) and x >= 0)
+    weight_decay: float = setting(0.0, "Weight decay.", "must be >= 0", lambda x: is_number(x) and x >= 0)
     label_smoothing: float = setting(0.0, "Label smoothing of the cross-entropy.", "must be in [0, 1)",
                                      _within(0, 1, high_open=True))
     # decay of an exponential moving average of the weights, per step (0: off)

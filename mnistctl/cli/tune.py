@@ -96,7 +96,7 @@ def tune(
     """
     with user_errors():
         from mnistctl import api
-        from mnistctl.cli.render import TuneView, tune_summary
+        from mnistctl.cli.tune_view import TuneView, tune_summary
         from mnistctl.training import tune as core
 
         if resume is not None and (space is not None or shared):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import time
 import warnings
@@ -27,132 +26,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mnistctl.config import SETTINGS, user_settings
+from mnistctl.config import SETTINGS
 from mnistctl.errors import ConfigError, MnistctlError, one_of
 from mnistctl.fsutil import read_bounded, write_json, write_text
 from mnistctl.recipes import PRESETS, TUNE_OBJECTIVES, TUNE_PRUNERS, TUNE_SAMPLERS, TUNE_SPACES
 from mnistctl.runfiles import CONFIG_FILE, EpochRecord, RunHooks
+from mnistctl.training.space import MAX_SPACE_BYTES, Dimension, check_value, parse_space
 
 OPTIONS_FILE = "tune.json"
 JOURNAL_FILE = "study.log"
 BEST_CONFIG = "best-config.json"
 TRIAL_FILE = "trial.json"
-MAX_SPACE_BYTES = 1_000_000
-KINDS = ("log", "float", "int")  # a range: {"log": [low, high]} (sampled on a log scale), "float", "int"
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One setting of the search: a range (``log``, ``float``, ``int``, with an optional ``step``),
-    a list of ``choices``, or a ``fixed`` value."""
-
-    name: str
-    kind: str  # log, float, int, choice or fixed
-    low: float = 0.0
-    high: float = 0.0
-    step: float | None = None
-    choices: tuple[Any, ...] = ()
-
-    def suggest(self, trial: Any) -> Any:
-        if self.kind == "log":
-            return trial.suggest_float(self.name, self.low, self.high, log=True)
-        if self.kind == "float":
-            return trial.suggest_float(self.name, self.low, self.high, step=self.step)
-        if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1))
-        if self.kind == "choice":
-            return trial.suggest_categorical(self.name, list(self.choices))
-        return self.choices[0]
-
-    def to_json(self) -> Any:
-        """The dimension as a space file writes it."""
-        if self.kind == "fixed":
-            return self.choices[0]
-        if self.kind == "choice":
-            return list(self.choices)
-        return {self.kind: [self.low, self.high], **({"step": self.step} if self.step is not None else {})}
-
-
-def parse_space(data: Any, source: str) -> list[Dimension]:
-    """The dimensions of a search space given as a mapping of setting names to ranges, choices or
-    values; every setting, bound and choice checked as ``train`` checks it (a ConfigError naming it)."""
-    if not isinstance(data, dict) or not data:
-        raise _bad(f"{source} is not a mapping of train settings to ranges (such as lr: {{log: [0.001, 0.1]}})")
-    known = user_settings()
-    dims = []
-    for name, value in data.items():
-        if name not in known:
-            raise _bad(f"{source}: {name!r} is not a setting of train ({', '.join(known)})")
-        dims.append(_dimension(str(name), value, source))
-    return dims
-
-
-def _dimension(name: str, value: Any, source: str) -> Dimension:
-    where = f"{source}: {name}"
-    if isinstance(value, dict):
-        kinds = [k for k in KINDS if k in value]
-        extra = set(value) - {*KINDS, "step"}
-        if len(kinds) != 1 or extra:
-            raise _bad(f"{where} must be one of {{log: [low, high]}}, {{float: [low, high]}}, {{int: [low, high]}} "
-                       "(with an optional step), a list of choices or a value")
-        kind, bounds, step = kinds[0], value[kinds[0]], value.get("step")
-        if not (isinstance(bounds, list) and len(bounds) == 2 and all(_number(b) for b in bounds)
-                and bounds[0] < bounds[1]):
-            raise _bad(f"{where}: {kind} needs [low, high] with low below high, got {bounds!r}")
-        if kind == "log" and bounds[0] <= 0:
-            raise _bad(f"{where}: a log range needs a low bound above 0, got {bounds[0]!r}")
-        if kind == "int" and not all(isinstance(b, int) for b in bounds):
-            raise _bad(f"{where}: an int range needs whole bounds, got {bounds!r}")
-        if step is not None and (kind == "log" or not _number(step) or step <= 0):
-            raise _bad(f"{where}: step must be a positive number (and a log range takes none), got {step!r}")
-        for bound in bounds:
-            _check(name, int(bound) if kind == "int" else float(bound), where)
-        return Dimension(name, kind, bounds[0], bounds[1], step)
-    if isinstance(value, list):
-        if not value or len({json.dumps(v) for v in value}) != len(value):
-            raise _bad(f"{where}: a list of choices needs at least one value, each once")
-        for choice in value:
-            _check(name, choice, where)
-        return Dimension(name, "choice", choices=tuple(value))
-    _check(name, value, where)
-    return Dimension(name, "fixed", choices=(value,))
-
-
-def _check(name: str, value: Any, where: str) -> None:
-    try:
-        SETTINGS[name][2].check(name, value)
-    except ConfigError as exc:
-        raise _bad(f"{where}: {exc.problem or exc}") from None
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _bad(problem: str) -> ConfigError:
-    return ConfigError(problem, setting="space", problem=problem)
-
-
-def read_space(path: str | Path) -> list[Dimension]:
-    """A search space from a JSON or YAML file (by its extension; YAML through PyYAML, which Optuna
-    brings)."""
-    path = Path(path)
-    text = read_bounded(path, MAX_SPACE_BYTES, "the search space file", ConfigError).decode("utf-8", "replace")
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise _bad(f"{path} is not readable {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
-                   f"({str(exc).splitlines()[0][:100]})") from None
-    except Exception as exc:  # PyYAML's own errors
-        raise _bad(f"{path} is not readable YAML ({str(exc).splitlines()[0][:100]})") from None
-    return parse_space(data, str(path))
-
-
 @dataclass
 class TuneOptions:
     """What a study searches and how; written to ``tune.json`` and read back by ``--resume``."""
@@ -183,7 +67,7 @@ class TuneOptions:
         if overlap:
             raise ConfigError(f"{', '.join(overlap)} is both searched and fixed: drop it from one of them")
         for name, value in self.settings.items():
-            _check(name, value, "the settings every trial shares")
+            check_value(name, value, "the settings every trial shares")
 
     def dimensions(self) -> list[Dimension]:
         return parse_space(self.space, OPTIONS_FILE)
