@@ -262,7 +262,7 @@ def predict(
         stdin = (read_stream(sys.stdin.buffer, MAX_BYTES, "standard input", ImageError)
                  if core.STDIN in paths and not sys.stdin.isatty() else None)
         clf = api.load(checkpoint_path, device=device, batch_size=batch_size)
-        numbers: core.Numbers = "never" if single else "always" if number or digits is not None else "auto"
+        numbers: core.Numbers = "never" if single else "always" if number else "auto"  # --digits: always
         with PredictProgress(err_console) as progress:
             results = core.predict_files(paths, clf, preprocess, stdin=stdin, progress=progress.update,
                                          jobs=jobs, numbers=numbers, digits=digits)

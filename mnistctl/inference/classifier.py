@@ -363,8 +363,11 @@ def load_classifier(checkpoint: str | Path | Sequence[str | Path] | None = None,
 
 
 def _numbers(value: str) -> Any:
-    """``numbers`` checked: one of auto, always, never."""
-    from mnistctl.errors import one_of
+    """``numbers`` checked: one of ``inference.files.Numbers`` (auto, always, never)."""
+    from typing import get_args
 
-    one_of("numbers", value, ("auto", "always", "never"))
+    from mnistctl.errors import one_of
+    from mnistctl.inference.files import Numbers
+
+    one_of("numbers", value, get_args(Numbers))
     return value

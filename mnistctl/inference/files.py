@@ -230,7 +230,7 @@ def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = T
     if progress is not None and results and not todo:
         progress(len(results), len(results))
     if preprocess:
-        read_numbers_in(results, classifier, stdin, "always" if digits is not None else numbers, digits)
+        read_numbers_in(results, classifier, stdin, numbers, digits)
     return results
 
 
@@ -329,27 +329,29 @@ def predict_image(source: ImageSource, classifier: Classifier, path: str = "imag
     if _prepare_into(result, source, preprocess) and result.image is not None:
         [result.prediction] = classifier.classify(result.image[None], [result.redrawn])
         if preprocess:
-            _as_number(result, source, classifier, "always" if digits is not None else numbers, digits)
+            _as_number(result, source, classifier, numbers, digits)
     return result
 
 
 def _as_number(result: FilePrediction, source: ImageSource, classifier: Classifier, numbers: Numbers,
                digits: int | None = None) -> None:
-    """Read ``result``'s picture as a number when ``numbers`` says so ("auto": when it may be one);
-    a reading of several digits (or any, when ``digits`` is known) becomes its answer. With "auto",
-    a picture that cannot be read as a number keeps its one-digit reading; otherwise the reason is
-    its error."""
-    from mnistctl.inference.numbers import read_number
+    """Read ``result``'s picture as a number when ``numbers`` says so ("auto": when it may be one;
+    a known count of ``digits`` means "always"); a reading of several digits (or any, when
+    ``digits`` is known) becomes its answer. With "auto", a picture that cannot be read as a number
+    keeps its one-digit reading; otherwise the reason is its error."""
+    from mnistctl.inference.numbers import several_digits
 
+    if digits is not None:
+        numbers = "always"
     if result.prediction is None or numbers == "never" or not (result.several or numbers == "always"):
         return
     if not isinstance(source, (str, Path, bytes, bytearray, memoryview)) and hasattr(source, "seek"):
         source.seek(0)  # a stream: read again from its start
-    reading = read_number(classifier, source, result.path, digits, number=numbers == "always")
-    if reading.error is not None:
+    reading = several_digits(classifier, source, result.path, digits, number=numbers == "always")
+    if reading is not None and reading.error is not None:
         if numbers == "always":
             result.prediction, result.error = None, reading.error
-    elif len(reading.digits) > 1 or digits not in (None, 1):
+    elif reading is not None:
         result.number = reading
 
 

@@ -51,6 +51,7 @@ PAIR_FROM, PAIR_UPTO = 0.75, 2.0  # the groups (their width over the digits' hei
 # (with the model at 0.7, 22 of 1,000 single digits in the people styles were cut)
 PAIR_IN_NUMBER = 0.6
 PAIR_DOUBT = 0.2  # a probability of two this close to 0.5 makes the reading doubtful
+DIGIT_UNSURE = "a digit is unsure (low confidence, or its two looks differ)"  # a reason a number is unsure
 PER_DIGIT_WIDTH = 0.8  # a digit is about this many times as wide as the digits are tall (for the expected split)
 AWAY = 0.5  # the score lost per digit away from the number the group's width suggests
 ONE_DIGIT = 0.5  # the score a group read whole gains when the picture is not known to hold a number
@@ -100,24 +101,39 @@ def read_number(classifier: Classifier, source: ImageSource, path: str = "image"
     one digit (a wide group is split only when the parts read clearly better). A picture read as
     one digit is read exactly as ``predict`` reads it. Problems with the picture are the reading's
     ``error``."""
-    reading = NumberReading(path)
     try:
         decoded = read_image(source, DECODE_LONGEST)
-        layout = find_digits(decoded)
-        if len(layout.groups) == 1 and not _may_be_several(layout, layout.groups[0], number) and count in (None, 1):
-            return _one_digit(classifier, decoded, reading)  # exactly as predict reads one digit
-        chosen = _digits(classifier, layout, count, reading, number)
-        if len(chosen) == 1 and count in (None, 1):
-            reading.reasons.clear()
-            return _one_digit(classifier, decoded, reading)
+        return _several(classifier, decoded, path, count, number) or \
+            _one_digit(classifier, decoded, NumberReading(path))
     except ImageError as exc:
-        reading.error = str(exc)
-        return reading
+        return NumberReading(path, error=str(exc))
+
+
+def several_digits(classifier: Classifier, source: ImageSource, path: str = "image", count: int | None = None, *,
+                   number: bool = True) -> NumberReading | None:
+    """``read_number``'s reading of a picture that holds several digits (or a known ``count`` other
+    than one), or of one it cannot read (its ``error``); None for a picture of one digit, which
+    ``predict`` has read already."""
+    try:
+        return _several(classifier, read_image(source, DECODE_LONGEST), path, count, number)
+    except ImageError as exc:
+        return NumberReading(path, error=str(exc))
+
+
+def _several(classifier: Classifier, decoded: Any, path: str, count: int | None, number: bool) -> NumberReading | None:
+    """The digits of a decoded picture read as a number, or None when it reads as one digit."""
+    layout = find_digits(decoded)
+    if len(layout.groups) == 1 and not _may_be_several(layout, layout.groups[0], number) and count in (None, 1):
+        return None
+    reading = NumberReading(path)
+    chosen = _digits(classifier, layout, count, reading, number)
+    if len(chosen) == 1 and count in (None, 1):
+        return None
     images = np.stack([image for _, image in chosen])
     predictions = classifier.classify(images, [True] * len(chosen))
     reading.digits = [DigitReading(layout.box(g), p, image) for (g, image), p in zip(chosen, predictions)]
     if any(p.unsure for p in predictions):
-        reading.reasons.insert(0, "a digit is unsure (low confidence, or its two looks differ)")
+        reading.reasons.insert(0, DIGIT_UNSURE)
     if count is not None and len(reading.digits) != count:
         reading.reasons.append(f"{len(reading.digits)} digits found where {count} were expected")
     reading.reasons = list(dict.fromkeys([*reading.reasons, *layout.notes]))  # each reason once
@@ -187,7 +203,7 @@ def _one_digit(classifier: Classifier, decoded: Any, reading: NumberReading) -> 
     [prediction] = classifier.classify(prepared.image[None], [prepared.redrawn])
     assert prepared.box is not None  # analyse finds the ink's box
     reading.digits = [DigitReading(prepared.box, prediction, prepared.image)]
-    doubt = ["a digit is unsure (low confidence, or its two looks differ)"] if prediction.unsure else []
+    doubt = [DIGIT_UNSURE] if prediction.unsure else []
     reading.reasons = doubt + list(prepared.notes)
     return reading
 

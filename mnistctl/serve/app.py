@@ -32,12 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from mnistctl import __version__
 from mnistctl.errors import MnistctlError, RequestError, ServeError
 from mnistctl.inference.classifier import Classifier
-from mnistctl.inference.files import predict_image, prediction_json
+from mnistctl.inference.files import Numbers, predict_image, prediction_json
 from mnistctl.recipes import UPLOAD_MB
 
 MAX_UPLOAD = int(UPLOAD_MB * 1024 * 1024)  # bytes: a larger upload is refused with 413
@@ -363,7 +363,7 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: l
 
     @app.post("/predict", openapi_extra=PREDICT_BODY, summary="Read the digit, or the number, in a picture")
     async def predict(request: Request, input: bool = False, preprocess: bool = True,
-                      numbers: Literal["auto", "always", "never"] = "auto",
+                      numbers: Numbers = "auto",
                       digits: Annotated[int | None, Query(ge=1, le=64)] = None) -> JSONResponse:
         """The image in the body (raw, or a multipart field) -> the object ``predict --json`` gives
         for a file: a picture of several digits answers with ``number`` and each digit's box
@@ -377,9 +377,8 @@ def create_app(classifier: Classifier, *, max_upload: int = MAX_UPLOAD, hosts: l
         if not preprocess and (numbers == "always" or digits is not None):
             return error(400, "numbers=always and digits need the picture prepared: leave out preprocess=false")
         try:
-            result = await asyncio.wait_for(pool.run(predict_image, data, classifier, name, preprocess,
-                                                     "always" if digits is not None else numbers, digits),
-                                            REQUEST_BUDGET)
+            result = await asyncio.wait_for(pool.run(predict_image, data, classifier, name, preprocess, numbers,
+                                                     digits), REQUEST_BUDGET)
         except MnistctlError as exc:  # the model itself failed (outputs that are not numbers, ...)
             return error(500, f"the model could not read the picture: {exc}")
         except asyncio.TimeoutError:
