@@ -176,16 +176,15 @@ def _one_or_two(classifier: Classifier, group: Group,
     """How likely ``group`` is two digits touching rather than one (a logistic model of how it reads
     whole and cut in two, its width and the ink where it is cut: ``PAIR_MODEL``), and the two digits
     at the cut they read best at (empty when no cut gives two)."""
-    whole = digit_input(group)
-    ways = [w for w in (split(group, at) for at in cuts(group, 2, TRIES[2])) if len(w) == 2]
-    if not ways:
+    inputs = _cut_in(group, 2)
+    if not inputs:
         return 0.0, []
-    inputs = [[(p, digit_input(p)) for p in way] for way in ways]
+    whole = digit_input(group)
     logs = np.log(np.maximum(classifier.probabilities(np.stack([whole] + [i for w in inputs for _, i in w])), 1e-9))
     top = np.sort(logs[0])[::-1]
-    parts = logs[1:].max(1).reshape(len(ways), 2)
+    parts = logs[1:].max(1).reshape(len(inputs), 2)
     best = int(parts.mean(1).argmax())
-    a, b = ways[best]
+    (a, _), (b, _) = inputs[best]
     profile = group.ink.sum(0)
     cut = a.x1 - group.x0
     neck = profile[max(0, cut - 1):cut + 1].min() / max(float(np.median(profile[profile > 0])), 1e-6)
@@ -233,13 +232,18 @@ def _score(classifier: Classifier, group: Group, k: int,
     """``group`` read as ``k`` digits, at the cuts (``cuts``) whose digits the classifier is surest
     of: the mean log-confidence, less ``AWAY`` per digit from the number the group's width suggests,
     plus ``bonus``; and those digits with their inputs."""
-    ways = [split(group, at) for at in cuts(group, k, TRIES.get(k, 2))] if k > 1 else [[group]]
-    ways = [w for w in ways if len(w) == k] or [[group]]
-    inputs = [[(p, digit_input(p)) for p in way] for way in ways]
+    inputs = (_cut_in(group, k) if k > 1 else []) or [[(group, digit_input(group))]]
     probs = classifier.probabilities(np.stack([image for way in inputs for _, image in way]))
-    confidence = np.log(np.maximum(probs.max(1), 1e-9)).reshape(len(ways), -1).mean(1)
+    confidence = np.log(np.maximum(probs.max(1), 1e-9)).reshape(len(inputs), -1).mean(1)
     best = int(np.argmax(confidence))
     return float(confidence[best]) - AWAY * abs(k - _expected_digits(group)) + bonus, inputs[best]
+
+
+def _cut_in(group: Group, k: int) -> list[list[tuple[Group, np.ndarray]]]:
+    """The ways to cut ``group`` into ``k`` digits (``cuts``, ``TRIES`` columns per cut) that give
+    ``k`` parts with ink, each part with its 28x28 input."""
+    ways = [way for way in (split(group, at) for at in cuts(group, k, TRIES.get(k, 2))) if len(way) == k]
+    return [[(p, digit_input(p)) for p in way] for way in ways]
 
 
 def _expected_digits(group: Group) -> float:
