@@ -23,7 +23,7 @@ from mnistctl.cli.commands import app
 from mnistctl.config import DataConfig
 from mnistctl.data.splits import load_split
 from mnistctl.errors import MnistctlError
-from mnistctl.images import prepare as preprocess
+from mnistctl.images import fit
 from mnistctl.images.pixels import border, pieces
 from mnistctl.images.prepare import prepare
 from mnistctl.inference.classifier import TorchClassifier, prepare_image
@@ -319,7 +319,7 @@ def test_array_first_api_gives_what_predict_gives(tmp_path, shipped):
     probs = shipped.probabilities(batch)
     assert probs.shape == (4, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert shipped.classify(torch.from_numpy(batch), redrawn)[3].label == from_arrays[3].label  # tensors too
-    widened = shipped.probabilities(preprocess.widen(batch))
+    widened = shipped.probabilities(fit.widen(batch))
     assert np.allclose([a.probabilities for a in from_arrays], np.where(redrawn[:, None], (probs + widened) / 2, probs),
                        atol=1e-6)
     once = shipped.classify(batch, [False] * 4)  # marked as not redrawn: read once, as classify(batch) reads it
@@ -330,12 +330,12 @@ def test_array_first_api_gives_what_predict_gives(tmp_path, shipped):
 
 
 def test_widen_gives_every_stroke_a_soft_rim_of_half_its_brightness():
-    """preprocess.widen: a pixel next to a stroke becomes half as bright as its brightest
+    """fit.widen: a pixel next to a stroke becomes half as bright as its brightest
     four-neighbour (never darker than it was); diagonals, blank pictures and the dtype are kept."""
     x = np.zeros((2, 28, 28), np.uint8)
     x[0, 10, 10], x[0, 20, 5:8], x[0, 20, 8] = 255, 200, 120
     x[0, 0, 27] = 100  # at the border: its rim is cut off by the edge, not wrapped round
-    out = preprocess.widen(x)
+    out = fit.widen(x)
     assert out.dtype == np.uint8 and out.shape == x.shape
     assert not out[1].any()  # blank stays blank
     assert (out >= x).all()
@@ -343,7 +343,7 @@ def test_widen_gives_every_stroke_a_soft_rim_of_half_its_brightness():
     assert out[0, 9, 9] == 0  # the diagonal: not a four-neighbour
     assert out[0, 20, 8] == 120 and out[0, 20, 9] == 60 and out[0, 21, 6] == 100 and out[0, 19, 8] == 60
     assert out[0, 1, 27] == out[0, 0, 26] == 50 and out[0, 27, 27] == out[0, 0, 0] == 0
-    assert np.array_equal(preprocess.widen(x[0]), out[0])  # one image or a batch
+    assert np.array_equal(fit.widen(x[0]), out[0])  # one image or a batch
     assert (out > 0).sum() == (x > 0).sum() + 4 + 10 + 2
 
 

@@ -19,19 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnistctl.images.pixels import at_most, pieces
-from mnistctl.images.prepare import (
-    SEVERAL_WIDE,
-    WORK_SIZE,
-    Decoded,
-    ImageError,
-    _as_ink,
-    _clean,
-    _fit,
-    _inside_frame,
-    _soft_mask,
-    _without_table,
-)
+from mnistctl.images.fit import fit
+from mnistctl.images.pixels import pieces
+from mnistctl.images.prepare import SEVERAL_WIDE, WORK_SIZE, Decoded, ImageError, look
 
 NUMBER_WORK = 2 * WORK_SIZE  # px, the longer side a number is found on: six digits keep ~50 px each
 OVERLAP = 0.4  # pieces sharing this share of the narrower one's width are strokes of one digit
@@ -85,17 +75,13 @@ class Layout:
 def find_digits(decoded: Decoded) -> Layout:
     """The groups of ink that are digits, left to right. ImageError for a blank picture or for
     several lines of digits."""
-    ink = _as_ink(_without_table(decoded.grey))
-    view = at_most(ink, NUMBER_WORK)
-    cleaned, threshold, _ = _clean(view)
-    soft = _soft_mask(cleaned, threshold)
-    inside = _inside_frame(soft)
-    origin = (0, 0)
-    if inside is not None:
-        y0, y1, x0, x1 = inside
+    seen = look(decoded, NUMBER_WORK)
+    soft, origin = seen.soft, (0, 0)
+    if seen.inside is not None:
+        y0, y1, x0, x1 = seen.inside
         soft = soft[y0:y1, x0:x1]
         origin = (x0, y0)
-    scale = decoded.scale * ink.shape[1] / view.shape[1]
+    scale = decoded.scale * seen.ink.shape[1] / seen.view.shape[1]
     labels, count = pieces(soft > 0)
     if count == 0:
         raise ImageError("no ink found: the image looks blank")
@@ -217,7 +203,7 @@ def split(group: Group, at: list[int]) -> list[Group]:
 
 def digit_input(group: Group) -> np.ndarray:
     """One group prepared as a single digit is: 28x28 uint8, fitted and centred as MNIST's."""
-    return _fit(group.ink)
+    return fit(group.ink)
 
 
 def _slivers(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from mnistctl.images.fit import CANVAS, fit, ink_box
 from mnistctl.images.pixels import (
     at_most,
     border,
@@ -25,7 +26,6 @@ from mnistctl.images.pixels import (
     otsu,
     percentile_rows,
     pieces,
-    reduce_to,
     to_array,
     to_pil,
 )
@@ -36,8 +36,6 @@ WORK_SIZE = 320  # larger images are reduced to this longest side before the fin
 # a large JPEG is decoded at a reduced scale that keeps this longest side at least: the digit is cut out
 # of it and reduced to WORK_SIZE, so a digit a third of the picture wide loses nothing
 DECODE_LONGEST = 3 * WORK_SIZE
-BOX, CANVAS = 20, 28
-THICK = 3.5  # px at the final size: strokes wider than this (a marker) are thinned
 
 
 def looks_like_mnist(d: Decoded) -> bool:
@@ -71,15 +69,6 @@ def _background(ink: np.ndarray) -> np.ndarray | None:
     low = min_filter(percentile_rows(blocks.transpose(0, 2, 1, 3).reshape(ch * cw, bh * bw), 25).reshape(ch, cw))
     low = np.minimum(low, float(border(low).max()) + 0.02)
     return to_array(to_pil(low).resize((w, h), Image.Resampling.BILINEAR))
-
-
-def _mass_bounds(profile: np.ndarray, trim: float = 0.003) -> tuple[int, int]:
-    """First and last index holding the ink mass, ignoring ``trim`` of it at each end."""
-    c = np.cumsum(profile)
-    total = c[-1]
-    lo = int(np.searchsorted(c, total * trim, side="right"))
-    hi = int(np.searchsorted(c, total * (1 - trim), side="left"))
-    return lo, max(lo, min(hi, len(profile) - 1))
 
 
 @dataclass
@@ -171,13 +160,6 @@ def _soft_mask(ink: np.ndarray, threshold: float) -> np.ndarray:
     if out.sum() < 1.0:
         raise ImageError("no ink found: the image looks blank")
     return out
-
-
-def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
-    """(y0, y1, x0, x1), inclusive: where the ink mass is, ignoring a trace of it at each end."""
-    y0, y1 = _mass_bounds(ink.sum(1))
-    x0, x1 = _mass_bounds(ink.sum(0))
-    return y0, y1, x0, x1
 
 
 FRAME_LINE = 0.9  # a row or column this full of ink, near its side of the picture, is part of a frame
@@ -341,6 +323,28 @@ def _at_border(mask: np.ndarray, ring: np.ndarray) -> np.ndarray:
     return touching[labels]
 
 
+@dataclass
+class Look:
+    """A picture's ink made ready for finding what is on it (``look``)."""
+
+    ink: np.ndarray  # the whole picture as light ink on dark, a table around the sheet painted out
+    view: np.ndarray  # ``ink`` reduced to the work size (``ink`` itself when it is no larger)
+    soft: np.ndarray  # ``view`` cleaned (background, printed lines, noise) and soft-masked
+    turns: Turns  # the printed lines' turns (``rulings``), to clean a crop of the picture alike
+    inside: tuple[int, int, int, int] | None  # (y0, y1, x0, x1) of ``soft`` inside a frame round it, if any
+
+
+def look(d: Decoded, longest: int) -> Look:
+    """``d`` as ink, reduced to ``longest`` px at most, cleaned and soft-masked, and the inside of a
+    frame round it: the first steps of reading one digit (``analyse``) and a number
+    (``numbers.find_digits``), at their own work sizes."""
+    ink = _as_ink(_without_table(d.grey))
+    view = at_most(ink, longest)
+    cleaned, threshold, turns = _clean(view)
+    soft = _soft_mask(cleaned, threshold)
+    return Look(ink, view, soft, turns, _inside_frame(soft))
+
+
 def analyse(d: Decoded) -> Prepared:
     """``to_mnist`` with what it noticed: how much of the picture is ink, and any reason to doubt
     that it shows a single digit (ink everywhere, ink in separate places, a mere speck)."""
@@ -349,17 +353,14 @@ def analyse(d: Decoded) -> Prepared:
         ys, xs = np.nonzero(d.raw > 0)
         return Prepared(d.raw.copy(), float(np.mean(d.raw > 127)),
                         box=(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
-    ink = _as_ink(_without_table(d.grey))
-    # a look at the whole picture (reduced when large) finds where the digit is and how much ink there is
-    view = at_most(ink, WORK_SIZE)
-    view_ink, threshold, turns = _clean(view)
-    view_ink = _soft_mask(view_ink, threshold)
+    # a look at the whole picture (reduced when large) finds where the digit is and how much ink there is;
     # a frame around the digit is left out: what is inside it is the picture
-    inside = _inside_frame(view_ink)
+    seen = look(d, WORK_SIZE)
+    ink, view, view_ink, turns, inside = seen.ink, seen.view, seen.soft, seen.turns, seen.inside
     fy0, fy1, fx0, fx1 = inside or (0, view_ink.shape[0], 0, view_ink.shape[1])
     view_ink, two_things = _without_specks(view_ink[fy0:fy1, fx0:fx1])
     coverage = float((view_ink > 0).mean())
-    y0, y1, x0, x1 = _ink_box(view_ink)
+    y0, y1, x0, x1 = ink_box(view_ink)
     y0, y1, x0, x1 = y0 + fy0, y1 + fy0, x0 + fx0, x1 + fx0
     notes = []
     if two_things:
@@ -385,87 +386,7 @@ def analyse(d: Decoded) -> Prepared:
         left, right = max(lo_x, int((x0 - margin) * sx)), min(hi_x, int(np.ceil((x1 + 1 + margin) * sx)))
         crop = at_most(ink[top:bottom, left:right], WORK_SIZE)
         ink = _without_specks(_soft_mask(*_clean(crop, turns)[:2]))[0]
-    return Prepared(_fit(ink), coverage, tuple(notes), redrawn=True, box=box, several=several)
-
-
-def _stroke_width(ink: np.ndarray) -> float:
-    """The typical stroke width in pixels: twice the ink area over its boundary length (a 1 px
-    line reads as 2, a w px stroke as w)."""
-    mask = ink > 0.5
-    area = int(mask.sum())
-    if area == 0:
-        return 0.0
-    inner = min_filter(mask)
-    return 2.0 * area / max(1, area - int(inner.sum()))
-
-
-def _thin_gently(ink: np.ndarray, largest: int) -> np.ndarray:
-    """Erode with the largest odd window up to ``largest`` that keeps 60% of the ink, so that no
-    stroke breaks (a marker's strokes get thinner, its closed loops stay closed as they were).
-
-    A window of 2k+1 is k erosions by 3x3 (a square's minimum is separable and composes), so each
-    larger window costs one small filter, and no window wider than the picture is tried: the work is
-    bounded by the picture's size, not by the stroke's (a solid bar once took minutes)."""
-    area, best = float((ink > 0.5).sum()), ink
-    for _ in range(3, min(largest, 2 * max(ink.shape) + 1) + 1, 2):
-        thinner = min_filter(best)
-        if (thinner > 0.5).sum() < 0.6 * area:
-            break
-        best = thinner
-    return best
-
-
-def _fit(ink: np.ndarray) -> np.ndarray:
-    """Crop to the ink, scale the longer side to 20 px (anti-aliased, aspect ratio kept), and place
-    it in 28x28 with its centre of mass at the centre, as MNIST digits are. Strokes that would come
-    out thinner than a pixel (a fine pen on a large canvas) are thickened first, as MNIST's are
-    about two pixels wide."""
-    y0, y1, x0, x1 = _ink_box(ink)
-    crop = ink[y0:y1 + 1, x0:x1 + 1]
-    ch, cw = crop.shape
-    scale = BOX / max(ch, cw)
-    width = _stroke_width(crop) * scale  # as it would come out
-    if scale < 0.5 and (width < 1.0 or width > THICK):
-        # at four times the final size: a fine pen is thickened, a marker thinned, to MNIST's ~2.5 px
-        mid = reduce_to(crop, 4 * BOX)
-        mid = mid / max(float(mid.max()), 1e-6)
-        if width < 1.0:
-            mid = max_filter(mid, 7)
-        else:
-            mid = _thin_gently(mid, 2 * int(round((width - 2.5) * 4 / 2)) + 1)
-        crop, (ch, cw) = mid, mid.shape
-        scale = BOX / max(ch, cw)
-    size = (max(1, round(cw * scale)), max(1, round(ch * scale)))
-    method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
-    digit = np.clip(to_array(to_pil(crop).resize(size, method)), 0.0, None)
-    if digit.max() <= 0:
-        raise ImageError("no ink found: the image looks blank")
-    digit /= digit.max()
-    dh, dw = digit.shape
-    ys, xs = np.mgrid[0:dh, 0:dw]
-    mass = digit.sum()
-    cy, cx = (ys * digit).sum() / mass, (xs * digit).sum() / mass
-    top_y = int(np.clip(round(CANVAS / 2 - 0.5 - cy), 0, CANVAS - dh))
-    left_x = int(np.clip(round(CANVAS / 2 - 0.5 - cx), 0, CANVAS - dw))
-    out = np.zeros((CANVAS, CANVAS), dtype=np.float32)
-    out[top_y:top_y + dh, left_x:left_x + dw] = digit
-    return np.round(out * 255.0).astype(np.uint8)
-
-
-WIDER = 0.5  # ``widen``: each pixel becomes at least this share of its brightest four-neighbour
-
-
-def widen(images: np.ndarray) -> np.ndarray:
-    """Digits ``[..., 28, 28]`` (uint8) with strokes about half a pixel wider: each pixel becomes at
-    least half of its brightest four-neighbour, a soft rim around every stroke.
-
-    A model trained on MNIST knows its strokes' width and anti-aliased rims; people's strokes are
-    thinner or thicker and a drawing's edges are hard. ``Classifier.classify`` reads a redrawn
-    picture both as prepared and so widened, and averages the two (docs/design-notes.md: "Two looks")."""
-    x = np.asarray(images)
-    pad = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(1, 1), (1, 1)])
-    near = np.maximum.reduce([pad[..., :-2, 1:-1], pad[..., 2:, 1:-1], pad[..., 1:-1, :-2], pad[..., 1:-1, 2:]])
-    return np.maximum(x, np.round(near * WIDER).astype(x.dtype))
+    return Prepared(fit(ink), coverage, tuple(notes), redrawn=True, box=box, several=several)
 
 
 def resize_as_is(d: Decoded) -> np.ndarray:

@@ -23,7 +23,8 @@ import numpy as np
 
 from mnistctl.config import INFERENCE_BATCH, DataConfig, ModelConfig
 from mnistctl.errors import CheckpointError, ConfigError, MnistctlError
-from mnistctl.images.prepare import ImageSource, prepare_image, widen
+from mnistctl.images.fit import widen
+from mnistctl.images.prepare import ImageSource, prepare_image
 from mnistctl.inference.metrics import softmax
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class Classifier:
     def classify(self, images: Any, redrawn: Sequence[bool] | np.ndarray | None = None) -> list[Prediction]:
         """Predictions for ``images`` ``[N, 28, 28]``. ``redrawn`` marks those that preprocessing made
         from people's pictures (``Prepared.redrawn``): each is read twice, as prepared and with its
-        strokes half a pixel wider (``preprocess.widen``), and the two probabilities averaged -- on
+        strokes half a pixel wider (``images.fit.widen``), and the two probabilities averaged -- on
         three practice corpora of people-style drawings of validation digits this made 19-77% fewer
         mistakes (docs/design-notes.md: "Two looks"). An MNIST digit given as it is is read once."""
         if redrawn is None or not np.any(redrawn):
