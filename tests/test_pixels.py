@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnistctl.images.pixels import at_most, full_size, otsu, pieces, reduce_to
+from mnistctl.images.pixels import at_most, full_size, otsu, piece_boxes, pieces, reduce_to
 
 
 def test_otsu_cuts_between_two_levels_in_the_middle_of_the_tie():
@@ -82,3 +82,13 @@ def test_percentiles_of_rows_are_numpys():
         rows[rng.random(rows.shape) < 0.4] = 0.0  # ties
         for q in (0, 25, 50, 75, 90, 100):
             assert np.array_equal(percentile_rows(rows, q), np.percentile(rows, q, axis=1)), (n, q)
+
+
+def test_piece_boxes_bound_each_piece():
+    mask = np.zeros((10, 12), bool)
+    mask[1:4, 2:5] = True  # a block
+    mask[6, 0:12] = True  # a line across
+    mask[8, 10] = True  # a speck
+    labels, count = pieces(mask)
+    assert count == 3
+    assert piece_boxes(labels, count).tolist() == [[2, 1, 5, 4], [0, 6, 12, 7], [10, 8, 11, 9]]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mnistctl.images.fit import fit
-from mnistctl.images.pixels import pieces
+from mnistctl.images.pixels import piece_boxes, pieces
 from mnistctl.images.prepare import SEVERAL_WIDE, WORK_SIZE, Decoded, ImageError, look
 
 NUMBER_WORK = 2 * WORK_SIZE  # px, the longer side a number is found on: six digits keep ~50 px each
@@ -86,14 +86,7 @@ def find_digits(decoded: Decoded) -> Layout:
     if count == 0:
         raise ImageError("no ink found: the image looks blank")
     mass = np.bincount(labels.ravel(), weights=soft.ravel(), minlength=count + 1)[1:]
-    ys, xs = np.nonzero(labels)
-    which = labels[ys, xs] - 1
-    box = np.stack([np.full(count, soft.shape[1]), np.full(count, soft.shape[0]), np.zeros(count, int),
-                    np.zeros(count, int)], 1)  # x0, y0, x1, y1 (ends exclusive)
-    np.minimum.at(box[:, 0], which, xs)
-    np.minimum.at(box[:, 1], which, ys)
-    np.maximum.at(box[:, 2], which, xs + 1)
-    np.maximum.at(box[:, 3], which, ys + 1)
+    box = piece_boxes(labels, count)  # x0, y0, x1, y1 (ends exclusive)
     edge = _slivers(box, soft.shape)
     if edge.all():
         raise ImageError("no ink found: the image looks blank")

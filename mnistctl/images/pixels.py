@@ -106,6 +106,20 @@ def pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return order[labels], count - 1
 
 
+def piece_boxes(labels: np.ndarray, count: int) -> np.ndarray:
+    """The box of each of ``pieces``' ``count`` pieces: int ``[count, 4]`` of x0, y0, x1, y1 (ends
+    exclusive)."""
+    ys, xs = np.nonzero(labels)
+    which = labels[ys, xs] - 1
+    box = np.stack([np.full(count, labels.shape[1]), np.full(count, labels.shape[0]), np.zeros(count, int),
+                    np.zeros(count, int)], 1)
+    np.minimum.at(box[:, 0], which, xs)
+    np.minimum.at(box[:, 1], which, ys)
+    np.maximum.at(box[:, 2], which, xs + 1)
+    np.maximum.at(box[:, 3], which, ys + 1)
+    return box
+
+
 def _square(size: int) -> np.ndarray:
     return np.ones((size, size), np.uint8)
 

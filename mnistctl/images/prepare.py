@@ -25,6 +25,7 @@ from mnistctl.images.pixels import (
     min_filter,
     otsu,
     percentile_rows,
+    piece_boxes,
     pieces,
     to_array,
     to_pil,
@@ -213,13 +214,8 @@ def _without_specks(ink: np.ndarray) -> tuple[np.ndarray, bool]:
     if count < 2:
         return ink, False
     mass = np.bincount(labels.ravel(), weights=small.ravel(), minlength=count + 1)[1:]
-    ys, xs = np.nonzero(labels)
-    which = labels[ys, xs] - 1
-    box = np.full((count, 4), [small.shape[0], -1, small.shape[1], -1])  # y0, y1, x0, x1 per piece
-    np.minimum.at(box[:, 0], which, ys)
-    np.maximum.at(box[:, 1], which, ys)
-    np.minimum.at(box[:, 2], which, xs)
-    np.maximum.at(box[:, 3], which, xs)
+    x0s, y0s, x1s, y1s = piece_boxes(labels, count).T
+    box = np.stack([y0s, y1s - 1, x0s, x1s - 1], 1)  # y0, y1, x0, x1 per piece, inclusive
     kept = np.zeros(count, bool)
     kept[int(mass.argmax())] = True
     while True:
