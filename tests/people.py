@@ -225,6 +225,24 @@ def _grey(mask: np.ndarray, ink: int = 0, paper: int = 255) -> Image.Image:
     return Image.fromarray(np.where(mask, ink, paper).astype(np.uint8), "L")
 
 
+def block_counts(digit: np.ndarray, side: int = 8) -> Image.Image:
+    """An MNIST digit as an old scanner's low-resolution digits were made: its two-level shape
+    fitted into a 32x32 bitmap (aspect kept, centred), each 4x4 block's ink pixels counted (0-16;
+    an 8x8 picture for ``side`` 8), dark ink on white paper."""
+    mask = _binary(digit)
+    ys, xs = np.nonzero(mask)
+    crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    bitmap = 4 * side
+    scale = bitmap / max(crop.shape)
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    big = np.asarray(Image.fromarray(crop.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)) >= 128
+    canvas = np.zeros((bitmap, bitmap), bool)
+    top, left = (bitmap - big.shape[0]) // 2, (bitmap - big.shape[1]) // 2
+    canvas[top:top + big.shape[0], left:left + big.shape[1]] = big
+    counts = canvas.reshape(side, 4, side, 4).sum((1, 3))
+    return Image.fromarray(np.round(255 - counts * 255 / 16).astype(np.uint8), "L")
+
+
 def draw_style(name: str, digit: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, str]:
     """One MNIST digit drawn in style ``name``: (image, file suffix)."""
     if name in ("photo", "jpeg", "rgba", "transparent"):

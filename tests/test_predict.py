@@ -28,7 +28,7 @@ from mnistctl.images.pixels import border, pieces
 from mnistctl.images.prepare import prepare
 from mnistctl.inference.classifier import TorchClassifier, prepare_image
 from mnistctl.inference.files import predict_files
-from people import STYLES, draw_style, make_corpus, make_people_set
+from people import STYLES, block_counts, draw_style, make_corpus, make_people_set
 
 runner = CliRunner()
 ASSETS = REPO / "assets"
@@ -388,6 +388,28 @@ def test_the_noise_filter_leaves_the_strokes_of_small_drawings(mnist_data_dir, m
     monkeypatch.setattr(preprocess, "MEDIAN_KEEP", float("inf"))  # never filter
     plain = np.array([prepare_image(img).sum(dtype=np.float64) for img in drawings])
     assert (filtered / plain).min() >= 0.85, np.sort(filtered / plain)[:5]
+
+
+@pytest.mark.realdata
+def test_digits_scanned_at_8x8_are_enlarged_before_their_ink_is_found(mnist_data_dir, shipped, monkeypatch):
+    """An 8x8 picture of 0-16 block counts (how an old scanner made low-resolution digits) is
+    enlarged before its ink is found: its grey edges are most of each stroke. 400 training digits
+    so are read at least 96% right (96.8% when written; 93.4% without), and better than without."""
+    from mnistctl.images import prepare as preprocess
+
+    images, labels = load_split(DataConfig(), "train", mnist_data_dir)
+    pictures = [block_counts(digit) for digit in images.numpy()[:400]]
+    truth = labels.numpy()[:400]
+    assert pictures[0].size == (8, 8)
+
+    def accuracy() -> float:
+        results = shipped.predict(pictures)
+        assert all(r.number is None and r.error is None for r in results)
+        return float(np.mean([r.prediction.index == t for r, t in zip(results, truth)]))
+
+    enlarged = accuracy()
+    monkeypatch.setattr(preprocess, "SMALL", 0)
+    assert enlarged >= 0.96 and enlarged >= accuracy() + 0.02
 
 
 @pytest.mark.parametrize("orientation, turn", [(3, 180), (6, 90), (8, 270)])

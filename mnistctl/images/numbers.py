@@ -81,7 +81,7 @@ def find_digits(decoded: Decoded) -> Layout:
         y0, y1, x0, x1 = seen.inside
         soft = soft[y0:y1, x0:x1]
         origin = (x0, y0)
-    scale = decoded.scale * seen.ink.shape[1] / seen.view.shape[1]
+    scale = seen.scale * seen.ink.shape[1] / seen.view.shape[1]
     labels, count = pieces(soft > 0)
     if count == 0:
         raise ImageError("no ink found: the image looks blank")

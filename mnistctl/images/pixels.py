@@ -91,6 +91,14 @@ def reduce_to(a: np.ndarray, longest: int) -> np.ndarray:
     return to_array(to_pil(a).resize(size, Image.Resampling.BOX))
 
 
+def enlarge(a: np.ndarray, factor: int) -> np.ndarray:
+    """``a`` (values in [0, 1]) ``factor`` times larger on each side, bicubic, clipped to [0, 1]."""
+    h, w = a.shape
+    big = cv2.resize(np.ascontiguousarray(a, dtype=np.float32), (w * factor, h * factor),
+                     interpolation=cv2.INTER_CUBIC)
+    return np.clip(big, 0.0, 1.0)
+
+
 def pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """The 8-connected pieces of a boolean mask: (labels 1..count, 0 for background; count).
 
