@@ -210,6 +210,10 @@ class TrainConfig(_Settings):
         0.0, "With --augment, also vary the digits as writers differ, this strongly: slant, narrower or wider "
              "hands, an elastic wobble, a bolder or finer pen (0: off; 1: full).",
         "must be between 0 (off) and 2", _within(0, 2))
+    low_res: float = setting(
+        0.0, "With --augment, show this share of each batch as a small, low-resolution picture shows the digit: "
+             "shrunk to 7-14 px and enlarged back (0: off).",
+        "must be between 0 (off) and 1 (every image)", _within(0, 1))
     patience: int = setting(0, "Stop after this many epochs without a better validation accuracy (0: never).",
                             "must be 0 (off) or a number of epochs", _whole(0))
     eval_batch_size: int = setting(INFERENCE_BATCH, "Images per forward pass when validating.", "must be at least 1",

@@ -225,11 +225,12 @@ def _grey(mask: np.ndarray, ink: int = 0, paper: int = 255) -> Image.Image:
     return Image.fromarray(np.where(mask, ink, paper).astype(np.uint8), "L")
 
 
-def block_counts(digit: np.ndarray, side: int = 8) -> Image.Image:
-    """An MNIST digit as an old scanner's low-resolution digits were made: its two-level shape
-    fitted into a 32x32 bitmap (aspect kept, centred), each 4x4 block's ink pixels counted (0-16;
-    an 8x8 picture for ``side`` 8), dark ink on white paper."""
-    mask = _binary(digit)
+def block_counts(shape: np.ndarray, side: int = 8) -> Image.Image:
+    """A digit as an old scanner's low-resolution digits were made: its two-level ``shape`` (a
+    boolean mask, True for ink; or an MNIST digit, thresholded) fitted into a 32x32 bitmap (aspect
+    kept, centred), each 4x4 block's ink pixels counted (0-16; an 8x8 picture for ``side`` 8), dark
+    ink on white paper."""
+    mask = shape if shape.dtype == bool else _binary(shape)
     ys, xs = np.nonzero(mask)
     crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
     bitmap = 4 * side

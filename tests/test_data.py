@@ -148,6 +148,30 @@ def test_writer_style_slants_widens_wobbles_and_changes_the_pen():
                        augment(x, AugmentConfig(writers=1.0), torch.Generator().manual_seed(4)))
 
 
+def test_low_res_blurs_a_share_of_the_batch_as_a_small_picture_would():
+    """--low-res: with the affine changes off, about that share of the images is shrunk and
+    enlarged back: a hard 2 px bar comes out softer and wider (a 7-14 px picture of it), its
+    brightest pixel and its centre kept; the rest are untouched; seeded; a share of 0 changes nothing."""
+    x = torch.zeros(400, 1, 28, 28)
+    x[:, :, 6:22, 13:15] = 255.0  # a vertical bar: a 1
+    still = {"degrees": 0, "translate": 0, "scale": (1, 1)}
+    cfg = AugmentConfig(**still, low_res=0.5)
+    out = augment(x, cfg, torch.Generator().manual_seed(5))
+    changed = (out - x).abs().amax((1, 2, 3)) > 1
+    assert 0.4 < changed.float().mean() < 0.6
+    assert torch.allclose(out[~changed], x[~changed], atol=1e-3)
+    soft = out[changed, 0]
+    assert torch.allclose(soft.amax((1, 2)), torch.full((int(changed.sum()),), 255.0), atol=1e-3)
+    inked = (soft > 20).sum(2)[:, 14]  # the bar's width at mid-height: wider than its 2 px, never a blob
+    assert inked.min() >= 3 and inked.max() <= 10
+    centre = (soft.sum(1) * torch.arange(28.0)).sum(1) / soft.sum((1, 2))
+    assert (centre - 13.5).abs().max() < 1.0
+    sizes = {int(w) for w in inked}
+    assert len(sizes) >= 3  # several sizes in one batch, drawn per image
+    assert torch.equal(out, augment(x, cfg, torch.Generator().manual_seed(5)))
+    assert torch.allclose(augment(x, AugmentConfig(**still)), x, atol=1e-3)
+
+
 @pytest.mark.realdata
 def test_real_mnist_splits(mnist_data_dir):
     cfg = DataConfig()

@@ -63,17 +63,22 @@ class AugmentConfig:
     elastic: float = 1.5  # px: the largest shift of a smooth random displacement (a wobbly stroke), ...
     elastic_sigma: float = 3.0  # px: ... smoothed with a Gaussian this wide
     pen: float = 0.5  # chance of a bolder or a finer pen (``_pen``), half each
+    low_res: float = 0.0  # share of the images shown as a small, low-resolution picture shows them (``_low_res``)
+    low_sizes: tuple[int, int] = (7, 14)  # px: the sizes they are shrunk to (a digit 20 px high: 5 to 10 px)
 
 
 def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """Apply a random rotation, shift and scaling to each image of a float batch [N, 1, H, W]
     (and, with ``cfg.writers``, a slant, a narrower or wider hand, an elastic wobble and a bolder
-    or finer pen, as one writer's digits differ from another's).
+    or finer pen, as one writer's digits differ from another's; with ``cfg.low_res``, some images
+    shrunk and enlarged back first, as a small picture shows a digit).
 
     One ``affine_grid`` + ``grid_sample`` for the whole batch; the background (the minimum of
     the batch, the paper colour) fills what moves in from outside. Works on any value range with
     light ink on a dark background (MNIST's).
     """
+    if cfg.low_res > 0:
+        x = _low_res(x, cfg, generator)
     grid = random_affine_grid(x, cfg, generator)
     if cfg.writers > 0:
         grid = grid + _wobble(x, cfg, generator)
@@ -131,6 +136,24 @@ def _pen(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None)
     bolder = torch.maximum(ink, 0.7 * F.max_pool2d(ink, 3, stride=1, padding=1)) + background
     finer = 0.5 * (ink - F.max_pool2d(-ink, 3, stride=1, padding=1)) + background
     return torch.where(draw < share / 2, bolder, torch.where(draw < share, finer, x))
+
+
+def _low_res(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """``cfg.low_res`` of the images as a small picture (a tiny canvas, an 8x8 scan) reaches the
+    model: shrunk to a random size in ``cfg.low_sizes`` (area average) and enlarged back (bilinear),
+    brightest pixel kept. Every size is made for the whole batch and each image picks one: no
+    size drawn on the host, so a CUDA graph replays it with fresh draws."""
+    n = x.shape[0]
+    background = x.amin()
+    ink = x - background
+    sizes = range(cfg.low_sizes[0], cfg.low_sizes[1] + 1)
+    shown = torch.stack([F.interpolate(F.interpolate(ink, size=(s, s), mode="area"), size=ink.shape[-2:],
+                                       mode="bilinear", align_corners=False) for s in sizes])
+    pick = torch.randint(len(sizes), (n,), generator=generator, device=x.device)
+    small = shown[pick, torch.arange(n, device=x.device)]
+    small = small * (ink.amax((1, 2, 3), keepdim=True) / small.amax((1, 2, 3), keepdim=True).clamp_min(1e-6))
+    draw = torch.rand(n, generator=generator, device=x.device).view(-1, 1, 1, 1)
+    return torch.where(draw < cfg.low_res, small + background, x)
 
 
 def warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
