@@ -197,7 +197,7 @@ def mnist_side(clf, data_dir: str | None, tmp: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--checkpoint", action="append", default=[],
-                        help="a model to score (repeat it; A,B: their ensemble)")
+                        help="a model to score (repeat it; A,B: their ensemble; builtin: the built-in model)")
     parser.add_argument("--write-only", type=Path, default=None, help="only draw the pictures into this directory")
     parser.add_argument("--half", choices=("check", "held-out", "both"), default="both")
     parser.add_argument("--output", type=Path, default=None,
@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.run import machine, machine_kind
     from mnistctl.fsutil import write_json
     from mnistctl.inference.classifier import load_classifier
+    from mnistctl.recipes import BUILTIN
 
     doc: dict = {"machine": machine(), "fonts": {h: list(n) for h, n in chosen.items()}, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -224,8 +225,8 @@ def main(argv: list[str] | None = None) -> None:
                     for half, names in chosen.items()}
         pictures |= {f"{half}, 8x8 scans": scanned(drawn, Path(tmp) / f"{half}-8x8")
                      for half, drawn in pictures.items()}
-        for spec in args.checkpoint or [None]:
-            clf = load_classifier(spec.split(",") if spec and "," in spec else spec)
+        for spec in args.checkpoint or [BUILTIN]:
+            clf = load_classifier(None if spec == BUILTIN else spec.split(",") if "," in spec else spec)
             doc["models"][clf.source] = {half: score(clf, found, Path(tmp)) for half, found in pictures.items()}
             doc["models"][clf.source] |= mnist_side(clf, args.data_dir, Path(tmp))
             for half, s in doc["models"][clf.source].items():

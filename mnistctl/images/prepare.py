@@ -87,7 +87,8 @@ class Prepared:
 
 
 SEVERAL_WIDE = 1.15  # ink wider than this times its height may be several digits side by side
-INK_EVERYWHERE = 0.35  # coverage above which a picture probably is not one digit
+INK_EVERYWHERE = 0.35  # coverage above which a picture probably is not one digit (unless it is SMALL: an 8x8
+# scan's digit covers 35-60% of it)
 MEDIAN_KEEP = 0.9  # the noise filter is used only when it keeps this share of the strong ink (and adds
 # at most the rest)
 MID_GREY = (0.25, 0.75)  # a border between these levels does not tell dark ink from light by itself
@@ -376,7 +377,7 @@ def analyse(d: Decoded) -> Prepared:
     notes = []
     if two_things:
         notes.append("ink in separate places: is it a single digit?")
-    if coverage > INK_EVERYWHERE:
+    if coverage > INK_EVERYWHERE and max(d.grey.shape) >= SMALL:  # (a tiny picture is mostly its digit)
         notes.append(f"ink covers {100 * coverage:.0f}% of the picture: is it a single digit?")
     if max(y1 - y0, x1 - x0) + 1 < TOO_LITTLE_INK:
         notes.append("very little ink: is it a digit?")
