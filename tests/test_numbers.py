@@ -131,3 +131,29 @@ def _blank() -> bytes:
     out = io.BytesIO()
     Image.new("L", (100, 60), 230).save(out, "PNG")
     return out.getvalue()
+
+
+def test_a_lone_stroke_is_never_read_as_several_digits(shipped):
+    """A bar a few strokes tall (a dash; the top of a 7 while it is being drawn on the serve page)
+    is one stroke, not a row of zeros: read as one digit, even when the picture is said to hold a
+    number. Two digits drawn alone stay a number."""
+    from PIL import ImageDraw
+
+    def picture(width: int, then_digits: bool = False) -> bytes:
+        img = Image.new("L", (560, 280), 255)
+        draw = ImageDraw.Draw(img)
+        if width:
+            draw.line([(60, 56), (60 + width, 56)], fill=17, width=20)
+        if then_digits:  # a 1 and a 7 below it, each a digit's height
+            draw.line([(120, 110), (115, 260)], fill=17, width=20)
+            draw.line([(220, 110), (300, 110), (250, 260)], fill=17, width=20)
+        out = io.BytesIO()
+        img.save(out, "PNG")
+        return out.getvalue()
+
+    for width in (60, 120, 300):
+        for numbers in ("auto", "always"):
+            [r] = shipped.predict(picture(width), numbers=numbers)
+            assert r.number is None and r.prediction is not None, (width, numbers, r.text)
+    [r] = shipped.predict(picture(0, then_digits=True), numbers="always")
+    assert r.number is not None and r.number.number == "17", r.text

@@ -33,7 +33,7 @@ def ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
     return y0, y1, x0, x1
 
 
-def _stroke_width(ink: np.ndarray) -> float:
+def stroke_width(ink: np.ndarray) -> float:
     """The typical stroke width in pixels: twice the ink area over its boundary length (a 1 px
     line reads as 2, a w px stroke as w)."""
     mask = ink > 0.5
@@ -69,7 +69,7 @@ def fit(ink: np.ndarray) -> np.ndarray:
     crop = ink[y0:y1 + 1, x0:x1 + 1]
     ch, cw = crop.shape
     scale = BOX / max(ch, cw)
-    width = _stroke_width(crop) * scale  # as it would come out
+    width = stroke_width(crop) * scale  # as it would come out
     if scale < 0.5 and (width < 1.0 or width > THICK):
         # at four times the final size: a fine pen is thickened, a marker thinned, to MNIST's ~2.5 px
         mid = reduce_to(crop, 4 * BOX)

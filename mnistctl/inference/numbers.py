@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mnistctl.errors import ImageError
+from mnistctl.images.fit import stroke_width
 from mnistctl.images.numbers import Group, Layout, cuts, digit_input, find_digits, split
 from mnistctl.images.prepare import DECODE_LONGEST, ImageSource, analyse, read_image
 from mnistctl.inference.classifier import Classifier, Prediction
@@ -55,6 +56,7 @@ DIGIT_UNSURE = "a digit is unsure (low confidence, or its two looks differ)"  # 
 PER_DIGIT_WIDTH = 0.8  # a digit is about this many times as wide as the digits are tall (for the expected split)
 AWAY = 0.5  # the score lost per digit away from the number the group's width suggests
 ONE_DIGIT = 0.5  # the score a group read whole gains when the picture is not known to hold a number
+FLAT = 2.5  # a lone group less than this many strokes tall is one stroke (a dash, a bar): never several digits
 
 
 @dataclass
@@ -123,8 +125,10 @@ def several_digits(classifier: Classifier, source: ImageSource, path: str = "ima
 def _several(classifier: Classifier, decoded: Any, path: str, count: int | None, number: bool) -> NumberReading | None:
     """The digits of a decoded picture read as a number, or None when it reads as one digit."""
     layout = find_digits(decoded)
-    if len(layout.groups) == 1 and not _may_be_several(layout, layout.groups[0], number) and count in (None, 1):
-        return None
+    if len(layout.groups) == 1 and count in (None, 1):
+        group = layout.groups[0]
+        if not _may_be_several(layout, group, number) or group.height < FLAT * stroke_width(group.ink):
+            return None
     reading = NumberReading(path)
     chosen = _digits(classifier, layout, count, reading, number)
     if len(chosen) == 1 and count in (None, 1):
