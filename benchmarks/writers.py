@@ -4,6 +4,7 @@
     python benchmarks/writers.py                       # the built-in model; writes benchmarks/writers-KIND.json
     python benchmarks/writers.py -c runs/x/best.pt     # other models (repeat -c; A,B: an ensemble)
     python benchmarks/writers.py --write-only DIR      # only draw the pictures (class folders, for evaluate --images)
+    python benchmarks/writers.py --training-digits DIR # digits in 30 other fonts to train on (train --extra-images)
 
 Each half is also scored as 8x8 scans of the same pictures (``scanned``): small pictures are where
 the issue's independent checks failed most.
@@ -51,6 +52,15 @@ FONTS = (
     "sedgwick-ave", "shadows-into-light", "shantell-sans", "short-stack", "sue-ellen-francisco",
     "swanky-and-moo-moo", "the-girl-next-door", "waiting-for-the-sunrise", "walter-turncoat", "zeyada",
 )
+# further handwriting fonts, none of them one of FONTS nor a variant of one: digits to train on
+# (`--training-digits DIR`, for `train --extra-images DIR`), so that the check stays other writers' hands
+TRAINING_FONTS = (
+    "allura", "calligraffitti", "cookie", "cute-font", "damion", "dekko", "east-sea-dokdo", "fuzzy-bubbles",
+    "gamja-flower", "handjet", "hi-melody", "kaushan-script", "klee-one", "liu-jian-mao-cao", "long-cang",
+    "ma-shan-zheng", "mansalva", "nanum-brush-script", "oooh-baby", "poor-story", "sacramento", "satisfy",
+    "single-day", "sriracha", "sunshiney", "vibur", "yellowtail", "yeon-sung", "yomogi", "zhi-mang-xing",
+)
+TRAINING_VARIANTS = 40  # training pictures of each digit per font
 CHECK = FONTS[0::2]  # every choice is made on these writers
 HELD_OUT = FONTS[1::2]  # only ever reported
 VARIANTS = 3  # pictures of each digit per writer
@@ -126,6 +136,21 @@ def write_pictures(fonts: dict[str, Path], directory: Path, seed: int = 0) -> li
                     img.save(picture)
                 out.append((picture, digit, name))
     return out
+
+
+def write_training_digits(fonts: dict[str, Path], directory: Path, seed: int = 7) -> int:
+    """``TRAINING_VARIANTS`` PNG pictures of each digit in each font (varied as ``write_digit`` varies a
+    writer's digits), in class folders for ``train --extra-images``; how many were written."""
+    rng = np.random.default_rng(seed)
+    written = 0
+    for name in sorted(fonts):
+        for digit in range(10):
+            (directory / str(digit)).mkdir(parents=True, exist_ok=True)
+            for k in range(TRAINING_VARIANTS):
+                img = write_digit(ImageFont.truetype(str(fonts[name]), int(rng.integers(60, 200))), digit, rng)
+                img.save(directory / str(digit) / f"{name}-{k:02d}.png")
+                written += 1
+    return written
 
 
 def scanned(pictures: list[tuple[Path, int, str]], directory: Path) -> list[tuple[Path, int, str]]:
@@ -204,7 +229,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="JSON file to write (default: benchmarks/writers-KIND.json)")
     parser.add_argument("--data-dir", default=os.environ.get("MNISTCTL_DATA_DIR"),
                         help="mnistctl's data directory (MNIST's test set: how often its digits are unsure)")
+    parser.add_argument("--training-digits", type=Path, default=None,
+                        help="only draw digits to train on, in TRAINING_FONTS (never the check's), into this directory")
     args = parser.parse_args(argv)
+    assert not set(TRAINING_FONTS) & set(FONTS)
+    if args.training_digits is not None:
+        count = write_training_digits(fetch(TRAINING_FONTS, cache_dir()), args.training_digits)
+        print(f"Wrote {count} pictures to {args.training_digits} (train --extra-images {args.training_digits})")
+        return
     halves = {"check": CHECK, "held-out": HELD_OUT}
     chosen = halves if args.half == "both" else {args.half: halves[args.half]}
     fonts = fetch(tuple(n for names in chosen.values() for n in names), cache_dir())

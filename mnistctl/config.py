@@ -13,6 +13,7 @@ the domain's words, the CLI re-words it with its option names.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any, TypeVar
@@ -165,6 +166,15 @@ class DataConfig(_Settings):
     val_fraction: float = setting(5000 / 60000, "Fraction of the training file held out for validation.",
                                   "must be between 0 and 1 (exclusive)", _within(0, 1, True, True), panel=DATA,
                                   flag="--val-split", show_default=f"{5000 / 60000:.4f}: 5,000 of MNIST's 60,000")
+    extra_images: str = setting(
+        "", "Also train on these labelled pictures (a folder of one sub-folder per class, or a CSV file of "
+            "path,label rows), prepared as predict prepares a picture: handwriting the data set lacks.",
+        "must be a path to a folder or a CSV file (or empty: none)", lambda x: isinstance(x, str), panel=DATA,
+        show_default="none")
+    extra_share: float = setting(
+        0.0, "The share of the training images that --extra-images make up, each picture repeated or left out "
+             "at random to reach it (0: each picture once).",
+        "must be in [0, 1), such as 0.1 for one training image in ten", _within(0, 1, high_open=True), panel=DATA)
     # fixed, so every command agrees on which images are validation
     split_seed: int = setting(0, "Seed of the train/validation split.", "must be a whole number", _whole(-2**63),
                               option=False)
@@ -172,6 +182,11 @@ class DataConfig(_Settings):
     def __post_init__(self) -> None:
         get_dataset(self.dataset)  # an unknown name is a ConfigError listing the known ones
         super().__post_init__()
+        if self.extra_share and not self.extra_images:
+            raise ConfigError.invalid("extra_share", f"is {self.extra_share:g}, a share of extra images, but none "
+                                                     "are given")
+        if self.extra_images:  # absolute, so a run resumed from another directory finds the pictures
+            object.__setattr__(self, "extra_images", os.path.abspath(self.extra_images))
 
     @property
     def info(self) -> DatasetInfo:

@@ -158,6 +158,10 @@ class TrainCallbacks:
 
     def on_epoch_end(self, record: EpochRecord) -> None: ...
 
+    def on_extra_images(self, done: int, total: int) -> None:
+        """Before training, while the pictures of ``--extra-images`` are prepared: ``done`` of
+        ``total`` (0 first, then every 256 and at the end)."""
+
 
 class RunHooks(TrainCallbacks):
     """What a front end may hook into ``train_settings`` beyond the training loop's progress (the

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 from typer.testing import CliRunner
 
+from conftest import REPO
 from mnistctl.cli.commands import OPTION_OF, app
 from mnistctl.config import SETTINGS, DataConfig, ModelConfig, TrainConfig, default, derived_settings, user_settings
 from mnistctl.errors import ConfigError
@@ -51,10 +53,19 @@ def test_cli_rejects_bad_options_before_any_work(tmp_path, args, option):
     assert not run_dir.exists()  # nothing was started
 
 
-def _another_value(name):
+def _pictures(root):
+    """A folder of labelled pictures (one 7), for --extra-images."""
+    (root / "7").mkdir(parents=True)
+    shutil.copy(REPO / "assets" / "digit-7-photo.jpg", root / "7")
+    return str(root)
+
+
+def _another_value(name, tmp_path):
     """A valid value of setting ``name`` other than its default."""
     _, f, declared = SETTINGS[name]
     value = f.default
+    if name == "extra_images":
+        return _pictures(tmp_path / "pictures")
     if declared.choices:
         return next(c for c in declared.choices if c != value)
     if isinstance(value, bool):
@@ -77,16 +88,19 @@ def test_every_setting_is_one_option_one_config_key_and_one_field(tmp_path, name
     same config.json value that the key does in a config file and the field does in Python."""
     owner, f, declared = SETTINGS[name]
     section = {ModelConfig: "model", DataConfig: "data", TrainConfig: "train"}[owner]
-    value = _another_value(name)
-    expected = owner(**{name: value}).to_dict()[name]
+    value = _another_value(name, tmp_path)
+    # a share of extra images needs the images
+    companion = {"extra_images": _pictures(tmp_path / "mine")} if name == "extra_share" else {}
+    expected = owner(**{name: value, **companion}).to_dict()[name]
     assert expected == value != f.default
 
-    by_option = runner.invoke(app, ["train", *_as_argument(name, value), "--print-config"])
+    arguments = [a for k, v in {name: value, **companion}.items() for a in _as_argument(k, v)]
+    by_option = runner.invoke(app, ["train", *arguments, "--print-config"])
     assert by_option.exit_code == 0, by_option.output
     assert json.loads(by_option.stdout)[section][name] == expected
 
     config = tmp_path / "settings.json"
-    config.write_text(json.dumps({name: value}))
+    config.write_text(json.dumps({name: value, **companion}))
     by_file = runner.invoke(app, ["train", "--config", str(config), "--print-config"])
     assert by_file.exit_code == 0, by_file.output
     assert json.loads(by_file.stdout) == json.loads(by_option.stdout)

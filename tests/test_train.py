@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -305,3 +306,83 @@ def test_best_preset_trains_on_the_other_data_sets(tmp_path, dataset):
     assert ckpt.history[-1].val_acc >= 0.9
     report = evaluate_checkpoint(ckpt, "test", data_dir=tmp_path / "data").report
     assert report.accuracy >= 0.9
+
+
+# --- extra pictures to train on ---------------------------------------------------------------
+
+def _write_digits(root, count):
+    """``count`` PNG pictures of digit-like marks (a stroke down, one across at a height of the class's
+    and a tick of the picture's) in class folders, dark on white paper as people write; (path, label) in
+    the order they are read."""
+    from PIL import Image
+
+    made = []
+    for i in range(count):
+        label = i % 10
+        canvas = np.full((96, 80), 250, np.uint8)
+        canvas[16:80, 36:44] = 20
+        canvas[18 + 6 * label:24 + 6 * label, 14:66] = 20
+        canvas[70:76, 44:50 + i % 13] = 20
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        path = root / str(label) / f"d{i:03d}.png"
+        Image.fromarray(canvas).save(path)
+        made.append((path, label))
+    return sorted(made, key=lambda item: (item[1], str(item[0])))
+
+
+def test_extra_images_join_the_training_split_at_the_share_asked_for(tmp_path):
+    from mnistctl.images.prepare import prepare
+
+    made = _write_digits(tmp_path / "mine", 7)
+    images = torch.zeros(100, 28, 28, dtype=torch.uint8)
+    labels = torch.zeros(100, dtype=torch.int64)
+    seen = []
+    cfg = DataConfig(extra_images=str(tmp_path / "mine"), extra_share=0.2)
+    x, y, added = runs.with_extra_images(cfg, images, labels, lambda done, total: seen.append((done, total)))
+    assert added == 25 and x.shape == (125, 28, 28) and y.shape == (125,)  # 25 of 125 is the share of 0.2
+    assert torch.equal(x[:100], images) and seen[0] == (0, 7) and seen[-1] == (7, 7)
+    prepared = torch.stack([torch.from_numpy(prepare(p).image) for p, _ in made])
+    # every picture three times (21), then 4 of them once more, each with its own label
+    matches = [[i for i in range(7) if torch.equal(x[100 + k], prepared[i])] for k in range(25)]
+    assert all(len(m) == 1 for m in matches)
+    counts = np.bincount([m[0] for m in matches], minlength=7)
+    assert sorted(counts) == [3, 3, 3, 4, 4, 4, 4]
+    assert [int(y[100 + k]) for k in range(25)] == [made[m[0]][1] for m in matches]
+    # without a share, each picture once
+    x, y, added = runs.with_extra_images(DataConfig(extra_images=str(tmp_path / "mine")), images, labels)
+    assert added == 7 and sorted(y[100:].tolist()) == sorted(label for _, label in made)
+
+
+def test_train_with_extra_images_says_so_and_records_them(tmp_path, fake_data_dir, monkeypatch):
+    _write_digits(tmp_path / "mine", 20)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--nf", "4", "--epochs", "1", "--extra-images", "mine", "--extra-share",
+                                 "0.5", "--run-dir", str(tmp_path / "run"), "--data-dir", str(fake_data_dir)])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "Preparing 20 pictures of --extra-images" in out
+    assert f"1,100 training (550 of them from {tmp_path / 'mine'})" in out  # 550 of the 550 + 550 MNIST
+    data = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
+    assert data["extra_images"] == str(tmp_path / "mine") and data["extra_share"] == 0.5
+    assert checkpoint.load(tmp_path / "run" / "best.pt").data_config.extra_images == str(tmp_path / "mine")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--extra-share", "0.1"], "--extra-share is 0.1, a share of extra images, but none are given"),
+    (["--extra-images", "nowhere"], "nowhere is neither a folder of pictures nor a CSV file"),
+    (["--extra-images", "mine", "--extra-share", "1"], "--extra-share must be in [0, 1)"),
+    (["--extra-images", "broken"], "cannot use"),
+])
+def test_bad_extra_images_get_one_clear_line_and_no_run(tmp_path, fake_data_dir, monkeypatch, args, words):
+    _write_digits(tmp_path / "mine", 10)
+    _write_digits(tmp_path / "broken", 3)
+    (tmp_path / "broken" / "1" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--nf", "4", "--epochs", "1", *args, "--run-dir", str(tmp_path / "run"),
+                                 "--data-dir", str(fake_data_dir)])
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert words in message and "Traceback" not in result.output, message
+    if args[-1] == "broken":
+        assert "bad.png" in message and "--extra-images" in message
+    assert not (tmp_path / "run" / "best.pt").exists()

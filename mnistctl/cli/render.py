@@ -107,8 +107,11 @@ def train_header(plan: RunPlan, info: RunInfo) -> str:
     if resumed:
         where = f" from epoch {info.start_epoch + 1}" + (f", step {info.start_step + 1}" if info.start_step else "")
     return (f"{'Resuming' if resumed else 'Training'} nf={plan.model_config.nf} CNN ({info.parameters:,} parameters) "
-            f"on {plan.data_config.info.title}{where}: {info.train_images:,} training / {info.val_images:,} "
-            f"validation images, {t.epochs} epoch{'s' if t.epochs != 1 else ''} of {info.steps} steps"
+            f"on {plan.data_config.info.title}{where}: {info.train_images:,} training"
+            + (f" ({info.extra_images:,} of them from {escape(printable(plan.data_config.extra_images))})"
+               if info.extra_images else "")
+            + f" / {info.val_images:,} validation images, "
+            f"{t.epochs} epoch{'s' if t.epochs != 1 else ''} of {info.steps} steps"
             + (f" ({t.epoch_fraction:.0%} of the training images each)" if t.epoch_fraction < 1 else "")
             + f", {_batch(t.batch_size, info)}, "
             f"{t.optimizer} lr {t.lr:g} ({t.schedule})"

@@ -160,6 +160,10 @@ class _TrainHooks(RunHooks):
             say(train_header(self.plan, info))
         self.view.start(info.history)
 
+    def on_extra_images(self, done: int, total: int) -> None:
+        if done == 0 and self.main and not self.quiet:
+            say(f"Preparing {total:,} picture{'s' if total != 1 else ''} of --extra-images, as predict prepares one")
+
     def on_epoch_start(self, epoch: int, epochs: int, steps: int, start_step: int) -> None:
         self.view.on_epoch_start(epoch, epochs, steps, start_step)
 

@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from mnistctl.errors import ImageError
+from mnistctl.images.labelled import IMAGE_SUFFIXES
 from mnistctl.images.prepare import ImageSource, Prepared, prepare
 from mnistctl.inference.classifier import Classifier, Prediction
 
 if TYPE_CHECKING:
     from mnistctl.inference.numbers import NumberReading
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CHUNK = 1024  # files decoded before a round of classification
 
 

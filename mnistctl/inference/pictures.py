@@ -9,8 +9,6 @@ rows (paths relative to the CSV file's folder). Numpy only: no torch for an ONNX
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from mnistctl.errors import ConfigError
-from mnistctl.fsutil import read_bounded
+from mnistctl.images.labelled import labelled_pictures
 from mnistctl.inference.classifier import Classifier
-from mnistctl.inference.files import IMAGE_SUFFIXES, FilePrediction, predict_files
+from mnistctl.inference.files import FilePrediction, predict_files
 from mnistctl.inference.metrics import EvalReport, report
-
-MAX_LABELS_FILE = 10_000_000  # bytes: a labels CSV larger than this is refused
 
 
 @dataclass(frozen=True)
@@ -81,55 +76,6 @@ class PictureEvaluation:
                 "sure": self.sure_answers.to_dict(), "unsure": self.unsure_answers.to_dict(),
                 "mistakes_marked_unsure": self.caught,
                 "unreadable": [{"path": p, "error": e} for p, e in self.unreadable]}
-
-
-def _bad(problem: str) -> ConfigError:
-    """A problem with the labelled pictures (the CLI names its --images option)."""
-    return ConfigError(problem, setting="images", problem=problem)
-
-
-def labelled_pictures(source: str | Path, classes: tuple[str, ...]) -> list[tuple[str, int]]:
-    """(path, class index) of every picture of ``source``: a folder of one sub-folder per class,
-    or a CSV file of ``path,label`` rows. A label that is not one of ``classes`` is a ConfigError."""
-    source = Path(source)
-    if source.is_file():
-        return _from_csv(source, classes)
-    if not source.is_dir():
-        raise _bad(f"{source} is neither a folder of pictures nor a CSV file of labels")
-    found: list[tuple[str, int]] = []
-    folders = sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise _bad(f"{source} has no sub-folders: put each class's pictures in a folder "
-                                            f"named after it ({', '.join(classes)}), or give a CSV file of labels")
-    for folder in folders:
-        if folder.name not in classes:
-            raise _bad(f"the folder {folder.name!r} of {source} is not a class of the "
-                                                f"model ({', '.join(classes)})")
-        label = classes.index(folder.name)
-        found += [(str(p), label) for p in sorted(folder.rglob("*"))
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    if not found:
-        raise _bad(f"no pictures in the class folders of {source}")
-    return found
-
-
-def _from_csv(path: Path, classes: tuple[str, ...]) -> list[tuple[str, int]]:
-    text = read_bounded(path, MAX_LABELS_FILE, "the labels file", ConfigError).decode("utf-8-sig", "replace")
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(cell.strip() for cell in r)]
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
-        rows = rows[1:]
-    found = []
-    for number, row in enumerate(rows, 1):
-        if len(row) < 2:
-            raise _bad(f"{path}, row {number}: needs a path and a label")
-        name, label = row[0].strip(), row[1].strip()
-        if label not in classes:
-            raise _bad(f"{path}, row {number}: the label {label!r} is not a class of the "
-                                                f"model ({', '.join(classes)})")
-        found.append((str(path.parent / name), classes.index(label)))
-    if not found:
-        raise _bad(f"{path} lists no pictures (rows of path,label)")
-    return found
 
 
 def evaluate_pictures(clf: Classifier, source: str | Path, jobs: int | None = None) -> PictureEvaluation:

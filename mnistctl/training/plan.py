@@ -15,6 +15,7 @@ from mnistctl.checkpoint import load as load_checkpoint
 from mnistctl.config import DataConfig, ModelConfig, TrainConfig, derived_settings, user_settings
 from mnistctl.errors import ConfigError, RunExistsError, one_of
 from mnistctl.fsutil import read_bounded
+from mnistctl.images.labelled import labelled_pictures
 from mnistctl.recipes import BUILTIN, PRESETS
 from mnistctl.runfiles import BEST_FILE, LAST_FILE
 
@@ -86,6 +87,8 @@ def plan_run(preset: str | None = None, settings: dict[str, Any] | None = None, 
     recipe = {**PRESETS[preset], **given}
     pick = lambda keys: {k: recipe[k] for k in keys if k in recipe}  # noqa: E731
     data_cfg = DataConfig(**pick(DATA_SETTINGS))
+    if data_cfg.extra_images:  # labelled as they must be, before anything is written or trained
+        labelled_pictures(data_cfg.extra_images, data_cfg.info.classes, "extra_images")
     model_cfg = ModelConfig.for_dataset(data_cfg.dataset, **pick(MODEL_SETTINGS))
     train_cfg = TrainConfig(**pick(TRAIN_SETTINGS))
     if run_dir is None:

@@ -25,6 +25,7 @@ import torch
 from mnistctl import __version__
 from mnistctl import devices as accel
 from mnistctl.checkpoint import Checkpoint, TrainingState
+from mnistctl.config import DataConfig
 from mnistctl.data.splits import load_split
 from mnistctl.errors import (
     CheckpointError,
@@ -34,6 +35,7 @@ from mnistctl.errors import (
     WriteError,
 )
 from mnistctl.fsutil import atomic_path, exclusive, remove_stale_parts, write_csv, write_json
+from mnistctl.images.labelled import prepare_labelled
 from mnistctl.model import Net, num_parameters
 from mnistctl.runfiles import (
     BEST_FILE,
@@ -87,6 +89,7 @@ class RunInfo:
     processes: int = 1  # training together (torchrun)
     global_batch: int = 0  # images per step, over all processes
     backend: str = ""  # how the processes talk: gloo or nccl
+    extra_images: int = 0  # of the training images, those from --extra-images (repeats counted)
 
 
 @dataclass
@@ -130,11 +133,15 @@ def fit(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None,
     resume, init = plan.resume, plan.init
     group = group or Group(device=device)
     accel.setup(device)
+    callbacks = callbacks or engine.TrainCallbacks()
     train_x, train_y = load_split(data_cfg, "train", data_dir)
+    extra = 0
+    if data_cfg.extra_images:
+        train_x, train_y, extra = with_extra_images(data_cfg, train_x, train_y, callbacks.on_extra_images)
     val_x, val_y = load_split(data_cfg, "val", data_dir)
     # the whole split lives on the training device: batches are gathered there, never copied
     train_x, train_y, val_x = train_x.to(device), train_y.to(device), val_x.to(device)
-    run = _Fit(plan, device, group, callbacks or engine.TrainCallbacks(), len(train_y))
+    run = _Fit(plan, device, group, callbacks, len(train_y))
     if init is not None:
         run.start_from(init)
     if resume is not None:
@@ -145,7 +152,7 @@ def fit(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None,
         if on_ready:
             on_ready(RunInfo(len(train_y), len(val_y), run.steps, num_parameters(run.model), str(device),
                              run.start_epoch, run.start_step, list(run.history), torch.get_num_threads(), group.world,
-                             run.global_batch, group.backend))
+                             run.global_batch, group.backend, extra))
         started = time.perf_counter()
         stopped_early = False
         grace = REPEAT_GRACE_S if group.active else 0.0
@@ -166,6 +173,21 @@ def fit(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None,
                stopped_early=stopped_early, steps=run.step_log.records,
                warnings=[f"training steps ran without CUDA graphs (slower): capturing one failed: "
                          f"{graph.failure}"] if graph is not None and graph.failure else [])
+
+
+def with_extra_images(cfg: DataConfig, images: torch.Tensor, labels: torch.Tensor,
+                      progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The training split with ``cfg.extra_images`` added, prepared as ``predict`` prepares a picture,
+    and how many were added. With ``cfg.extra_share`` they make up that share of the result: all of
+    them repeated as often as fits, then a random part of them (seeded by the split's seed, so that every
+    process of a group and a resumed run train on the same images)."""
+    extra_x, extra_y = map(torch.from_numpy, prepare_labelled(cfg.extra_images, cfg.info.classes, "extra_images",
+                                                              progress))
+    m = len(extra_y)
+    count = round(cfg.extra_share * len(labels) / (1 - cfg.extra_share)) if cfg.extra_share else m
+    generator = torch.Generator().manual_seed(cfg.split_seed)
+    idx = torch.cat([torch.arange(m).repeat(count // m), torch.randperm(m, generator=generator)[:count % m]])
+    return torch.cat([images, extra_x[idx]]), torch.cat([labels, extra_y[idx]]), count
 
 
 def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
