@@ -768,7 +768,7 @@ def test_a_picture_whose_two_looks_differ_is_unsure_and_mnist_digits_keep_one_th
     looks[2] = np.nan  # read once
     doubtful, firm, once = predictions(probs, classes, looks)
     assert UNSURE_BELOW < 0.85 < LOOKS_BELOW < 0.99 and doubtful.least == pytest.approx(0.85)
-    assert doubtful.unsure and doubtful.doubt == "the two looks at it differ"
+    assert doubtful.unsure and doubtful.doubt == "a look at it is only 85.0% sure"
     assert not firm.unsure and firm.least == pytest.approx(0.99) and firm.doubt is None
     assert once.least is None and not once.unsure
     image = np.asarray(Image.open(PAINT_4).convert("L").resize((28, 28)))

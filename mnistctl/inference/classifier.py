@@ -70,7 +70,7 @@ class Prediction:
         """Why it is unsure, in a few words (None when it is not)."""
         if self.confidence < UNSURE_BELOW:
             return "low confidence"
-        return "the two looks at it differ" if self.unsure else None
+        return f"a look at it is only {self.least:.1%} sure" if self.unsure and self.least is not None else None
 
     def top(self, k: int) -> list[tuple[str, float]]:
         order = np.argsort(self.probabilities)[::-1][:k]
