@@ -774,3 +774,37 @@ def test_a_picture_whose_two_looks_differ_is_unsure_and_mnist_digits_keep_one_th
     image = np.asarray(Image.open(PAINT_4).convert("L").resize((28, 28)))
     twice, read_once = shipped.classify(np.stack([image, image]), [True, False])
     assert twice.least is not None and read_once.least is None
+
+
+def test_a_narrow_digit_is_also_read_at_a_usual_width_and_doubted_when_that_differs():
+    """A condensed hand's digit, fitted by its height, is a thin stroke read as a sure 1; shown at a
+    usual width (``fit.at_width``) it is read again, and the answer is unsure when that reading is
+    another digit. Wide digits, and digits read once, are never read so."""
+    from mnistctl.inference.classifier import NARROW_BELOW, Classifier
+
+    bar = np.zeros((28, 28), np.uint8)
+    bar[4:24, 12:16] = 255  # 20 tall, 4 wide: aspect 0.2
+    square = np.zeros((28, 28), np.uint8)
+    square[4:24, 4:24] = 200
+    stretched, narrow = fit.at_width(np.stack([bar, square]), NARROW_BELOW)
+    assert narrow.tolist() == [True, False] and np.array_equal(stretched[1], square)
+    cols = np.flatnonzero(stretched[0].max(0) > fit.INK)
+    rows = np.flatnonzero(stretched[0].max(1) > fit.INK)
+    assert len(cols) == 9 and (rows.min(), rows.max()) == (4, 23)  # 20 x 0.45, in the same rows
+    assert abs((cols.min() + cols.max()) / 2 - 13.5) <= 1
+
+    class ByWidth(Classifier):
+        """Reads ink under 8 px wide as a sure 1, wider ink as a sure 8."""
+        classes = tuple("0123456789")
+
+        def probabilities(self, images):
+            out = np.full((len(images), 10), 0.001, np.float32)
+            for i, image in enumerate(images):
+                out[i, 1 if (image.max(0) > fit.INK).sum() < 8 else 8] = 0.991
+            return out
+
+    narrow_one, wide_eight, once = ByWidth().classify(np.stack([bar, square, bar]), [True, True, False])
+    assert narrow_one.label == "1" and narrow_one.wide == 8 and narrow_one.unsure
+    assert narrow_one.doubt == "it is narrow, and at a usual width it reads as 8"
+    assert wide_eight.label == "8" and wide_eight.wide is None and not wide_eight.unsure
+    assert once.label == "1" and once.wide is None and not once.unsure
