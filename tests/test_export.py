@@ -112,7 +112,7 @@ def test_the_built_in_model_ships_as_onnx_too():
     assert checkpoint.pretrained_path().stat().st_size <= 2_000_000
     clf = load_classifier()
     assert isinstance(clf, OnnxClassifier) and clf.source == "built-in model (mnist-best.onnx)"
-    assert clf.test_accuracy >= 0.9965 and clf.dataset == "mnist" and clf.nf == 40
+    assert clf.test_accuracy >= 0.996 and clf.dataset == "mnist" and clf.nf == 40
     assert isinstance(load_classifier(device="auto"), TorchClassifier)  # PyTorch on request
 
 

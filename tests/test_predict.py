@@ -53,7 +53,10 @@ def test_shipped_model_is_small_and_self_describing(shipped):
     assert path.stat().st_size <= 2_000_000
     ckpt = shipped.checkpoint
     assert ckpt.dataset == "mnist" and not ckpt.resumable and ckpt.model_config.nf == 40  # a --preset best run
-    assert ckpt.test_accuracy >= 0.9965 and shipped.source.startswith("built-in model")
+    # at least 99.6% (issue #36's floor for a built-in model chosen on other writers' digits: 99.62%)
+    assert ckpt.test_accuracy >= 0.996 and shipped.source.startswith("built-in model")
+    # trained with other hands beside MNIST's (docs/accuracy.md: "The built-in model")
+    assert ckpt.data_config.extra_share == 0.1 and ckpt.data_config.extra_images
 
 
 @pytest.mark.slow
@@ -755,7 +758,7 @@ def test_a_directory_is_prepared_by_several_processes_as_by_one(tmp_path, shippe
 
 
 def test_a_picture_whose_two_looks_differ_is_unsure_and_mnist_digits_keep_one_threshold(shipped):
-    """People's pictures are read twice (as prepared and widened): either look under 0.985 for the
+    """People's pictures are read twice (as prepared and widened): either look under 0.92 for the
     choice makes the answer unsure even when the average is over 0.8; a digit read once keeps the
     0.8 threshold alone (MNIST's own digits: 0.4% of the test set unsure)."""
     from mnistctl.inference.classifier import LOOKS_BELOW, UNSURE_BELOW, predictions
