@@ -41,23 +41,24 @@ UNSURE_BELOW = 0.8  # a prediction whose probability is lower is flagged as unsu
 # ... and one of people's pictures when its ink is narrower than this (width over height) and, shown at this
 # width, it reads as another digit: a condensed hand's 4 or 8 that the looks read as a sure 1. The widest aspect
 # whose cost on people-style drawings of validation digits is at most half a point of unsure answers (0.4: +0.15,
-# 0.45: +0.35, 0.5: +0.9 points); with it the writer-shift check's mistakes marked went from 14 to 24 of 26 for
-# the built-in model (benchmarks/writers.py, its check half)
+# 0.45: +0.35, 0.5: +0.9 points); with it (and the looks at 0.985) the writer-shift check's mistakes marked went
+# from 14 to 24 of 26 for the built-in model (benchmarks/writers.py, its check half)
 NARROW_BELOW = 0.45
 # ... or when either of its two looks gives the choice less than this: the smallest threshold that, with the
 # narrow test, marks two thirds of the built-in model's mistakes on the writer-shift check half at full size and
-# as 8x8 scans (24 of 26, 46 of 68); MNIST's own digits are read once and keep UNSURE_BELOW alone
+# as 8x8 scans (24 of 26, 47 of 68); MNIST's own digits are read once and keep UNSURE_BELOW alone
 LOOKS_BELOW = 0.92
 
 
 @dataclass(frozen=True)
 class Prediction:
     """One image's class probabilities and the most likely class. ``unsure`` when the model gives
-    its choice less than ``UNSURE_BELOW`` (0.8): on the MNIST test set that flags 0.5% of the digits,
-    about half of the built-in model's mistakes among them. A picture read with two looks
+    its choice less than ``UNSURE_BELOW`` (0.8): on the MNIST test set that flags 0.4% of the digits,
+    about 40% of the built-in model's mistakes among them. A picture read with two looks
     (``Classifier.classify``) is unsure too when either look gives the choice less than
-    ``LOOKS_BELOW``: people's writing that the model half-knows (docs/design-notes.md, "Unsure
-    under writer shift")."""
+    ``LOOKS_BELOW`` (people's writing that the model half-knows), or when it is narrow and reads as
+    another digit at a usual width (``wide``; docs/design-notes.md, "Unsure under writer shift" and
+    "Narrow hands")."""
 
     index: int  # the predicted class index
     label: str  # its name
