@@ -52,7 +52,8 @@ PAIR_FROM, PAIR_UPTO = 0.75, 2.0  # the groups (their width over the digits' hei
 # (with the model at 0.7, 22 of 1,000 single digits in the people styles were cut)
 PAIR_IN_NUMBER = 0.6
 PAIR_DOUBT = 0.2  # a probability of two this close to 0.5 makes the reading doubtful
-DIGIT_UNSURE = "a digit is unsure (low confidence, a look at it not sure enough, or too narrow to tell)"  # a reason a number is unsure
+# a reason a number is unsure
+DIGIT_UNSURE = "a digit is unsure (low confidence, a look at it not sure enough, or too narrow to tell)"
 PER_DIGIT_WIDTH = 0.8  # a digit is about this many times as wide as the digits are tall (for the expected split)
 AWAY = 0.5  # the score lost per digit away from the number the group's width suggests
 ONE_DIGIT = 0.5  # the score a group read whole gains when the picture is not known to hold a number
