@@ -50,6 +50,7 @@ class Setting:
     flag: str | None = None
     short: str | None = None
     show_default: str | None = None
+    metavar: str | None = None  # how help shows the value (default: its type)
 
     def check(self, name: str, value: Any) -> None:
         if self.choices:
@@ -170,7 +171,7 @@ class DataConfig(_Settings):
         "", "Also train on these labelled pictures (a folder of one sub-folder per class, or a CSV file of "
             "path,label rows), prepared as predict prepares a picture: handwriting the data set lacks.",
         "must be a path to a folder or a CSV file (or empty: none)", lambda x: isinstance(x, str), panel=DATA,
-        show_default="none")
+        show_default="none", metavar="<folder|csv>")
     extra_share: float = setting(
         0.0, "The share of the training images that --extra-images make up, each picture repeated or left out "
              "at random to reach it (0: each picture once).",

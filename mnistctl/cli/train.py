@@ -43,7 +43,8 @@ def _setting_options() -> list[inspect.Parameter]:
         _, f, s = SETTINGS[name]
         kind = {"int": int, "float": float, "bool": bool, "str": str}[f.type] if isinstance(f.type, str) else f.type
         decls = [s.flag_for(name, kind), *([s.short] if s.short else [])]
-        option = typer.Option(*decls, rich_help_panel=s.panel, help=s.help, show_default=s.show_default or True)
+        option = typer.Option(*decls, rich_help_panel=s.panel, help=s.help, show_default=s.show_default or True,
+                              metavar=s.metavar)
         annotation = Annotated[choices(s.choices) if s.choices else kind, option]  # type: ignore[valid-type]
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
                                         annotation=annotation))
