@@ -123,7 +123,7 @@ def train(ctx: typer.Context, **options: Any) -> None:
         return
     for warning in result.warnings:
         warning_line(warning)
-    from mnistctl.cli.render import train_summary
+    from mnistctl.cli.train_view import train_summary
 
     for line in train_summary(result):
         say(line)
@@ -149,13 +149,13 @@ class _TrainHooks(RunHooks):
             if self.main:
                 typer.echo(json.dumps(plan.config(), indent=2))
             return False
-        from mnistctl.cli.render import train_view
+        from mnistctl.cli.train_view import train_view
 
         self.plan, self.view = plan, train_view(console, self.quiet or not self.main)
         return True
 
     def on_ready(self, info: Any) -> None:
-        from mnistctl.cli.render import train_header
+        from mnistctl.cli.train_view import train_header
 
         if not self.quiet and self.main:
             say(train_header(self.plan, info))
