@@ -25,7 +25,6 @@ import torch
 from mnistctl import __version__
 from mnistctl import devices as accel
 from mnistctl.checkpoint import Checkpoint, TrainingState
-from mnistctl.config import DataConfig
 from mnistctl.data.splits import load_split
 from mnistctl.errors import (
     CheckpointError,
@@ -35,7 +34,6 @@ from mnistctl.errors import (
     WriteError,
 )
 from mnistctl.fsutil import atomic_path, exclusive, remove_stale_parts, write_csv, write_json
-from mnistctl.images.labelled import prepare_labelled
 from mnistctl.model import Net, num_parameters
 from mnistctl.runfiles import (
     BEST_FILE,
@@ -55,6 +53,7 @@ from mnistctl.runfiles import (
 from mnistctl.training import cudagraph
 from mnistctl.training import loop as engine
 from mnistctl.training.distributed import Group, weights_digest
+from mnistctl.training.extra_images import with_extra_images
 from mnistctl.training.interrupts import REPEAT_GRACE_S, deferred_interrupt
 from mnistctl.training.plan import (  # noqa: F401  (the planning API, as front ends call it)
     BUILTIN,
@@ -173,21 +172,6 @@ def fit(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None,
                stopped_early=stopped_early, steps=run.step_log.records,
                warnings=[f"training steps ran without CUDA graphs (slower): capturing one failed: "
                          f"{graph.failure}"] if graph is not None and graph.failure else [])
-
-
-def with_extra_images(cfg: DataConfig, images: torch.Tensor, labels: torch.Tensor,
-                      progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The training split with ``cfg.extra_images`` added, prepared as ``predict`` prepares a picture,
-    and how many were added. With ``cfg.extra_share`` they make up that share of the result: all of
-    them repeated as often as fits, then a random part of them (seeded by the split's seed, so that every
-    process of a group and a resumed run train on the same images)."""
-    extra_x, extra_y = map(torch.from_numpy, prepare_labelled(cfg.extra_images, cfg.info.classes, "extra_images",
-                                                              progress))
-    m = len(extra_y)
-    count = round(cfg.extra_share * len(labels) / (1 - cfg.extra_share)) if cfg.extra_share else m
-    generator = torch.Generator().manual_seed(cfg.split_seed)
-    idx = torch.cat([torch.arange(m).repeat(count // m), torch.randperm(m, generator=generator)[:count % m]])
-    return torch.cat([images, extra_x[idx]]), torch.cat([labels, extra_y[idx]]), count
 
 
 def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
