@@ -70,12 +70,11 @@ class Prediction:
 
     @property
     def unsure(self) -> bool:
-        return (self.confidence < UNSURE_BELOW or (self.least is not None and self.least < LOOKS_BELOW)
-                or (self.wide is not None and self.wide != self.index))
+        return self.doubt is not None
 
     @property
     def doubt(self) -> str | None:
-        """Why it is unsure, in a few words (None when it is not)."""
+        """Why it is unsure, in a few words (None when it is not): the unsure rules, in order."""
         if self.confidence < UNSURE_BELOW:
             return "low confidence"
         if self.least is not None and self.least < LOOKS_BELOW:
