@@ -173,8 +173,8 @@ class DataConfig(_Settings):
         "must be a path to a folder or a CSV file (or empty: none)", lambda x: isinstance(x, str), panel=DATA,
         show_default="none", metavar="<folder|csv>")
     extra_share: float = setting(
-        0.0, "The share of each epoch's training images that --extra-images make up: a fresh draw from the "
-             "pictures every epoch, each repeated as far as the share allows (0: each picture once an epoch).",
+        0.0, "The share of the training images that --extra-images make up, each picture repeated or left out "
+             "at random to reach it (0: each picture once).",
         "must be in [0, 1), such as 0.1 for one training image in ten", _within(0, 1, high_open=True), panel=DATA)
     # fixed, so every command agrees on which images are validation
     split_seed: int = setting(0, "Seed of the train/validation split.", "must be a whole number", _whole(-2**63),

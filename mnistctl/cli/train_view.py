@@ -25,13 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from mnistctl.training.run import Run, RunInfo, RunPlan
 
 
-def _drawn(info: RunInfo) -> str:
-    """How an epoch's extra images come from the pictures: all of them, or a fresh draw each epoch."""
-    if info.extra_images == info.extra_pictures:
-        return "from "
-    return f"drawn each epoch from the {info.extra_pictures:,} pictures of "
-
-
 def train_header(plan: RunPlan, info: RunInfo) -> str:
     t, resumed = plan.train_config, plan.resume is not None
     where = ""
@@ -39,7 +32,7 @@ def train_header(plan: RunPlan, info: RunInfo) -> str:
         where = f" from epoch {info.start_epoch + 1}" + (f", step {info.start_step + 1}" if info.start_step else "")
     return (f"{'Resuming' if resumed else 'Training'} nf={plan.model_config.nf} CNN ({info.parameters:,} parameters) "
             f"on {plan.data_config.info.title}{where}: {info.train_images:,} training"
-            + (f" ({info.extra_images:,} of them {_drawn(info)}{escape(printable(plan.data_config.extra_images))})"
+            + (f" ({info.extra_images:,} of them from {escape(printable(plan.data_config.extra_images))})"
                if info.extra_images else "")
             + f" / {info.val_images:,} validation images, "
             f"{t.epochs} epoch{'s' if t.epochs != 1 else ''} of {info.steps} steps"

@@ -230,29 +230,6 @@ class EpochControl:
     should_stop: Callable[[], bool] | None = None
     group: Group | None = None
     global_batch: int | None = None
-    pool: Pool | None = None
-
-
-@dataclass(frozen=True)
-class Pool:
-    """The images from ``start`` on are a pool (``train --extra-images``): each epoch takes ``count``
-    of them, a fresh draw, beside every image before ``start``."""
-
-    start: int
-    count: int
-
-
-def epoch_order(n: int, seed: int, epoch: int, pool: Pool | None = None) -> torch.Tensor:
-    """Epoch ``epoch``'s shuffle of the indices of ``n`` images (the same in every process of a group
-    and on resume). With a ``pool``: all images before ``pool.start`` and ``pool.count`` of the pool,
-    each pool image as often as ``count`` allows evenly, the rest drawn at random."""
-    generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
-    if pool is None:
-        return torch.randperm(n, generator=generator)
-    m, count = n - pool.start, pool.count
-    drawn = torch.cat([torch.arange(m).repeat(count // m), torch.randperm(m, generator=generator)[:count % m]])
-    chosen = torch.cat([torch.arange(pool.start), pool.start + drawn])
-    return chosen[torch.randperm(len(chosen), generator=generator)]
 
 
 class _StepSums:
@@ -302,8 +279,7 @@ def train_one_epoch(learner: Learner, images: torch.Tensor, labels: torch.Tensor
     """One pass over ``images`` (uint8 [N, 28, 28], on the training device) in shuffled batches.
 
     Each step takes the next ``control.global_batch`` images of the epoch's shuffle; the last step
-    also takes the remainder, so every image is seen once (with ``control.pool``, every image before the
-    pool and that epoch's draw from it: ``epoch_order``). With ``cfg.epoch_fraction`` < 1 the
+    also takes the remainder, so every image is seen once. With ``cfg.epoch_fraction`` < 1 the
     epoch stops after that share of its steps: a different random part of the images each epoch.
     In a group of several processes each trains on its part of the step's images (see
     ``mnistctl.training.distributed``); the sums in ``stats`` are the whole group's.
@@ -320,11 +296,11 @@ def train_one_epoch(learner: Learner, images: torch.Tensor, labels: torch.Tensor
     group = control.group or Group(device=images.device)
     model.train()
     device = images.device
-    perm = epoch_order(len(labels), cfg.seed, epoch, control.pool).to(device)
-    n = len(perm)
+    n = len(labels)
     batch = min(global_batch or cfg.batch_size * group.world, n)
     whole = steps_per_epoch(n, batch)
     steps = steps_per_epoch(n, batch, cfg.epoch_fraction)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch))).to(device)
     # sums stay on the device; the host reads them (and processes add theirs up) every `sync` steps
     sync = 1 if device.type == "cpu" and not group.active else 25
     window = graph.window if graph is not None else new_window(device)

@@ -88,8 +88,7 @@ class RunInfo:
     processes: int = 1  # training together (torchrun)
     global_batch: int = 0  # images per step, over all processes
     backend: str = ""  # how the processes talk: gloo or nccl
-    extra_images: int = 0  # of each epoch's training images, those drawn from --extra-images (repeats counted)
-    extra_pictures: int = 0  # the pictures of --extra-images they are drawn from
+    extra_images: int = 0  # of the training images, those from --extra-images (repeats counted)
 
 
 @dataclass
@@ -135,14 +134,13 @@ def fit(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None,
     accel.setup(device)
     callbacks = callbacks or engine.TrainCallbacks()
     train_x, train_y = load_split(data_cfg, "train", data_dir)
-    pool = None
+    extra = 0
     if data_cfg.extra_images:
-        train_x, train_y, pool = with_extra_images(data_cfg, train_x, train_y, callbacks.on_extra_images)
-    epoch_images = len(train_y) if pool is None else pool.start + pool.count  # what one epoch trains on
+        train_x, train_y, extra = with_extra_images(data_cfg, train_x, train_y, callbacks.on_extra_images)
     val_x, val_y = load_split(data_cfg, "val", data_dir)
     # the whole split lives on the training device: batches are gathered there, never copied
     train_x, train_y, val_x = train_x.to(device), train_y.to(device), val_x.to(device)
-    run = _Fit(plan, device, group, callbacks, epoch_images, pool)
+    run = _Fit(plan, device, group, callbacks, len(train_y))
     if init is not None:
         run.start_from(init)
     if resume is not None:
@@ -151,10 +149,9 @@ def fit(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None,
     with run.lock:  # the run directory's, taken by open_run_dir on process 0
         run.open_run_dir(config, tensorboard)
         if on_ready:
-            on_ready(RunInfo(epoch_images, len(val_y), run.steps, num_parameters(run.model), str(device),
+            on_ready(RunInfo(len(train_y), len(val_y), run.steps, num_parameters(run.model), str(device),
                              run.start_epoch, run.start_step, list(run.history), torch.get_num_threads(), group.world,
-                             run.global_batch, group.backend, pool.count if pool else 0,
-                             len(train_y) - pool.start if pool else 0))
+                             run.global_batch, group.backend, extra))
         started = time.perf_counter()
         stopped_early = False
         grace = REPEAT_GRACE_S if group.active else 0.0
@@ -193,7 +190,7 @@ class _Fit:
     best), and how it saves itself (only process 0 of a group writes)."""
 
     def __init__(self, plan: RunPlan, device: torch.device, group: Group, callbacks: TrainCallbacks,
-                 train_images: int, pool: engine.Pool | None = None) -> None:
+                 train_images: int) -> None:
         model_cfg, train_cfg, run_dir, resume = plan.model_config, plan.train_config, plan.run_dir, plan.resume
         self.model_cfg, self.data_cfg, self.train_cfg, self.run_dir = model_cfg, plan.data_config, train_cfg, run_dir
         self.group, self.callbacks = group, callbacks
@@ -211,7 +208,6 @@ class _Fit:
         self.partial: engine.EpochStats | None = None
         self.saved_epoch: int | None = None  # what last.pt holds
         self.device = device
-        self.pool = pool  # the --extra-images each epoch draws from
         self.average: engine.WeightAverage | None = None
         self.scored, self.trainee = self.model, self.model
         self.graph: cudagraph.StepGraph | None = None
@@ -319,7 +315,7 @@ class _Fit:
             engine.train_one_epoch(engine.Learner(self.trainee, self.optimizer, self.scheduler, self.average,
                                                   self.graph), train_x, train_y, self.train_cfg, epoch, stats,
                                    engine.EpochControl(self.start_step, self.step_log, stop, self.group,
-                                                       self.global_batch, self.pool))
+                                                       self.global_batch))
         except engine.Interrupted as exc:
             if self.group.main:
                 try:
