@@ -174,7 +174,7 @@ class DataConfig(_Settings):
         show_default="none", metavar="<folder|csv>")
     extra_share: float = setting(
         0.0, "The share of the training images that --extra-images make up, each picture repeated or left out "
-             "at random to reach it (0: each picture once).",
+             "at random to reach it, one draw for the whole run (0: each picture once).",
         "must be in [0, 1), such as 0.1 for one training image in ten", _within(0, 1, high_open=True), panel=DATA)
     # fixed, so every command agrees on which images are validation
     split_seed: int = setting(0, "Seed of the train/validation split.", "must be a whole number", _whole(-2**63),

@@ -338,8 +338,8 @@ def test_extra_images_join_the_training_split_at_the_share_asked_for(tmp_path):
     labels = torch.zeros(100, dtype=torch.int64)
     seen = []
     cfg = DataConfig(extra_images=str(tmp_path / "mine"), extra_share=0.2)
-    x, y, added = runs.with_extra_images(cfg, images, labels, lambda done, total: seen.append((done, total)))
-    assert added == 25 and x.shape == (125, 28, 28) and y.shape == (125,)  # 25 of 125 is the share of 0.2
+    x, y, added, found = runs.with_extra_images(cfg, images, labels, lambda done, total: seen.append((done, total)))
+    assert added == 25 and found == 7 and x.shape == (125, 28, 28) and y.shape == (125,)  # 25 of 125: 0.2
     assert torch.equal(x[:100], images) and seen[0] == (0, 7) and seen[-1] == (7, 7)
     prepared = torch.stack([torch.from_numpy(prepare(p).image) for p, _ in made])
     # every picture three times (21), then 4 of them once more, each with its own label
@@ -349,8 +349,8 @@ def test_extra_images_join_the_training_split_at_the_share_asked_for(tmp_path):
     assert sorted(counts) == [3, 3, 3, 4, 4, 4, 4]
     assert [int(y[100 + k]) for k in range(25)] == [made[m[0]][1] for m in matches]
     # without a share, each picture once
-    x, y, added = runs.with_extra_images(DataConfig(extra_images=str(tmp_path / "mine")), images, labels)
-    assert added == 7 and sorted(y[100:].tolist()) == sorted(label for _, label in made)
+    x, y, added, found = runs.with_extra_images(DataConfig(extra_images=str(tmp_path / "mine")), images, labels)
+    assert added == found == 7 and sorted(y[100:].tolist()) == sorted(label for _, label in made)
 
 
 def test_train_with_extra_images_says_so_and_records_them(tmp_path, fake_data_dir, monkeypatch):
@@ -361,7 +361,7 @@ def test_train_with_extra_images_says_so_and_records_them(tmp_path, fake_data_di
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
     assert "Preparing 20 pictures of --extra-images" in out
-    assert f"1,100 training (550 of them from {tmp_path / 'mine'})" in out  # 550 of the 550 + 550 MNIST
+    assert f"1,100 training (550 of them from {tmp_path / 'mine'}: its 20 pictures, repeated)" in out  # + 550 MNIST
     data = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
     assert data["extra_images"] == str(tmp_path / "mine") and data["extra_share"] == 0.5
     assert checkpoint.load(tmp_path / "run" / "best.pt").data_config.extra_images == str(tmp_path / "mine")

@@ -25,6 +25,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from mnistctl.training.run import Run, RunInfo, RunPlan
 
 
+def _drawn(info: RunInfo) -> str:
+    """Which of the extra pictures a run trains on, when not each of them once."""
+    if info.extra_images < info.extra_pictures:
+        return f": a random {info.extra_images:,} of its {info.extra_pictures:,} pictures, the same every epoch"
+    if info.extra_images > info.extra_pictures:
+        return f": its {info.extra_pictures:,} pictures, repeated"
+    return ""
+
+
 def train_header(plan: RunPlan, info: RunInfo) -> str:
     t, resumed = plan.train_config, plan.resume is not None
     where = ""
@@ -32,8 +41,8 @@ def train_header(plan: RunPlan, info: RunInfo) -> str:
         where = f" from epoch {info.start_epoch + 1}" + (f", step {info.start_step + 1}" if info.start_step else "")
     return (f"{'Resuming' if resumed else 'Training'} nf={plan.model_config.nf} CNN ({info.parameters:,} parameters) "
             f"on {plan.data_config.info.title}{where}: {info.train_images:,} training"
-            + (f" ({info.extra_images:,} of them from {escape(printable(plan.data_config.extra_images))})"
-               if info.extra_images else "")
+            + (f" ({info.extra_images:,} of them from {escape(printable(plan.data_config.extra_images))}"
+               f"{_drawn(info)})" if info.extra_images else "")
             + f" / {info.val_images:,} validation images, "
             f"{t.epochs} epoch{'s' if t.epochs != 1 else ''} of {info.steps} steps"
             + (f" ({t.epoch_fraction:.0%} of the training images each)" if t.epoch_fraction < 1 else "")

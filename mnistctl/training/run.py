@@ -89,6 +89,7 @@ class RunInfo:
     global_batch: int = 0  # images per step, over all processes
     backend: str = ""  # how the processes talk: gloo or nccl
     extra_images: int = 0  # of the training images, those from --extra-images (repeats counted)
+    extra_pictures: int = 0  # the pictures of --extra-images they were drawn from
 
 
 @dataclass
@@ -134,9 +135,9 @@ def fit(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None,
     accel.setup(device)
     callbacks = callbacks or engine.TrainCallbacks()
     train_x, train_y = load_split(data_cfg, "train", data_dir)
-    extra = 0
+    extra = pictures = 0
     if data_cfg.extra_images:
-        train_x, train_y, extra = with_extra_images(data_cfg, train_x, train_y, callbacks.on_extra_images)
+        train_x, train_y, extra, pictures = with_extra_images(data_cfg, train_x, train_y, callbacks.on_extra_images)
     val_x, val_y = load_split(data_cfg, "val", data_dir)
     # the whole split lives on the training device: batches are gathered there, never copied
     train_x, train_y, val_x = train_x.to(device), train_y.to(device), val_x.to(device)
@@ -151,7 +152,7 @@ def fit(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None,
         if on_ready:
             on_ready(RunInfo(len(train_y), len(val_y), run.steps, num_parameters(run.model), str(device),
                              run.start_epoch, run.start_step, list(run.history), torch.get_num_threads(), group.world,
-                             run.global_batch, group.backend, extra))
+                             run.global_batch, group.backend, extra, pictures))
         started = time.perf_counter()
         stopped_early = False
         grace = REPEAT_GRACE_S if group.active else 0.0
