@@ -93,7 +93,19 @@ class _Guard:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start, seen = time.perf_counter(), {"status": 500, "bytes": 0}
+        start, seen = time.perf_counter(), {"status": 500, "bytes": 0, "counted": False}
+
+        def count() -> None:
+            """The request in the metrics and the access log, once: before the last of the answer is
+            sent, so that a client that asks /metrics next (of any worker) finds it counted."""
+            if seen["counted"]:
+                return
+            seen["counted"] = True
+            seconds = time.perf_counter() - start
+            if self.metrics is not None:
+                self.metrics.request(scope.get("path", ""), scope.get("method", ""), seen["status"], seconds)
+            if self.log is not None:
+                self.log(_access_record(scope, seen["status"], seen["bytes"], seconds))
 
         async def send_secured(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -102,6 +114,8 @@ class _Guard:
                 message["headers"] = [*message.get("headers", []), *(h for h in self.headers if h[0] not in present)]
             elif message["type"] == "http.response.body":
                 seen["bytes"] += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    count()
             await send(message)
 
         try:
@@ -115,11 +129,7 @@ class _Guard:
                 return
             await self.app(scope, receive, send_secured)
         finally:
-            seconds = time.perf_counter() - start
-            if self.metrics is not None:
-                self.metrics.request(scope.get("path", ""), scope.get("method", ""), seen["status"], seconds)
-            if self.log is not None:
-                self.log(_access_record(scope, seen["status"], seen["bytes"], seconds))
+            count()  # (an answer cut short)
 
 
 def _access_record(scope: dict[str, Any], status: int, size: int, seconds: float) -> dict[str, Any]:
