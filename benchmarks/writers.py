@@ -4,7 +4,9 @@
     python benchmarks/writers.py                       # the built-in model; writes benchmarks/writers-KIND.json
     python benchmarks/writers.py -c runs/x/best.pt     # other models (repeat -c; A,B: an ensemble)
     python benchmarks/writers.py --write-only DIR      # only draw the pictures (class folders, for evaluate --images)
-    python benchmarks/writers.py --training-digits DIR # digits in 85 other fonts to train on (train --extra-images)
+    python benchmarks/writers.py --training-digits DIR # digits in 85 other fonts to train on (train --extra-images),
+                                                       # a quarter of them also as 8x8 scans, and 15,000 of
+                                                       # MNIST's training digits as 8x8 scans
 
 Each half is also scored as 8x8 scans of the same pictures (``scanned``): small pictures are where
 the issue's independent checks failed most.
@@ -69,6 +71,8 @@ TRAINING_FONTS = (
     "vujahday-script", "whisper", "yellowtail", "yeon-sung", "yesteryear", "yomogi", "zhi-mang-xing",
 )
 TRAINING_VARIANTS = 40  # training pictures of each digit per font
+TRAINING_SCAN_EVERY = 4  # ... and every 4th of them also as an 8x8 scan (design notes: "Other hands in training")
+MNIST_SCANS = 15_000  # ... and this many of MNIST's training digits as 8x8 scans
 CHECK = FONTS[0::2]  # every choice is made on these writers
 HELD_OUT = FONTS[1::2]  # only ever reported
 VARIANTS = 3  # pictures of each digit per writer
@@ -148,7 +152,8 @@ def write_pictures(fonts: dict[str, Path], directory: Path, seed: int = 0) -> li
 
 def write_training_digits(fonts: dict[str, Path], directory: Path, seed: int = 7) -> int:
     """``TRAINING_VARIANTS`` PNG pictures of each digit in each font (varied as ``write_digit`` varies a
-    writer's digits), in class folders for ``train --extra-images``; how many were written."""
+    writer's digits), and every ``TRAINING_SCAN_EVERY``-th of them also as an 8x8 scan (``scan``), in
+    class folders for ``train --extra-images``; how many were written."""
     rng = np.random.default_rng(seed)
     written = 0
     for name in sorted(fonts):
@@ -158,24 +163,49 @@ def write_training_digits(fonts: dict[str, Path], directory: Path, seed: int = 7
                 img = write_digit(ImageFont.truetype(str(fonts[name]), int(rng.integers(60, 200))), digit, rng)
                 img.save(directory / str(digit) / f"{name}-{k:02d}.png")
                 written += 1
+                if k % TRAINING_SCAN_EVERY == 0:
+                    scan(img).save(directory / str(digit) / f"{name}-{k:02d}-scan.png")
+                    written += 1
     return written
 
 
-def scanned(pictures: list[tuple[Path, int, str]], directory: Path) -> list[tuple[Path, int, str]]:
-    """Each picture as a low-resolution scan: its ink (darker than mid-grey) fitted into 32x32 and
-    each 4x4 block's ink pixels counted, an 8x8 picture of 0-16 grey levels (``people.block_counts``,
-    the way old scanners made small digits). Small pictures fail most; MNIST's own validation digits
-    so are read at 96%, so what these lose beyond that is the writer's."""
+def write_mnist_scans(directory: Path, data_dir: str | None, count: int = MNIST_SCANS, seed: int = 3) -> int:
+    """``count`` digits of MNIST's *training* split (mnistctl's split: never a validation digit) as 8x8
+    scans (``people.block_counts``), into the class folders of ``directory``: what a small picture of
+    a digit looks like once ``predict`` has prepared it; how many were written."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from mnistctl.config import DataConfig
+    from mnistctl.data.splits import load_split
+    from people import block_counts
+
+    images, labels = load_split(DataConfig(), "train", data_dir)
+    for i in np.random.default_rng(seed).choice(len(labels), count, replace=False):
+        folder = directory / str(int(labels[i]))
+        folder.mkdir(parents=True, exist_ok=True)
+        block_counts(images[i].numpy()).save(folder / f"mnist-train-{i:05d}-scan.png")
+    return count
+
+
+def scan(picture: Image.Image) -> Image.Image:
+    """``picture`` as a low-resolution scan: its ink (darker than mid-grey) fitted into 32x32 and each
+    4x4 block's ink pixels counted, an 8x8 picture of 0-16 grey levels (``people.block_counts``, the
+    way old scanners made small digits)."""
     sys.path.insert(0, str(REPO / "tests"))
     from people import block_counts
 
+    grey = np.asarray(picture.convert("L"), np.float32)
+    return block_counts(grey < (grey.min() + grey.max()) / 2)
+
+
+def scanned(pictures: list[tuple[Path, int, str]], directory: Path) -> list[tuple[Path, int, str]]:
+    """Each picture as an 8x8 scan (``scan``). Small pictures fail most; MNIST's own validation digits
+    so are read at 97%, so what these lose beyond that is the writer's."""
     out = []
     for path, digit, writer in pictures:
-        grey = np.asarray(Image.open(path).convert("L"), np.float32)
-        scan = directory / str(digit) / f"{path.stem}.png"
-        scan.parent.mkdir(parents=True, exist_ok=True)
-        block_counts(grey < (grey.min() + grey.max()) / 2).save(scan)
-        out.append((scan, digit, writer))
+        picture = directory / str(digit) / f"{path.stem}.png"
+        picture.parent.mkdir(parents=True, exist_ok=True)
+        scan(Image.open(path)).save(picture)
+        out.append((picture, digit, writer))
     return out
 
 
@@ -236,13 +266,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file to write (default: benchmarks/writers-KIND.json)")
     parser.add_argument("--data-dir", default=os.environ.get("MNISTCTL_DATA_DIR"),
-                        help="mnistctl's data directory (MNIST's test set: how often its digits are unsure)")
+                        help="mnistctl's data directory (MNIST's test set: how often its digits are unsure; "
+                             "--training-digits: MNIST's training split)")
     parser.add_argument("--training-digits", type=Path, default=None,
                         help="only draw digits to train on, in TRAINING_FONTS (never the check's), into this directory")
     args = parser.parse_args(argv)
     assert not set(TRAINING_FONTS) & set(FONTS)
     if args.training_digits is not None:
         count = write_training_digits(fetch(TRAINING_FONTS, cache_dir()), args.training_digits)
+        count += write_mnist_scans(args.training_digits, args.data_dir)
         print(f"Wrote {count} pictures to {args.training_digits} (train --extra-images {args.training_digits})")
         return
     halves = {"check": CHECK, "held-out": HELD_OUT}

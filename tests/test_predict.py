@@ -356,8 +356,9 @@ def test_people_style_corpus_every_style(tmp_path, mnist_data_dir, shipped):
     """150 real test digits drawn in each of 20 styles (the same digits in every style): at least
     97% of each style and 99% of all read right (docs/preparation.md: "What reads well"), with fewer
     mistakes than reading each prepared input once, without the widened second look. (The floor
-    was 98% for each style; today's built-in model reads 99.63% of all, the previous one 99.30%, but
-    its 1-2 px pen 146 of 150.)"""
+    was 98% for each style; the built-in model of the morning of 2026-12-07 read 99.63% of all, the one
+    before 99.30% with its 1-2 px pen at 146 of 150; today's reads 99.53%, every style 147 of 150 or
+    more. A candidate that read that pen 145 of 150 was not taken.)"""
     images, labels = load_split(DataConfig(), "test", mnist_data_dir)
     perm = np.random.default_rng(100).permutation(10000)
     corpus = make_corpus(images.numpy()[perm], labels.numpy()[perm], tmp_path, per_style=150, seed=0)
@@ -398,15 +399,16 @@ def test_the_noise_filter_leaves_the_strokes_of_small_drawings(mnist_data_dir, m
 @pytest.mark.realdata
 def test_digits_scanned_at_8x8_are_enlarged_before_their_ink_is_found(mnist_data_dir, shipped, monkeypatch):
     """An 8x8 picture of 0-16 block counts (how an old scanner made low-resolution digits) is
-    enlarged before its ink is found: its grey edges are most of each stroke. 400 training digits
-    so are read at least 96% right (96.75%), and no worse than without by more than 1.5 points (98.0%:
-    the built-in model, trained with --low-res and other hands, reads MNIST's own blurred scans best
-    as they are; the model before it 97.25%, and the one before that 96.8% against 93.4%). Where
-    enlarging pays is other writers' scans: on the writer-shift check's (benchmarks/writers.py)
-    91.6% -> 92.8% with this model, 86.8% -> 89.3% with the one before."""
+    enlarged before its ink is found: its grey edges are most of each stroke. 400 validation digits
+    (the built-in model trained on scans of some training digits) so are read at least 96% right
+    (97.5%), and no worse than without by more than 1.5 points (97.75%: a model trained with --low-res
+    and scans reads MNIST's own scans about as well either way; the afternoon's built-in model 97.75%
+    against 96.75%, the morning's 95.5% against 96.75%). Where enlarging pays is other writers'
+    scans: on the writer-shift check's (benchmarks/writers.py) 91.6% -> 92.8% with the afternoon's
+    model, 86.8% -> 89.3% with the morning's."""
     from mnistctl.images import prepare as preprocess
 
-    images, labels = load_split(DataConfig(), "train", mnist_data_dir)
+    images, labels = load_split(DataConfig(), "val", mnist_data_dir)
     pictures = [block_counts(digit) for digit in images.numpy()[:400]]
     truth = labels.numpy()[:400]
     assert pictures[0].size == (8, 8)
@@ -759,21 +761,21 @@ def test_a_directory_is_prepared_by_several_processes_as_by_one(tmp_path, shippe
 
 
 def test_a_picture_whose_two_looks_differ_is_unsure_and_mnist_digits_keep_one_threshold(shipped):
-    """People's pictures are read twice (as prepared and widened): either look under 0.94 for the
+    """People's pictures are read twice (as prepared and widened): either look under 0.99 for the
     choice makes the answer unsure even when the average is over 0.8; a digit read once keeps the
     0.8 threshold alone (MNIST's own digits: 0.4% of the test set unsure)."""
     from mnistctl.inference.classifier import LOOKS_BELOW, UNSURE_BELOW, predictions
 
     classes = tuple("0123456789")
     probs = np.full((3, 10), 0.003, np.float32)
-    probs[:, 3] = 0.99
+    probs[:, 3] = 0.995
     looks = np.stack([probs, probs], 1)
     looks[0, 1, 3] = 0.85  # the widened look is less sure: 0.85 < LOOKS_BELOW
     looks[2] = np.nan  # read once
     doubtful, firm, once = predictions(probs, classes, looks)
-    assert UNSURE_BELOW < 0.85 < LOOKS_BELOW < 0.99 and doubtful.least == pytest.approx(0.85)
+    assert UNSURE_BELOW < 0.85 < LOOKS_BELOW < 0.995 and doubtful.least == pytest.approx(0.85)
     assert doubtful.unsure and doubtful.doubt == "a look at it is only 85.0% sure"
-    assert not firm.unsure and firm.least == pytest.approx(0.99) and firm.doubt is None
+    assert not firm.unsure and firm.least == pytest.approx(0.995) and firm.doubt is None
     assert once.least is None and not once.unsure
     image = np.asarray(Image.open(PAINT_4).convert("L").resize((28, 28)))
     twice, read_once = shipped.classify(np.stack([image, image]), [True, False])
