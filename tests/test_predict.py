@@ -761,9 +761,9 @@ def test_a_directory_is_prepared_by_several_processes_as_by_one(tmp_path, shippe
 
 
 def test_a_picture_whose_two_looks_differ_is_unsure_and_mnist_digits_keep_one_threshold(shipped):
-    """People's pictures are read twice (as prepared and widened): either look under 0.99 for the
-    choice makes the answer unsure even when the average is over 0.8; a digit read once keeps the
-    0.8 threshold alone (MNIST's own digits: 0.4% of the test set unsure)."""
+    """People's pictures are read twice (as prepared and widened): either look under LOOKS_BELOW (0.96)
+    for the choice makes the answer unsure even when the average is over 0.8; a digit read once keeps
+    the 0.8 threshold alone (MNIST's own digits: 0.3% of the test set unsure)."""
     from mnistctl.inference.classifier import LOOKS_BELOW, UNSURE_BELOW, predictions
 
     classes = tuple("0123456789")

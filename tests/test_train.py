@@ -367,6 +367,17 @@ def test_train_with_extra_images_says_so_and_records_them(tmp_path, fake_data_di
     assert checkpoint.load(tmp_path / "run" / "best.pt").data_config.extra_images == str(tmp_path / "mine")
 
 
+def test_the_header_says_which_extra_pictures_a_run_trains_on():
+    from mnistctl.cli.train_view import _drawn
+
+    def info(extra, pictures):
+        return runs.RunInfo(61_111, 5_000, 477, 1, "cpu", 0, 0, [], extra_images=extra, extra_pictures=pictures)
+
+    assert _drawn(info(6_111, 57_500)) == ": a random 6,111 of its 57,500 pictures, the same every epoch"
+    assert _drawn(info(550, 20)) == ": its 20 pictures, repeated"
+    assert _drawn(info(20, 20)) == ""  # each once
+
+
 @pytest.mark.parametrize("args, words", [
     (["--extra-share", "0.1"], "--extra-share is 0.1, a share of extra images, but none are given"),
     (["--extra-images", "nowhere"], "nowhere is neither a folder of pictures nor a CSV file"),
