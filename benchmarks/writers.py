@@ -5,8 +5,8 @@
     python benchmarks/writers.py -c runs/x/best.pt     # other models (repeat -c; A,B: an ensemble)
     python benchmarks/writers.py --write-only DIR      # only draw the pictures (class folders, for evaluate --images)
     python benchmarks/writers.py --training-digits DIR # digits in 85 other fonts to train on (train --extra-images),
-                                                       # a quarter of them also as 8x8 scans, and 15,000 of
-                                                       # MNIST's training digits as 8x8 scans
+                                                       # a quarter of them also as 8x8 scans, and MNIST's
+                                                       # 55,000 training digits as 8x8 scans
 
 Each half is also scored as 8x8 scans of the same pictures (``scanned``): small pictures are where
 the issue's independent checks failed most.
@@ -72,7 +72,6 @@ TRAINING_FONTS = (
 )
 TRAINING_VARIANTS = 40  # training pictures of each digit per font
 TRAINING_SCAN_EVERY = 4  # ... and every 4th of them also as an 8x8 scan (design notes: "Other hands in training")
-MNIST_SCANS = 15_000  # ... and this many of MNIST's training digits as 8x8 scans
 CHECK = FONTS[0::2]  # every choice is made on these writers
 HELD_OUT = FONTS[1::2]  # only ever reported
 VARIANTS = 3  # pictures of each digit per writer
@@ -169,9 +168,9 @@ def write_training_digits(fonts: dict[str, Path], directory: Path, seed: int = 7
     return written
 
 
-def write_mnist_scans(directory: Path, data_dir: str | None, count: int = MNIST_SCANS, seed: int = 3) -> int:
-    """``count`` digits of MNIST's *training* split (mnistctl's split: never a validation digit) as 8x8
-    scans (``people.block_counts``), into the class folders of ``directory``: what a small picture of
+def write_mnist_scans(directory: Path, data_dir: str | None) -> int:
+    """Every digit of MNIST's *training* split (mnistctl's split: never a validation digit) as an 8x8
+    scan (``people.block_counts``), into the class folders of ``directory``: what a small picture of
     a digit looks like once ``predict`` has prepared it; how many were written."""
     sys.path.insert(0, str(REPO / "tests"))
     from mnistctl.config import DataConfig
@@ -179,11 +178,11 @@ def write_mnist_scans(directory: Path, data_dir: str | None, count: int = MNIST_
     from people import block_counts
 
     images, labels = load_split(DataConfig(), "train", data_dir)
-    for i in np.random.default_rng(seed).choice(len(labels), count, replace=False):
-        folder = directory / str(int(labels[i]))
+    for i, (image, label) in enumerate(zip(images.numpy(), labels.tolist())):
+        folder = directory / str(label)
         folder.mkdir(parents=True, exist_ok=True)
-        block_counts(images[i].numpy()).save(folder / f"mnist-train-{i:05d}-scan.png")
-    return count
+        block_counts(image).save(folder / f"mnist-train-{i:05d}-scan.png")
+    return len(labels)
 
 
 def scan(picture: Image.Image) -> Image.Image:
