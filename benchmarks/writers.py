@@ -37,9 +37,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # people: the scans and the people styles the tests draw
 
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter, ImageFont  # noqa: E402
+
+from people import block_counts, make_corpus  # noqa: E402
 
 # handwriting fonts of Google Fonts (fontsource package names): each one person's hand, or a school's model hand
 FONTS = (
@@ -172,10 +175,8 @@ def write_mnist_scans(directory: Path, data_dir: str | None) -> int:
     """Every digit of MNIST's *training* split (mnistctl's split: never a validation digit) as an 8x8
     scan (``people.block_counts``), into the class folders of ``directory``: what a small picture of
     a digit looks like once ``predict`` has prepared it; how many were written."""
-    sys.path.insert(0, str(REPO / "tests"))
     from mnistctl.config import DataConfig
     from mnistctl.data.splits import load_split
-    from people import block_counts
 
     images, labels = load_split(DataConfig(), "train", data_dir)
     for i, (image, label) in enumerate(zip(images.numpy(), labels.tolist())):
@@ -189,9 +190,6 @@ def scan(picture: Image.Image) -> Image.Image:
     """``picture`` as a low-resolution scan: its ink (darker than mid-grey) fitted into 32x32 and each
     4x4 block's ink pixels counted, an 8x8 picture of 0-16 grey levels (``people.block_counts``, the
     way old scanners made small digits)."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from people import block_counts
-
     grey = np.asarray(picture.convert("L"), np.float32)
     return block_counts(grey < (grey.min() + grey.max()) / 2)
 
@@ -235,10 +233,8 @@ def score(clf, pictures: list[tuple[Path, int, str]], tmp: Path) -> dict:
 def mnist_side(clf, data_dir: str | None, tmp: Path) -> dict:
     """How often ``clf`` says unsure on MNIST's own test digits (figures only, never a choice): as
     given (28x28, read once) and drawn in the people styles (read with two looks)."""
-    sys.path.insert(0, str(REPO / "tests"))
     from mnistctl.data.idx import load_file_pair
     from mnistctl.inference.files import predict_files
-    from people import make_corpus
 
     images, labels = load_file_pair("mnist", "test", data_dir)
     raw = clf.classify(images)
@@ -268,12 +264,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="mnistctl's data directory (MNIST's test set: how often its digits are unsure; "
                              "--training-digits: MNIST's training split)")
     parser.add_argument("--training-digits", type=Path, default=None,
-                        help="only draw digits to train on, in TRAINING_FONTS (never the check's), into this directory")
+                        help="only write digits to train on into this directory: TRAINING_FONTS' (never the "
+                             "check's), some as 8x8 scans, and MNIST's training split as 8x8 scans")
     args = parser.parse_args(argv)
     assert not set(TRAINING_FONTS) & set(FONTS)
     if args.training_digits is not None:
-        count = write_training_digits(fetch(TRAINING_FONTS, cache_dir()), args.training_digits)
-        count += write_mnist_scans(args.training_digits, args.data_dir)
+        count = write_mnist_scans(args.training_digits, args.data_dir)  # first: no MNIST data fails at once
+        count += write_training_digits(fetch(TRAINING_FONTS, cache_dir()), args.training_digits)
         print(f"Wrote {count} pictures to {args.training_digits} (train --extra-images {args.training_digits})")
         return
     halves = {"check": CHECK, "held-out": HELD_OUT}
