@@ -423,6 +423,23 @@ def test_digits_scanned_at_8x8_are_enlarged_before_their_ink_is_found(mnist_data
     assert enlarged >= 0.96 and enlarged >= accuracy("never") - 0.015
 
 
+def test_a_bold_digit_filling_a_small_picture_is_still_dark_ink_on_light_paper():
+    """A bold 0 scanned at 8x8 touches every edge of its picture: most of its border is ink. The
+    corner pixels still say which is the paper, so the ring is the digit, not the paper round it;
+    white on black the same; a picture of 64 px or more is not judged by its corners."""
+    ring = np.zeros((28, 28), np.uint8)
+    yy, xx = np.mgrid[:28, :28]
+    r = np.hypot(yy - 13.5, xx - 13.5)
+    ring[(r > 4) & (r < 11)] = 255  # a bold 0, its hole small
+    scan = block_counts(ring)
+    grey = np.asarray(scan)
+    assert np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])) < 0.75 * 255  # a dark border
+    prepared = prepare_image(scan)
+    assert prepared[13:15, 13:15].mean() < 60 and prepared[13, 4:8].mean() > 150  # the hole dark, the ring light
+    inverted = prepare_image(Image.fromarray(255 - grey))
+    assert np.abs(inverted.astype(int) - prepared.astype(int)).mean() < 10
+
+
 @pytest.mark.parametrize("orientation, turn", [(3, 180), (6, 90), (8, 270)])
 def test_photos_stored_sideways_are_read_as_viewers_show_them(tmp_path, shipped, orientation, turn):
     """Phones store most photos sideways with an EXIF tag saying how to turn them for display."""
