@@ -230,6 +230,11 @@ class TrainConfig(_Settings):
         0.0, "With --augment, show this share of each batch as a small, low-resolution picture shows the digit: "
              "shrunk to 7-14 px and enlarged back (0: off).",
         "must be between 0 (off) and 1 (every image)", _within(0, 1))
+    scans: float = setting(
+        0.0, "With --augment, show this share of each batch as predict reads an 8x8 scan of the digit (its ink "
+             "counted in 4x4 blocks of a 32x32 bitmap, as old scanners and UCI's handwritten digits have it), "
+             "after the other changes (0: off).",
+        "must be between 0 (off) and 1 (every image)", _within(0, 1))
     patience: int = setting(0, "Stop after this many epochs without a better validation accuracy (0: never).",
                             "must be 0 (off) or a number of epochs", _whole(0))
     eval_batch_size: int = setting(INFERENCE_BATCH, "Images per forward pass when validating.", "must be at least 1",

@@ -172,6 +172,45 @@ def test_low_res_blurs_a_share_of_the_batch_as_a_small_picture_would():
     assert torch.allclose(augment(x, AugmentConfig(**still)), x, atol=1e-3)
 
 
+def test_scans_show_the_first_share_of_a_batch_as_predict_reads_an_8x8_scan():
+    """--scans: the first quarter of the batch (after the other changes) becomes what predict makes
+    of an 8x8 scan of it: the same 8x8 picture whatever the digit's size and place, so a large and a
+    small copy of a digit come out alike; the rest is what augment gives without; nothing random."""
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 200.0  # a bold 1 ...
+    x[1, :, :, :] = 0
+    x[1, :, 10:18, 13:15] = 200.0  # ... and a small one
+    x[2] = 0  # a blank picture stays blank
+    still = {"degrees": 0, "translate": 0, "scale": (1, 1)}
+    out = augment(x, AugmentConfig(**still, scans=0.25), torch.Generator().manual_seed(3))
+    assert torch.equal(out[3:], augment(x, AugmentConfig(**still), torch.Generator().manual_seed(3))[3:])
+    assert torch.equal(out[2], x[2])
+    first, small = out[0, 0], out[1, 0]
+    assert (first - x[0, 0]).abs().amax() > 50  # changed: fitted to 20 px high, as MNIST's digits are
+    assert torch.allclose(first, small, atol=1.0)  # one bitmap for both: the scanner fits the ink to its box
+    rows = (first > 20).any(1).nonzero()
+    assert rows.max() - rows.min() + 1 == 20 and abs(float(first.amax()) - 200.0) < 1e-3
+    centre = (first.sum(0) * torch.arange(28.0)).sum() / first.sum()
+    assert abs(float(centre) - 13.5) <= 0.5
+
+
+@pytest.mark.realdata
+def test_scans_match_what_predict_makes_of_scanned_validation_digits(mnist_data_dir):
+    """``scanned`` is predict's reading of an 8x8 block-count scan (tests/people.block_counts), done
+    on a batch: on 100 validation digits within 2% of full scale per pixel on average (the speck
+    and marker cleaning it leaves out), each digit within 10%."""
+    from mnistctl.data.splits import scanned
+    from mnistctl.images.prepare import prepare_image
+    from people import block_counts
+
+    images, _ = load_split(DataConfig(), "val", mnist_data_dir)
+    digits = images[:100]
+    batched = scanned(digits.float()[:, None])[:, 0].numpy()
+    one_by_one = np.array([prepare_image(block_counts(d)) for d in digits.numpy()]).astype(np.float32)
+    per_digit = np.abs(batched - one_by_one).mean((1, 2)) / 255
+    assert per_digit.mean() < 0.02 and per_digit.max() < 0.1, (per_digit.mean(), per_digit.max())
+
+
 @pytest.mark.realdata
 def test_real_mnist_splits(mnist_data_dir):
     cfg = DataConfig()
