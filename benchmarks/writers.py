@@ -5,8 +5,7 @@
     python benchmarks/writers.py -c runs/x/best.pt     # other models (repeat -c; A,B: an ensemble)
     python benchmarks/writers.py --write-only DIR      # only draw the pictures (class folders, for evaluate --images)
     python benchmarks/writers.py --training-digits DIR # digits in 85 other fonts to train on (train --extra-images),
-                                                       # a quarter of them also as 8x8 scans, and MNIST's
-                                                       # 55,000 training digits as 8x8 scans
+                                                       # a quarter of them also as 8x8 scans
 
 Each half is also scored as 8x8 scans of the same pictures (``scanned``): small pictures are where
 the issue's independent checks failed most.
@@ -171,21 +170,6 @@ def write_training_digits(fonts: dict[str, Path], directory: Path, seed: int = 7
     return written
 
 
-def write_mnist_scans(directory: Path, data_dir: str | None) -> int:
-    """Every digit of MNIST's *training* split (mnistctl's split: never a validation digit) as an 8x8
-    scan (``people.block_counts``), into the class folders of ``directory``: what a small picture of
-    a digit looks like once ``predict`` has prepared it; how many were written."""
-    from mnistctl.config import DataConfig
-    from mnistctl.data.splits import load_split
-
-    images, labels = load_split(DataConfig(), "train", data_dir)
-    for i, (image, label) in enumerate(zip(images.numpy(), labels.tolist())):
-        folder = directory / str(label)
-        folder.mkdir(parents=True, exist_ok=True)
-        block_counts(image).save(folder / f"mnist-train-{i:05d}-scan.png")
-    return len(labels)
-
-
 def scan(picture: Image.Image) -> Image.Image:
     """``picture`` as a low-resolution scan: its ink (darker than mid-grey) fitted into 32x32 and each
     4x4 block's ink pixels counted, an 8x8 picture of 0-16 grey levels (``people.block_counts``, the
@@ -261,16 +245,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file to write (default: benchmarks/writers-KIND.json)")
     parser.add_argument("--data-dir", default=os.environ.get("MNISTCTL_DATA_DIR"),
-                        help="mnistctl's data directory (MNIST's test set: how often its digits are unsure; "
-                             "--training-digits: MNIST's training split)")
+                        help="mnistctl's data directory (MNIST's test set: how often its digits are unsure)")
     parser.add_argument("--training-digits", type=Path, default=None,
                         help="only write digits to train on into this directory: TRAINING_FONTS' (never the "
-                             "check's), some as 8x8 scans, and MNIST's training split as 8x8 scans")
+                             "check's), some also as 8x8 scans (MNIST's own digits as scans: train --scans)")
     args = parser.parse_args(argv)
     assert not set(TRAINING_FONTS) & set(FONTS)
     if args.training_digits is not None:
-        count = write_mnist_scans(args.training_digits, args.data_dir)  # first: no MNIST data fails at once
-        count += write_training_digits(fetch(TRAINING_FONTS, cache_dir()), args.training_digits)
+        count = write_training_digits(fetch(TRAINING_FONTS, cache_dir()), args.training_digits)
         print(f"Wrote {count} pictures to {args.training_digits} (train --extra-images {args.training_digits})")
         return
     halves = {"check": CHECK, "held-out": HELD_OUT}
