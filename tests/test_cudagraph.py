@@ -82,6 +82,7 @@ def _train(graph_kind: str | None, cfg: TrainConfig, n: int = 200, epochs: int =
 
 @pytest.mark.parametrize("cfg", [
     TrainConfig(epochs=2, batch_size=16, lr=0.01, augment=True, label_smoothing=0.1),  # last step: 16 + 8
+    TrainConfig(epochs=2, batch_size=16, lr=0.01, augment=True, low_res=0.2, scans=0.25),
     TrainConfig(epochs=2, batch_size=16, lr=0.02, augment=False, optimizer="sgd", epoch_fraction=0.5),
 ])
 def test_replayed_steps_train_exactly_as_eager_ones(cfg):
@@ -129,7 +130,9 @@ def test_real_cuda_graph_steps_follow_eager_ones_closely(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     cuda = torch.device("cuda")
     images, labels = (t.to(cuda) for t in _data(400))
-    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.01, augment=True, label_smoothing=0.1)
+    # every batched augmentation the best preset and the built-in model use, inside the graph
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.01, augment=True, label_smoothing=0.1, writer_style=0.5,
+                      low_res=0.15, scans=0.1)
     results = []
     for use_graph in (False, True):
         torch.manual_seed(0)

@@ -440,6 +440,19 @@ def test_a_bold_digit_filling_a_small_picture_is_still_dark_ink_on_light_paper()
     assert np.abs(inverted.astype(int) - prepared.astype(int)).mean() < 10
 
 
+def test_a_small_photo_with_dark_corners_is_still_judged_by_its_border():
+    """The corners decide only for a tiny picture (under 16 px, a scan that is all digit): a 48 px
+    photo whose lens darkened its corners keeps its light paper, and its dark 1 is the digit (judged
+    by the corners, the paper was read as ink and the 1 became a hole between two bars)."""
+    yy, xx = np.mgrid[:48, :48]
+    r = np.hypot(yy - 23.5, xx - 23.5) / np.hypot(23.5, 23.5)  # 1 at the corners
+    photo = 0.9 - 0.8 * np.clip((r - 0.75) / 0.25, 0, 1) ** 2
+    photo[10:38, 22:26] = 0.1  # a dark 1
+    prepared = prepare_image(Image.fromarray(np.round(photo * 255).astype(np.uint8)))
+    columns = prepared.astype(int).sum(0)
+    assert columns[12:16].sum() > 0.7 * columns.sum()  # one bar, in the middle
+
+
 @pytest.mark.parametrize("orientation, turn", [(3, 180), (6, 90), (8, 270)])
 def test_photos_stored_sideways_are_read_as_viewers_show_them(tmp_path, shipped, orientation, turn):
     """Phones store most photos sideways with an EXIF tag saying how to turn them for display."""

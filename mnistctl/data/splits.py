@@ -174,7 +174,8 @@ def scanned(x: torch.Tensor) -> torch.Tensor:
     handwritten digits, made them); then what ``mnistctl.images`` does with such a picture, batched:
     enlarged 8 times (bicubic), cut at Otsu's threshold with soft edges grown by a pixel, cropped
     to the ink's mass, its longer side scaled to 20 px (box filter) and centred by its centre of mass
-    in 28x28. Its brightest pixel as the input's. Fixed shapes, no host sync: a CUDA graph replays it.
+    in 28x28. Its brightest pixel as the input's. Fixed shapes and no host sync, for CUDA graphs (the
+    GPU test of ``tests/test_cudagraph.py`` trains with it; not yet run on a GPU).
 
     Left out (rarer for scans, costly batched): the noise and speck cleaning and the thinning of
     a marker. On 3,000 MNIST validation digits against ``predict`` on their scans

@@ -93,6 +93,8 @@ MEDIAN_KEEP = 0.9  # the noise filter is used only when it keeps this share of t
 # at most the rest)
 MID_GREY = (0.25, 0.75)  # a border between these levels does not tell dark ink from light by itself
 SMALL = 64  # px: a picture whose longer side is shorter is enlarged before its ink is found (``look``)
+TINY = 16  # px: a picture whose shorter side is shorter (an 8x8 scan) is all digit: its corners tell the paper,
+# and it has too few pixels to tell uneven light from ink (``look``)
 TOO_LITTLE_INK = 4  # pixels: an ink box smaller than this on both sides (work resolution) is a speck
 
 
@@ -105,12 +107,13 @@ def _as_ink(grey: np.ndarray, corner: int = 0) -> np.ndarray:
     """Ink as light on dark: the border is paper, so light paper is inverted (any colours, any
     number of grey levels).
 
-    ``corner`` > 0 (a small picture, enlarged: ``corner`` px are one of its own pixels): a digit that
+    ``corner`` > 0 (a tiny picture, enlarged: ``corner`` px are one of its own pixels): a digit that
     fills its picture touches the edges, and a bold one (an 8x8 scan of a thick 0 or 8) covers as
     much of the border as the paper does: the border reads mid-grey or dark. Where the four corner
     pixels (the picture's own) are clearly light or dark, they are the paper: a digit seldom reaches
     them. Of 3,000 MNIST validation digits scanned at 8x8 (``benchmarks/writers.py``'s scans), 11
-    bold ones were read as light ink on dark paper before, and the model saw the paper as the digit."""
+    bold ones were read as light ink on dark paper before, and the model saw the paper as the digit.
+    (Not for larger pictures: a small photo's corners may be darkened by its lens.)"""
     h, w = grey.shape
     edge = border(grey, max(1, round(0.04 * min(h, w))))
     paper = float(edge[0]) if edge.min() == edge.max() else float(np.median(edge))  # a blank canvas's is one level
@@ -135,19 +138,18 @@ def _as_ink(grey: np.ndarray, corner: int = 0) -> np.ndarray:
 
 
 def _clean(ink: np.ndarray, turns: Turns | None = None, noisy: bool = True,
-           own: int | None = None) -> tuple[np.ndarray, float, Turns]:
+           shading: bool = True) -> tuple[np.ndarray, float, Turns]:
     """Ink in [0, 1] with the background removed, a notebook's printed lines taken away and noise
     suppressed (``noisy``: a picture at its own pixels; an enlarged one is smooth); its Otsu
     threshold; and the turns of the lines found (``rulings.without_rulings``). Raises ImageError
     when there is no ink.
 
-    ``own``: the shorter side of the picture in its own pixels, when it was enlarged. The background
-    is estimated in eighths of the picture, so one of at least 16 of its own pixels: in an 8x8 scan an
-    eighth is one pixel, and a bold digit's inner pixels (no paper near them) were taken for
-    background and cut out of its strokes (a thick 0 came out as four blobs)."""
+    ``shading`` false (a tiny picture, enlarged): no background estimate. It is made in eighths of the
+    picture: in an 8x8 scan an eighth is one pixel, and a bold digit's inner pixels (no paper near
+    them) were taken for background and cut out of its strokes (a thick 0 came out as four blobs)."""
     h, w = ink.shape
     # uneven light and paper tone: subtract a smooth background estimate
-    if min(h, w) >= 16 and (own is None or own >= 16):
+    if shading and min(h, w) >= 16:
         background = _background(ink)
         if background is not None:
             ink = np.clip(ink - background, 0.0, None)
@@ -368,9 +370,10 @@ def look(d: Decoded, longest: int) -> Look:
     if max(grey.shape) < SMALL:
         factor = -(-SMALL // max(grey.shape))
         grey = enlarge(grey, factor)
-    ink = _as_ink(_without_table(grey), corner=factor if factor > 1 else 0)
+    tiny = min(d.grey.shape) < TINY
+    ink = _as_ink(_without_table(grey), corner=factor if tiny else 0)
     view = at_most(ink, longest)
-    cleaned, threshold, turns = _clean(view, noisy=factor == 1, own=min(d.grey.shape) if factor > 1 else None)
+    cleaned, threshold, turns = _clean(view, noisy=factor == 1, shading=not tiny)
     soft = _soft_mask(cleaned, threshold)
     return Look(ink, view, soft, turns, _inside_frame(soft), d.scale / factor)
 
