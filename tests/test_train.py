@@ -295,7 +295,7 @@ def test_best_preset_trains_on_the_other_data_sets(tmp_path, dataset):
                                  "--data-dir", str(tmp_path / "data"), "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "EMA 0.999" in result.stdout and "dropout 0.25" in result.stdout
-    assert "sgd lr 0.2 (onecycle), weight decay 0.0005, augment on" in result.stdout
+    assert "sgd lr 0.2 (onecycle), weight decay 0.0005, augment on (15% at low resolution), " in result.stdout
     ckpt = checkpoint.load(run_dir / "last.pt")
     best = PRESETS["best"]
     assert ckpt.dataset == dataset and ckpt.model_config.nf == best["nf"] == 40
@@ -376,6 +376,15 @@ def test_the_header_says_which_extra_pictures_a_run_trains_on():
     assert _drawn(info(6_111, 57_500)) == ": a random 6,111 of its 57,500 pictures, the same every epoch"
     assert _drawn(info(550, 20)) == ": its 20 pictures, repeated"
     assert _drawn(info(20, 20)) == ""  # each once
+
+
+def test_the_header_says_what_augmentation_adds():
+    from mnistctl.cli.train_view import _augment
+
+    assert _augment(TrainConfig()) == "on" and _augment(TrainConfig(augment=False, scans=0.1)) == "off"
+    assert _augment(TrainConfig(writer_style=0.5, low_res=0.15, scans=0.1)) == \
+        "on (writer style 0.5, 15% at low resolution, 10% as 8x8 scans)"
+    assert _augment(TrainConfig(scans=0.25)) == "on (25% as 8x8 scans)"
 
 
 @pytest.mark.parametrize("args, words", [

@@ -21,6 +21,7 @@ from mnistctl.cli.terminal import printable
 from mnistctl.runfiles import TrainCallbacks
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mnistctl.config import TrainConfig
     from mnistctl.runfiles import EpochRecord
     from mnistctl.training.run import Run, RunInfo, RunPlan
 
@@ -49,7 +50,7 @@ def train_header(plan: RunPlan, info: RunInfo) -> str:
             + f", {_batch(t.batch_size, info)}, "
             f"{t.optimizer} lr {t.lr:g} ({t.schedule})"
             + (f", weight decay {t.weight_decay:g}" if t.weight_decay else "")
-            + f", augment {'on' if t.augment else 'off'}, "
+            + f", augment {_augment(t)}, "
             f"device {info.device}"
             + (f" ({info.threads} thread{'s' if info.threads != 1 else ''}{' each' if info.processes > 1 else ''})"
                if info.device == "cpu" else "")
@@ -62,6 +63,17 @@ def train_header(plan: RunPlan, info: RunInfo) -> str:
             + (f", validating and saving an average of the weights (EMA {t.ema:g})" if t.ema else "")
             + (f", early stopping after {t.patience} epochs without improvement" if t.patience else "")
             + f", run directory [bold]{plan.run_dir}[/]")
+
+
+def _augment(t: TrainConfig) -> str:
+    """"off", "on", or "on" and what it adds to the affine changes ("on (writer style 0.5, 15% at low
+    resolution, 10% as 8x8 scans)")."""
+    if not t.augment:
+        return "off"
+    parts = ([f"writer style {t.writer_style:g}"] if t.writer_style else []) \
+        + ([f"{t.low_res:.0%} at low resolution"] if t.low_res else []) \
+        + ([f"{t.scans:.0%} as 8x8 scans"] if t.scans else [])
+    return "on" + (f" ({', '.join(parts)})" if parts else "")
 
 
 def _batch(batch_size: int, info: RunInfo) -> str:
