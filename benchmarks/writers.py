@@ -180,7 +180,7 @@ def scan(picture: Image.Image) -> Image.Image:
 
 def scanned(pictures: list[tuple[Path, int, str]], directory: Path) -> list[tuple[Path, int, str]]:
     """Each picture as an 8x8 scan (``scan``). Small pictures fail most; MNIST's own validation digits
-    so are read at 97%, so what these lose beyond that is the writer's."""
+    so are read at 98% (the built-in model), so what these lose beyond that is the writer's."""
     out = []
     for path, digit, writer in pictures:
         picture = directory / str(digit) / f"{path.stem}.png"
