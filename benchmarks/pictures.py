@@ -1,13 +1,15 @@
-"""People's pictures: preparation per kind of picture, `predict` on a directory of them, and
-`predict one.png` as a whole command, each beside a baseline timed in the same run.
+"""People's pictures: preparation per kind of picture, `predict` on a directory of them, a
+labelled folder as `train --extra-images` prepares it, and `predict one.png` as a whole command,
+each beside a baseline timed in the same run.
 
     python benchmarks/pictures.py            # about 2 minutes on 2 CPU cores; writes benchmarks/pictures-KIND.json
     python benchmarks/pictures.py --quick    # a smoke run: small corpus, few repetitions
 
 Baselines: preparation against the naive pipeline (Pillow decode, grey, invert, resize to 28 x 28:
 no cleaning, no fitting -- it misreads photos, so it is a floor for the cost, not a rival);
-a directory against the same command preparing in one process (``--jobs 1``); one picture
-against ``python -c 'import torch'``. Needs the real MNIST (through mnistctl's mirror setting) for
+a directory against the same command preparing in one process (``--jobs 1``); a labelled folder
+against the same preparation in this process alone (``jobs=1``); one picture against
+``python -c 'import torch'``. Needs the real MNIST (through mnistctl's mirror setting) for
 the people-style corpus, which is drawn from training digits.
 """
 
@@ -31,6 +33,7 @@ from PIL import Image  # noqa: E402
 
 from benchmarks.payloads import PHOTO, canvas_png, people_corpus, phone_photo  # noqa: E402
 from benchmarks.run import machine, machine_kind, row, side_benchmark  # noqa: E402
+from mnistctl.images.labelled import prepare_labelled  # noqa: E402
 from mnistctl.images.prepare import prepare  # noqa: E402
 
 
@@ -62,6 +65,13 @@ def whole(cmd: list[str], reps: int) -> float:
     return statistics.median(times)
 
 
+def timed(fn) -> float:
+    """The wall seconds of one call of ``fn``."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def bench(args: argparse.Namespace) -> dict:
     rows: list[dict] = []
     reps = 5 if args.quick else 30
@@ -88,6 +98,15 @@ def bench(args: argparse.Namespace) -> dict:
                     higher_is_better=True, target=">= 250 img/s", threads=cores,
                     note=f"{cores} preparing processes; the command's start-up ({start_up:.2f} s, one picture) "
                          "taken off both"))
+    labels = scratch / "people" / "labels.csv"  # the same pictures as labelled ones, as --extra-images takes them
+    labels.write_text("".join(f"{path.relative_to(labels.parent)},{label}\n"
+                              for made in corpus.values() for path, label in made))
+    alone, pooled = (min(timed(lambda j=jobs: prepare_labelled(labels, tuple("0123456789"), jobs=j))
+                         for _ in range(1 if args.quick else 2)) for jobs in (1, None))
+    rows.append(row(f"train --extra-images: prepare {count:,} labelled people-style pictures", count / pooled,
+                    "img/s", "the same prepared by this process alone (jobs=1)", count / alone,
+                    higher_is_better=True, target="-", threads=cores,
+                    note=f"{cores} preparing processes, their start included ({alone / pooled:.2f}x as fast)"))
     torch_import = whole([sys.executable, "-c", "import torch"], 3 if args.quick else 5)
     one_png = whole([sys.executable, "-m", "mnistctl", "predict", str(PHOTO)], 3 if args.quick else 5)
     rows.append(row("mnistctl predict one.png (whole command, photo, OpenCV imported)", one_png, "s",

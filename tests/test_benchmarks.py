@@ -103,10 +103,12 @@ def test_stage_timings_name_every_stage_of_a_training_run(tmp_path, fake_data_di
 @pytest.mark.realdata
 def test_pictures_benchmark_quick_smoke(tmp_path, mnist_data_dir):
     """The pictures benchmark's path: preparation per kind against the naive pipeline, a directory
-    of people-style pictures with and without the pool, one picture against importing torch."""
+    of people-style pictures with and without the pool, the same as labelled pictures (train
+    --extra-images) with and without it, one picture against importing torch."""
     doc, _ = _quick("pictures", tmp_path, mnist_data_dir)
     figures = [r["figure"] for r in doc["results"]]
-    assert len(figures) == 5 and any("12-megapixel" in f for f in figures) and any("directory" in f for f in figures)
+    assert len(figures) == 6 and any("12-megapixel" in f for f in figures) and any("directory" in f for f in figures)
+    assert any("labelled" in f for f in figures)
     for r in doc["results"]:
         assert r["value"] > 0 and r["baseline_value"] > 0 and r["ratio"] > 0
 

@@ -28,7 +28,7 @@ from mnistctl.images.pixels import border, pieces
 from mnistctl.images.prepare import prepare
 from mnistctl.inference.classifier import TorchClassifier, prepare_image
 from mnistctl.inference.files import predict_files
-from people import STYLES, block_counts, draw_style, make_corpus, make_people_set
+from people import STYLES, block_counts, draw_style, make_corpus, make_people_set, number_picture
 
 runner = CliRunner()
 ASSETS = REPO / "assets"
@@ -768,25 +768,32 @@ def test_one_rule_for_naming_the_model(tmp_path):
 
 def test_a_directory_is_prepared_by_several_processes_as_by_one(tmp_path, shipped, monkeypatch):
     """From PARALLEL_FROM files on, pictures are prepared by a pool of processes: the same inputs,
-    predictions, notes and errors, in the same order, as when this process prepares them all."""
-    from mnistctl.inference import files
+    predictions, notes, errors and numbers, in the same order, as when this process prepares them
+    all; a number's digits are found there too, so this process does not decode it again."""
+    from mnistctl.images import preparers
+    from mnistctl.images.prepare import decode
+    from mnistctl.inference import numbers
 
     pictures = [ASSETS / "digit-7-photo.jpg", PAINT_4, ASSETS / "digit-2-transparent.png", ASSETS / "digit-3-mnist.png"]
-    for i in range(files.PARALLEL_FROM + 2):
+    for i in range(preparers.PARALLEL_FROM + 2):
         (tmp_path / f"{i:03d}{pictures[i % 4].suffix}").write_bytes(pictures[i % 4].read_bytes())
     (tmp_path / "050.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    three = np.asarray(Image.open(ASSETS / "digit-3-mnist.png"))
+    (tmp_path / "051.png").write_bytes(number_picture(np.stack([three, three]), 20, np.random.default_rng(0)))
     seen: list[int] = []
-    here: list[object] = []  # pictures prepared in this process
-    monkeypatch.setattr(files, "prepare", lambda *a: here.append(a) or prepare(*a))
+    here: list[object] = []  # pictures decoded in this process
+    monkeypatch.setattr(preparers, "decode", lambda *a: here.append(a) or decode(*a))
     alone = predict_files([str(tmp_path)], shipped, jobs=1)
     assert len(here) == len(alone)
+    monkeypatch.setattr(numbers, "read_image", lambda *a: pytest.fail("a number decoded again"))
     pooled = predict_files([str(tmp_path)], shipped, jobs=2, progress=lambda done, total: seen.append(done))
-    assert len(here) == len(alone)  # none more: the pool's processes prepared them
-    assert [r.path for r in pooled] == [r.path for r in alone] and len(alone) == files.PARALLEL_FROM + 2
+    assert len(here) == len(alone)  # none more: the pool's processes decoded them
+    assert [r.path for r in pooled] == [r.path for r in alone] and len(alone) == preparers.PARALLEL_FROM + 2
     assert [_label(r) for r in pooled] == [_label(r) for r in alone]
-    assert [(r.notes, r.error) for r in pooled] == [(r.notes, r.error) for r in alone]
+    assert [(r.notes, r.error, r.text) for r in pooled] == [(r.notes, r.error, r.text) for r in alone]
     assert all(np.array_equal(a.image, b.image) for a, b in zip(alone, pooled) if a.image is not None)
     assert alone[50].error and "not an image" in alone[50].error and _label(alone[0]) == "7" and _label(alone[1]) == "4"
+    assert pooled[51].text == "33" and pooled[51].number is not None and pooled[51].layout is None
     assert seen == list(range(1, len(alone) + 1))
 
 

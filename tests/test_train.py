@@ -353,6 +353,29 @@ def test_extra_images_join_the_training_split_at_the_share_asked_for(tmp_path):
     assert added == found == 7 and sorted(y[100:].tolist()) == sorted(label for _, label in made)
 
 
+def test_extra_images_are_prepared_by_several_processes_as_by_one(tmp_path, monkeypatch):
+    """From PARALLEL_FROM pictures on, a pool of processes prepares them: the same inputs, labels and
+    progress as this process alone; unreadable pictures are named, the first one and how many more."""
+    from mnistctl.images import labelled, preparers
+    from mnistctl.images.prepare import decode
+
+    made = _write_digits(tmp_path / "mine", preparers.PARALLEL_FROM + 6)
+    here: list[object] = []  # pictures decoded in this process
+    monkeypatch.setattr(preparers, "decode", lambda *a: here.append(a) or decode(*a))
+    seen: dict[int, list[tuple[int, int]]] = {1: [], 2: []}
+    alone, pooled = (labelled.prepare_labelled(tmp_path / "mine", tuple("0123456789"),
+                                               progress=lambda d, t, j=jobs: seen[j].append((d, t)), jobs=jobs)
+                     for jobs in (1, 2))
+    assert len(here) == len(made)  # the first call's; none from the pool's processes
+    assert np.array_equal(alone[0], pooled[0]) and np.array_equal(alone[1], pooled[1]) and len(alone[0]) == len(made)
+    n = len(made)
+    assert alone[1].tolist() == [label for _, label in made] and seen[1] == seen[2] == [(0, n), (n, n)]
+    for name in ("bad.png", "worse.png"):
+        (tmp_path / "mine" / "3" / name).write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(ConfigError, match=r"3/bad.png: .*\(1 more pictures cannot be read either\)"):
+        labelled.prepare_labelled(tmp_path / "mine", tuple("0123456789"), jobs=2)
+
+
 def test_train_with_extra_images_says_so_and_records_them(tmp_path, fake_data_dir, monkeypatch):
     _write_digits(tmp_path / "mine", 20)
     monkeypatch.chdir(tmp_path)

@@ -275,7 +275,7 @@ def serve(
     with user_errors():
         from mnistctl import api
         from mnistctl.cli.render import model_line
-        from mnistctl.inference.files import usable_cores
+        from mnistctl.images.preparers import usable_cores
         from mnistctl.serve import app as core
         from mnistctl.serve import server
 

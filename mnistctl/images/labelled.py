@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistctl.errors import ConfigError, ImageError
+from mnistctl.errors import ConfigError
 from mnistctl.fsutil import read_bounded
-from mnistctl.images.prepare import prepare
+from mnistctl.images.preparers import prepared_files
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MAX_LABELS_FILE = 10_000_000  # bytes: a labels CSV larger than this is refused
@@ -71,22 +71,25 @@ def _from_csv(path: Path, classes: tuple[str, ...], setting: str) -> list[tuple[
 
 
 def prepare_labelled(source: str | Path, classes: tuple[str, ...], setting: str = "images",
-                     progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     progress: Callable[[int, int], None] | None = None,
+                     jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every labelled picture of ``source`` prepared as ``predict`` prepares one: (uint8 [N, 28, 28]
     inputs, int64 [N] class indices). A picture that cannot be read is a ConfigError naming it (and
     how many more), so that nothing trains on part of what was given. ``progress(done, total)`` is
-    called first with 0, then every 256 pictures and at the end."""
+    called first with 0, then every 256 pictures and at the end. ``jobs``: processes that prepare
+    them (None: one per core; ``preparers.prepared_files``)."""
     pictures = labelled_pictures(source, classes, setting)
     images, failed = [], []
     if progress is not None:
         progress(0, len(pictures))
-    for done, (path, _) in enumerate(pictures, 1):
-        try:
-            images.append(prepare(path).image)
-        except ImageError as exc:
-            failed.append(f"{path}: {exc}")
-        if progress is not None and (done % 256 == 0 or done == len(pictures)):
-            progress(done, len(pictures))
+    with prepared_files([path for path, _ in pictures], jobs=jobs) as prepared:
+        for done, ((path, _), outcome) in enumerate(zip(pictures, prepared), 1):
+            if isinstance(outcome, str):
+                failed.append(f"{path}: {outcome}")
+            else:
+                images.append(outcome.image)
+            if progress is not None and (done % 256 == 0 or done == len(pictures)):
+                progress(done, len(pictures))
     if failed:
         more = f" ({len(failed) - 1} more pictures cannot be read either)" if len(failed) > 1 else ""
         raise _bad(f"cannot use {failed[0]}{more}", setting)

@@ -11,6 +11,7 @@ Everything here works on numpy arrays and Pillow images; no torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -33,6 +34,9 @@ from mnistctl.images.pixels import (
 )
 from mnistctl.images.read import Decoded, ImageError, ImageSource, read_image  # noqa: F401  (re-exported)
 from mnistctl.images.rulings import Turns, without_rulings
+
+if TYPE_CHECKING:
+    from mnistctl.images.numbers import Layout
 
 WORK_SIZE = 320  # larger images are reduced to this longest side before the finer steps
 # a large JPEG is decoded at a reduced scale that keeps this longest side at least: the digit is cut out
@@ -84,6 +88,8 @@ class Prepared:
     box: tuple[int, int, int, int] | None = None  # the ink's box in the picture's pixels (x0, y0, x1, y1; ends
     # exclusive); None when the picture was only resized
     several: bool = False  # the ink is wider than a digit or in separate places: it may be a number
+    layout: Layout | str | None = None  # its digits as a number is read (or why they cannot be found), where
+    # they were looked for (``preparers.prepare_or_error``: in the process that prepared it)
 
 
 SEVERAL_WIDE = 1.15  # ink wider than this times its height may be several digits side by side
@@ -439,5 +445,14 @@ def prepare_image(source: ImageSource, preprocess: bool = True) -> np.ndarray:
 
 def prepare(source: ImageSource, preprocess: bool = True) -> Prepared:
     """``prepare_image`` with what preprocessing noticed (``Prepared.notes``)."""
-    decoded = read_image(source, DECODE_LONGEST if preprocess else None)
+    return prepared_from(decode(source, preprocess), preprocess)
+
+
+def decode(source: ImageSource, preprocess: bool = True) -> Decoded:
+    """``source`` decoded as ``prepare`` decodes it (large pictures reduced when it preprocesses)."""
+    return read_image(source, DECODE_LONGEST if preprocess else None)
+
+
+def prepared_from(decoded: Decoded, preprocess: bool = True) -> Prepared:
+    """What ``prepare`` makes of a decoded picture."""
     return analyse(decoded) if preprocess else Prepared(resize_as_is(decoded))

@@ -13,27 +13,23 @@ import contextlib
 import csv
 import glob
 import io
-import itertools
-import multiprocessing
 import os
 import re
-import signal
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mnistctl.errors import ImageError
 from mnistctl.images.labelled import IMAGE_SUFFIXES
-from mnistctl.images.prepare import ImageSource, Prepared, prepare
+from mnistctl.images.prepare import ImageSource, Prepared
+from mnistctl.images.preparers import Numbers, prepare_or_error, prepared_files
 from mnistctl.inference.classifier import Classifier, Prediction
 
 if TYPE_CHECKING:
+    from mnistctl.images.numbers import Layout
     from mnistctl.inference.numbers import NumberReading
 
 CHUNK = 1024  # files decoded before a round of classification
@@ -50,6 +46,7 @@ class FilePrediction:
     box: tuple[int, int, int, int] | None = None  # the ink's box in the picture (x0, y0, x1, y1)
     several: bool = False  # the ink is wider than a digit or in separate places: it may be a number
     number: NumberReading | None = None  # the picture read as a number, when it holds several digits
+    layout: Layout | str | None = None  # its digits as found where it was prepared (until it is read as a number)
 
     @property
     def reasons(self) -> list[str]:
@@ -175,8 +172,6 @@ def _segment(part: str) -> str:
     return "".join(out)
 
 
-Numbers = Literal["auto", "always", "never"]
-
 
 def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = True, *, stdin: bytes | None = None,
                   progress: Callable[[int, int], None] | None = None, jobs: int | None = None,
@@ -185,7 +180,7 @@ def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = T
 
     ``stdin`` holds the bytes of the image named ``-``; ``progress(done, total)`` is called as
     files are read. ``jobs``: processes that prepare the pictures (None: one per core; 1: this
-    process alone). Fewer than ``PARALLEL_FROM`` files are prepared here: a process costs more to start.
+    process alone); fewer than ``images.preparers.PARALLEL_FROM`` files are prepared here.
     ``numbers``: "auto" reads a picture whose ink is wider than a digit or in separate places as a
     number; "always" reads every picture as a number (touching digits split more readily);
     "never" reads each picture as one digit. ``digits``: how many digits each picture holds, when
@@ -198,23 +193,20 @@ def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = T
             r.error = "no image on standard input"
     todo = [r for r in todo if r.error is None]
     skipped = len(results) - len(todo)
-    jobs = usable_cores() if jobs is None else jobs
     files = [r.path for r in todo if r.path != STDIN]
+    numbers = "never" if not preprocess else "always" if digits is not None else numbers
     with contextlib.ExitStack() as stack:
-        if jobs > 1 and len(files) >= PARALLEL_FROM:
-            pool = _preparers(jobs)
-            stack.callback(pool.shutdown, cancel_futures=True)  # Ctrl-C: what is queued is dropped
-            prepared = _prepared_by(pool, files, preprocess)
-        else:
-            prepared = (_prepare_file(path, preprocess) for path in files)
-        # each chunk is classified in a second thread while the next one is prepared: preparing is
-        # OpenCV, Pillow and numpy, classifying PyTorch or ONNX Runtime kernels that let go of the GIL
+        # Ctrl-C: what the preparing processes have not started is dropped
+        prepared = stack.enter_context(prepared_files(files, preprocess, jobs, numbers))
+        # each chunk is read (classified, and its numbers read) in a second thread while the next one
+        # is prepared: preparing is OpenCV, Pillow and numpy, classifying PyTorch or ONNX Runtime
+        # kernels that let go of the GIL
         worker = stack.enter_context(ThreadPoolExecutor(max_workers=1))
         pending: Future[None] | None = None
         for start in range(0, len(todo), CHUNK):
             ready = []
             for n, r in enumerate(todo[start:start + CHUNK], skipped + start + 1):
-                outcome = _prepare_file(stdin or b"", preprocess) if r.path == STDIN else next(prepared)
+                outcome = prepare_or_error(stdin or b"", preprocess, numbers) if r.path == STDIN else next(prepared)
                 if isinstance(outcome, str):
                     r.error = outcome
                 else:
@@ -224,80 +216,25 @@ def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = T
                     progress(n, len(results))
             if pending is not None:
                 pending.result()
-            pending = worker.submit(_classify_into, ready, classifier) if ready else None
+            pending = worker.submit(_read_chunk, ready, classifier, stdin, numbers, digits) if ready else None
         if pending is not None:
             pending.result()
     if progress is not None and results and not todo:
         progress(len(results), len(results))
-    if preprocess:
-        read_numbers_in(results, classifier, stdin, numbers, digits)
     return results
 
 
-def read_numbers_in(results: Sequence[FilePrediction], classifier: Classifier, stdin: bytes | None,
-                    numbers: Numbers = "auto", digits: int | None = None) -> None:
-    """Read as a number each picture of ``results`` that may hold several digits (``numbers`` and
-    ``digits`` as ``predict_files`` takes them)."""
-    for r in results:
+def _read_chunk(ready: list[FilePrediction], classifier: Classifier, stdin: bytes | None, numbers: Numbers,
+                digits: int | None) -> None:
+    """Classify the prepared pictures ``ready``, then read as a number each that may be one."""
+    _classify_into(ready, classifier)
+    for r in ready:
         _as_number(r, (stdin or b"") if r.path == STDIN else r.path, classifier, numbers, digits)
 
 
 def _fill(result: FilePrediction, prepared: Prepared) -> None:
     result.image, result.notes, result.redrawn = prepared.image, prepared.notes, prepared.redrawn
-    result.box, result.several = prepared.box, prepared.several
-
-
-PARALLEL_FROM = 64  # files: fewer are prepared in this process
-CHUNKSIZE = 16  # files a preparing process is handed at a time
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, where the system tells it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def _preparers(jobs: int) -> ProcessPoolExecutor:
-    """Processes that prepare pictures, started fresh (a fork server where there is one): they
-    import numpy, Pillow and OpenCV, never torch, and leave Ctrl-C to this process."""
-    context: BaseContext = multiprocessing.get_context("spawn")
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        server = multiprocessing.get_context("forkserver")
-        server.set_forkserver_preload(["mnistctl.images.prepare"])  # each process starts with it imported
-        context = server
-    return ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_preparer)
-
-
-def _prepared_by(pool: ProcessPoolExecutor, files: list[str], preprocess: bool) -> Iterator[Prepared | str]:
-    """``files`` prepared by ``pool``'s processes, in order; should one of them die (killed for
-    memory, say), the rest are prepared in this process."""
-    done = 0
-    try:
-        for outcome in pool.map(_prepare_file, files, itertools.repeat(preprocess), chunksize=CHUNKSIZE):
-            yield outcome
-            done += 1
-    except BrokenProcessPool:
-        for path in files[done:]:
-            yield _prepare_file(path, preprocess)
-
-
-def _start_preparer() -> None:
-    """A preparing process: Ctrl-C is its parent's to handle, and OpenCV runs on one thread (the
-    processes share the cores)."""
-    import cv2
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cv2.setNumThreads(1)
-
-
-def _prepare_file(source: ImageSource, preprocess: bool) -> Prepared | str:
-    """``source`` prepared, or why it cannot be (an ImageError's message)."""
-    try:
-        return prepare(source, preprocess)
-    except ImageError as exc:
-        return str(exc)
+    result.box, result.several, result.layout = prepared.box, prepared.several, prepared.layout
 
 
 def _classify_into(ready: list[FilePrediction], classifier: Classifier) -> None:
@@ -311,7 +248,7 @@ def predict_images(pictures: Sequence[ImageSource], classifier: Classifier,
     """Pictures held in memory or on disk, read in one batch (``Classifier.predict``); each named by
     its path, or ``[i]`` for one in memory. ``numbers`` as ``predict_files`` takes it."""
     results = [FilePrediction(str(p) if isinstance(p, (str, Path)) else f"[{i}]") for i, p in enumerate(pictures)]
-    ready = [r for r, picture in zip(results, pictures) if _prepare_into(r, picture, preprocess)]
+    ready = [r for r, picture in zip(results, pictures) if _prepare_into(r, picture, preprocess, numbers)]
     if ready:
         _classify_into(ready, classifier)
     if preprocess:
@@ -326,7 +263,8 @@ def predict_image(source: ImageSource, classifier: Classifier, path: str = "imag
     the error in it when the image cannot be read. ``numbers`` and ``digits`` as ``predict_files``
     takes them."""
     result = FilePrediction(path)
-    if _prepare_into(result, source, preprocess) and result.image is not None:
+    if _prepare_into(result, source, preprocess, "always" if digits is not None else numbers) \
+            and result.image is not None:
         [result.prediction] = classifier.classify(result.image[None], [result.redrawn])
         if preprocess:
             _as_number(result, source, classifier, numbers, digits)
@@ -343,11 +281,13 @@ def _as_number(result: FilePrediction, source: ImageSource, classifier: Classifi
 
     if digits is not None:
         numbers = "always"
+    layout, result.layout = result.layout, None  # found where it was prepared; not kept
     if result.prediction is None or numbers == "never" or not (result.several or numbers == "always"):
         return
-    if not isinstance(source, (str, Path, bytes, bytearray, memoryview)) and hasattr(source, "seek"):
+    if layout is None and not isinstance(source, (str, Path, bytes, bytearray, memoryview)) \
+            and hasattr(source, "seek"):
         source.seek(0)  # a stream: read again from its start
-    reading = several_digits(classifier, source, result.path, digits, number=numbers == "always")
+    reading = several_digits(classifier, source, result.path, digits, number=numbers == "always", layout=layout)
     if reading is not None and reading.error is not None:
         if numbers == "always":
             result.prediction, result.error = None, reading.error
@@ -355,9 +295,10 @@ def _as_number(result: FilePrediction, source: ImageSource, classifier: Classifi
         result.number = reading
 
 
-def _prepare_into(result: FilePrediction, source: ImageSource, preprocess: bool) -> bool:
-    """Fill ``result``'s input (and notes) from ``source``, or its error; whether it can be classified."""
-    prepared = _prepare_file(source, preprocess)
+def _prepare_into(result: FilePrediction, source: ImageSource, preprocess: bool, numbers: Numbers = "never") -> bool:
+    """Fill ``result``'s input (and notes, and its digits when it is to be read as a number) from
+    ``source``, or its error; whether it can be classified."""
+    prepared = prepare_or_error(source, preprocess, numbers)
     if isinstance(prepared, str):
         result.error = prepared
         return False

@@ -106,26 +106,31 @@ def read_number(classifier: Classifier, source: ImageSource, path: str = "image"
     ``error``."""
     try:
         decoded = read_image(source, DECODE_LONGEST)
-        return _several(classifier, decoded, path, count, number) or \
+        return _several(classifier, find_digits(decoded), path, count, number) or \
             _one_digit(classifier, decoded, NumberReading(path))
     except ImageError as exc:
         return NumberReading(path, error=str(exc))
 
 
 def several_digits(classifier: Classifier, source: ImageSource, path: str = "image", count: int | None = None, *,
-                   number: bool = True) -> NumberReading | None:
+                   number: bool = True, layout: Layout | str | None = None) -> NumberReading | None:
     """``read_number``'s reading of a picture that holds several digits (or a known ``count`` other
     than one), or of one it cannot read (its ``error``); None for a picture of one digit, which
-    ``predict`` has read already."""
+    ``predict`` has read already. ``layout``: its digits, found already where it was prepared
+    (``Prepared.layout``; a text: why they cannot be), so that it is not decoded again."""
     try:
-        return _several(classifier, read_image(source, DECODE_LONGEST), path, count, number)
+        if layout is None:
+            layout = find_digits(read_image(source, DECODE_LONGEST))
+        elif isinstance(layout, str):
+            raise ImageError(layout)
+        return _several(classifier, layout, path, count, number)
     except ImageError as exc:
         return NumberReading(path, error=str(exc))
 
 
-def _several(classifier: Classifier, decoded: Any, path: str, count: int | None, number: bool) -> NumberReading | None:
-    """The digits of a decoded picture read as a number, or None when it reads as one digit."""
-    layout = find_digits(decoded)
+def _several(classifier: Classifier, layout: Layout, path: str, count: int | None,
+             number: bool) -> NumberReading | None:
+    """The digits found in a picture read as a number, or None when it reads as one digit."""
     if len(layout.groups) == 1 and count in (None, 1):
         group = layout.groups[0]
         if not _may_be_several(layout, group, number) or group.height < FLAT * stroke_width(group.ink):

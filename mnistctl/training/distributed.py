@@ -46,6 +46,11 @@ def launched() -> bool:
     return _env_int("WORLD_SIZE", 1) > 1
 
 
+def local_processes() -> int:
+    """How many processes of the group run on this machine (torchrun's ``LOCAL_WORLD_SIZE``; 1 alone)."""
+    return max(1, _env_int("LOCAL_WORLD_SIZE", 1))
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
     if not value:

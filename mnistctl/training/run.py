@@ -34,6 +34,7 @@ from mnistctl.errors import (
     WriteError,
 )
 from mnistctl.fsutil import atomic_path, exclusive, remove_stale_parts, write_csv, write_json
+from mnistctl.images.preparers import usable_cores
 from mnistctl.model import Net, num_parameters
 from mnistctl.runfiles import (
     BEST_FILE,
@@ -52,7 +53,7 @@ from mnistctl.runfiles import (
 )
 from mnistctl.training import cudagraph
 from mnistctl.training import loop as engine
-from mnistctl.training.distributed import Group, weights_digest
+from mnistctl.training.distributed import Group, local_processes, weights_digest
 from mnistctl.training.extra_images import with_extra_images
 from mnistctl.training.interrupts import REPEAT_GRACE_S, deferred_interrupt
 from mnistctl.training.plan import (  # noqa: F401  (the planning API, as front ends call it)
@@ -137,7 +138,9 @@ def fit(plan: RunPlan, device: torch.device, data_dir: str | Path | None = None,
     train_x, train_y = load_split(data_cfg, "train", data_dir)
     extra = pictures = 0
     if data_cfg.extra_images:
-        train_x, train_y, extra, pictures = with_extra_images(data_cfg, train_x, train_y, callbacks.on_extra_images)
+        jobs = max(1, usable_cores() // local_processes())  # each process of a group prepares them all
+        train_x, train_y, extra, pictures = with_extra_images(data_cfg, train_x, train_y, callbacks.on_extra_images,
+                                                              jobs)
     val_x, val_y = load_split(data_cfg, "val", data_dir)
     # the whole split lives on the training device: batches are gathered there, never copied
     train_x, train_y, val_x = train_x.to(device), train_y.to(device), val_x.to(device)
