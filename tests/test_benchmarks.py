@@ -107,7 +107,7 @@ def test_pictures_benchmark_quick_smoke(tmp_path, mnist_data_dir):
     --extra-images) with and without it, one picture against importing torch."""
     doc, _ = _quick("pictures", tmp_path, mnist_data_dir)
     figures = [r["figure"] for r in doc["results"]]
-    assert len(figures) == 6 and any("12-megapixel" in f for f in figures) and any("directory" in f for f in figures)
+    assert len(figures) == 7 and any("12-megapixel" in f for f in figures) and any("directory" in f for f in figures)
     assert any("labelled" in f for f in figures)
     for r in doc["results"]:
         assert r["value"] > 0 and r["baseline_value"] > 0 and r["ratio"] > 0
