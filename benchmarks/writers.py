@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,24 +131,33 @@ def write_digit(font: ImageFont.FreeTypeFont, digit: int, rng: np.random.Generat
     return Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
 
 
+def digits_written(fonts: dict[str, Path], names: list[str], variants: int, rng: np.random.Generator
+                   ) -> Iterator[tuple[str, int, int, Image.Image]]:
+    """``variants`` pictures of each digit in each of the fonts ``names``, each at a size drawn from
+    ``rng`` and varied by ``write_digit``: (font, digit, k, picture). The caller may draw from
+    ``rng`` between pictures (a format, a quality): the sequence is the same as written in one loop."""
+    for name in names:
+        for digit in range(10):
+            for k in range(variants):
+                font = ImageFont.truetype(str(fonts[name]), int(rng.integers(60, 200)))
+                yield name, digit, k, write_digit(font, digit, rng)
+
+
 def write_pictures(fonts: dict[str, Path], directory: Path, seed: int = 0) -> list[tuple[Path, int, str]]:
-    """``VARIANTS`` pictures of each digit by each writer, in class folders: (path, digit, writer)."""
+    """``VARIANTS`` pictures of each digit by each writer, in class folders, half of them JPEG:
+    (path, digit, writer)."""
     rng = np.random.default_rng(seed)
     out = []
-    for name, path in fonts.items():
-        for digit in range(10):
-            (directory / str(digit)).mkdir(parents=True, exist_ok=True)
-            for k in range(VARIANTS):
-                font = ImageFont.truetype(str(path), int(rng.integers(60, 200)))
-                img = write_digit(font, digit, rng)
-                stem = directory / str(digit) / f"{name}-{k}"
-                if rng.random() < 0.5:
-                    picture = stem.with_suffix(".jpg")
-                    img.save(picture, quality=int(rng.integers(70, 92)))
-                else:
-                    picture = stem.with_suffix(".png")
-                    img.save(picture)
-                out.append((picture, digit, name))
+    for name, digit, k, img in digits_written(fonts, list(fonts), VARIANTS, rng):
+        (directory / str(digit)).mkdir(parents=True, exist_ok=True)
+        stem = directory / str(digit) / f"{name}-{k}"
+        if rng.random() < 0.5:
+            picture = stem.with_suffix(".jpg")
+            img.save(picture, quality=int(rng.integers(70, 92)))
+        else:
+            picture = stem.with_suffix(".png")
+            img.save(picture)
+        out.append((picture, digit, name))
     return out
 
 
@@ -155,18 +165,14 @@ def write_training_digits(fonts: dict[str, Path], directory: Path, seed: int = 7
     """``TRAINING_VARIANTS`` PNG pictures of each digit in each font (varied as ``write_digit`` varies a
     writer's digits), and every ``TRAINING_SCAN_EVERY``-th of them also as an 8x8 scan (``scan``), in
     class folders for ``train --extra-images``; how many were written."""
-    rng = np.random.default_rng(seed)
     written = 0
-    for name in sorted(fonts):
-        for digit in range(10):
-            (directory / str(digit)).mkdir(parents=True, exist_ok=True)
-            for k in range(TRAINING_VARIANTS):
-                img = write_digit(ImageFont.truetype(str(fonts[name]), int(rng.integers(60, 200))), digit, rng)
-                img.save(directory / str(digit) / f"{name}-{k:02d}.png")
-                written += 1
-                if k % TRAINING_SCAN_EVERY == 0:
-                    scan(img).save(directory / str(digit) / f"{name}-{k:02d}-scan.png")
-                    written += 1
+    for name, digit, k, img in digits_written(fonts, sorted(fonts), TRAINING_VARIANTS, np.random.default_rng(seed)):
+        (directory / str(digit)).mkdir(parents=True, exist_ok=True)
+        img.save(directory / str(digit) / f"{name}-{k:02d}.png")
+        written += 1
+        if k % TRAINING_SCAN_EVERY == 0:
+            scan(img).save(directory / str(digit) / f"{name}-{k:02d}-scan.png")
+            written += 1
     return written
 
 
