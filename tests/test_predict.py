@@ -423,6 +423,35 @@ def test_digits_scanned_at_8x8_are_enlarged_before_their_ink_is_found(mnist_data
     assert enlarged >= 0.96 and enlarged >= accuracy("never") - 0.015
 
 
+def test_a_small_picture_enlarged_in_blocks_is_read_at_its_own_size(tmp_path, shipped):
+    """An 8x8 scan enlarged without smoothing (each pixel a block, as nearest-neighbour scaling and
+    pixel-art editors make it), by any whole factor, is read exactly as the 8x8 scan: the same input,
+    its box in the enlarged picture's pixels (to a block). An MNIST digit so enlarged is the MNIST digit again. A
+    picture whose levels change off the blocks' grid (a photo, a smooth enlargement) is left as it
+    is. (Before, MNIST validation scans enlarged so read 95.2-96.9% against 98.2% as 8x8.)"""
+    from mnistctl.images.prepare import decode, native
+
+    three = np.asarray(Image.open(ASSETS / "digit-3-mnist.png"))
+    scan = block_counts(three)
+    small = shipped.predict([scan])[0]
+    for factor in (2, 5, 8, 32):
+        big = scan.resize((8 * factor, 8 * factor), Image.Resampling.NEAREST)
+        [got] = shipped.predict([big])
+        assert np.array_equal(got.image, small.image) and got.text == small.text == "3"
+        assert all(abs(a - factor * b) <= factor for a, b in zip(got.box, small.box)) and not got.unsure
+    mnist = Image.fromarray(three).resize((280, 280), Image.Resampling.NEAREST)
+    assert np.array_equal(prepare_image(mnist), three)  # read as the MNIST digit it is
+    mnist.save(tmp_path / "big.png")
+    d = decode(tmp_path / "big.png")
+    assert d.grey.shape == (28, 28) and d.scale == 10 and d.raw is not None
+    for same in (scan.resize((64, 64), Image.Resampling.BICUBIC), Image.open(ASSETS / "digit-7-photo.jpg"),
+                 Image.fromarray(np.pad(np.asarray(mnist), ((0, 0), (1, 0)), constant_values=0))):
+        out = io.BytesIO()
+        same.save(out, "PNG")
+        d = decode(out.getvalue())
+        assert native(d) is d  # not made of blocks on one grid: read as it is
+
+
 def test_a_bold_digit_filling_a_small_picture_is_still_dark_ink_on_light_paper():
     """A bold 0 scanned at 8x8 touches every edge of its picture: most of its border is ink. The
     corner pixels still say which is the paper, so the ring is the digit, not the paper round it;
@@ -785,7 +814,7 @@ def test_a_directory_is_prepared_by_several_processes_as_by_one(tmp_path, shippe
     monkeypatch.setattr(preparers, "decode", lambda *a: here.append(a) or decode(*a))
     alone = predict_files([str(tmp_path)], shipped, jobs=1)
     assert len(here) == len(alone)
-    monkeypatch.setattr(numbers, "read_image", lambda *a: pytest.fail("a number decoded again"))
+    monkeypatch.setattr(numbers, "decode", lambda *a: pytest.fail("a number decoded again"))
     pooled = predict_files([str(tmp_path)], shipped, jobs=2, progress=lambda done, total: seen.append(done))
     assert len(here) == len(alone)  # none more: the pool's processes decoded them
     assert [r.path for r in pooled] == [r.path for r in alone] and len(alone) == preparers.PARALLEL_FROM + 2

@@ -28,7 +28,7 @@ import numpy as np
 from mnistctl.errors import ImageError
 from mnistctl.images.fit import stroke_width
 from mnistctl.images.numbers import Group, Layout, cuts, digit_input, find_digits, split
-from mnistctl.images.prepare import DECODE_LONGEST, ImageSource, analyse, read_image
+from mnistctl.images.prepare import ImageSource, analyse, decode
 from mnistctl.inference.classifier import Classifier, Prediction
 
 MAX_PARTS = 6  # a group of touching digits is tried as up to this many digits
@@ -105,7 +105,7 @@ def read_number(classifier: Classifier, source: ImageSource, path: str = "image"
     one digit is read exactly as ``predict`` reads it. Problems with the picture are the reading's
     ``error``."""
     try:
-        decoded = read_image(source, DECODE_LONGEST)
+        decoded = decode(source)
         return _several(classifier, find_digits(decoded), path, count, number) or \
             _one_digit(classifier, decoded, NumberReading(path))
     except ImageError as exc:
@@ -120,7 +120,7 @@ def several_digits(classifier: Classifier, source: ImageSource, path: str = "ima
     (``Prepared.layout``; a text: why they cannot be), so that it is not decoded again."""
     try:
         if layout is None:
-            layout = find_digits(read_image(source, DECODE_LONGEST))
+            layout = find_digits(decode(source))
         elif isinstance(layout, str):
             raise ImageError(layout)
         return _several(classifier, layout, path, count, number)
