@@ -22,7 +22,7 @@ from mnistctl import checkpoint
 from mnistctl.cli.commands import app
 from mnistctl.config import DataConfig
 from mnistctl.data.splits import load_split
-from mnistctl.errors import MnistctlError
+from mnistctl.errors import ImageError, MnistctlError
 from mnistctl.images import fit
 from mnistctl.images.pixels import border, pieces
 from mnistctl.images.prepare import prepare
@@ -460,6 +460,28 @@ def test_a_small_picture_enlarged_is_read_at_its_own_size(tmp_path, shipped):
                  Image.fromarray(np.pad(np.asarray(mnist), ((0, 0), (1, 0)), constant_values=0))):
         d = decode(png(same))
         assert native(d) is d  # neither in blocks on one grid nor smooth: read as it is
+
+
+def test_an_8x8_scan_saved_as_its_block_counts_is_read_as_the_scan(tmp_path, shipped):
+    """scikit-learn's 8x8 digits hold block counts 0-16; saved as they are (8-bit, or as floats), the
+    picture spans 16 of 255 levels and was taken for a blank one. A tiny picture is stretched to its
+    range: it reads as the same scan shown at full contrast. A blank or faint large one is still blank."""
+    three = np.asarray(Image.open(ASSETS / "digit-3-mnist.png"))
+    scan = block_counts(three)
+    counts = np.round((255 - np.asarray(scan, np.float32)) * 16 / 255).astype(np.uint8)  # 16: ink
+    Image.fromarray(counts).save(tmp_path / "counts.png")
+    Image.fromarray(counts.astype(np.float32), "F").save(tmp_path / "counts.tif")
+    full = Image.fromarray((counts.astype(int) * 255 // 16).astype(np.uint8))  # the same at full contrast
+    results = predict_files([str(tmp_path / "counts.png"), str(tmp_path / "counts.tif")], shipped)
+    expected = shipped.predict([full])[0]
+    for r in results:
+        assert r.error is None and r.text == expected.text == "3", r.error
+        assert np.abs(r.image.astype(int) - expected.image.astype(int)).max() <= 3  # (255 / 16 rounded)
+    faint = np.full((100, 100), 120, np.uint8)
+    faint[30:70, 45:55] = 130  # a 1 at 4% contrast, 100 px: noise-like, blank as before
+    for blank in (np.full((8, 8), 7, np.uint8), faint):
+        with pytest.raises(ImageError, match="looks blank"):
+            prepare_image(Image.fromarray(blank))
 
 
 def test_a_bold_digit_filling_a_small_picture_is_still_dark_ink_on_light_paper():

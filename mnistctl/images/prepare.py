@@ -143,6 +143,17 @@ def _as_ink(grey: np.ndarray, corner: int = 0) -> np.ndarray:
     return grey.astype(np.float32, copy=True)
 
 
+FAINTEST = 0.08  # ink fainter than this (of the full range) after the background is taken away: a blank picture
+
+
+def _full_range(grey: np.ndarray) -> np.ndarray:
+    """A tiny picture (all digit) whose levels span less than ``FAINTEST`` stretched to the full range:
+    scikit-learn's 8x8 digits saved as they are hold block counts 0-16 of 255 (or of 1, as floats),
+    and read as a blank picture. A larger picture so faint stays blank: there it is most likely noise."""
+    lo, hi = float(grey.min()), float(grey.max())
+    return ((grey - lo) / (hi - lo)).astype(np.float32) if 0 < hi - lo < FAINTEST else grey
+
+
 def _clean(ink: np.ndarray, turns: Turns | None = None, noisy: bool = True,
            shading: bool = True) -> tuple[np.ndarray, float, Turns]:
     """Ink in [0, 1] with the background removed, a notebook's printed lines taken away and noise
@@ -160,7 +171,7 @@ def _clean(ink: np.ndarray, turns: Turns | None = None, noisy: bool = True,
         if background is not None:
             ink = np.clip(ink - background, 0.0, None)
     top = float(ink.max())
-    if top < 0.08:
+    if top < FAINTEST:
         raise ImageError("no ink found: the image looks blank")
     ink, turns = without_rulings(ink / top, turns)
     # faint noise and texture: a 3x3 median filter -- unless it would take a noticeable part of the
@@ -373,10 +384,12 @@ def look(d: Decoded, longest: int) -> Look:
     built-in model of the time read 80.9% before and 84.9% so (today's: 86.8% and 89.3%); the
     full-size check and the people-style digits of the validation split were unchanged."""
     grey, factor = d.grey, 1
+    tiny = min(grey.shape) < TINY
+    if tiny:
+        grey = _full_range(grey)
     if max(grey.shape) < SMALL:
         factor = -(-SMALL // max(grey.shape))
         grey = enlarge(grey, factor)
-    tiny = min(d.grey.shape) < TINY
     ink = _as_ink(_without_table(grey), corner=factor if tiny else 0)
     view = at_most(ink, longest)
     cleaned, threshold, turns = _clean(view, noisy=factor == 1, shading=not tiny)
