@@ -426,7 +426,8 @@ def test_digits_scanned_at_8x8_are_enlarged_before_their_ink_is_found(mnist_data
 def test_a_small_picture_enlarged_is_read_at_its_own_size(tmp_path, shipped):
     """An 8x8 scan enlarged without smoothing (each pixel a block, as nearest-neighbour scaling and
     pixel-art editors make it), by any whole factor, is read exactly as the 8x8 scan: the same input,
-    its box in the enlarged picture's pixels (to a block). Enlarged smoothly, it is read at 8x8 too:
+    its box in the enlarged picture's pixels (to a block); by a factor that is not whole, or shown
+    in a figure's margins, it is read at about 8x8 (and right). Enlarged smoothly, it is read at 8x8 too:
     the same digit, and not unsure because its digit fills the picture. An MNIST digit enlarged in
     blocks is the MNIST digit again. Photos and drawings are read as they are. (MNIST validation scans
     enlarged so read 95.2-97.2% in blocks and 97.7% smoothly before, the latter 64-84% unsure.)"""
@@ -445,6 +446,14 @@ def test_a_small_picture_enlarged_is_read_at_its_own_size(tmp_path, shipped):
         [got] = shipped.predict([big])
         assert np.array_equal(got.image, small.image) and got.text == small.text == "3"
         assert all(abs(a - factor * b) <= factor for a, b in zip(got.box, small.box)) and not got.unsure
+    # blocks of a size that is not whole, not square, or on a grid with margins round it (matplotlib)
+    blocky = scan.resize((220, 300), Image.Resampling.NEAREST)
+    for picture in (scan.resize((100, 100), Image.Resampling.NEAREST), blocky,
+                    Image.fromarray(np.pad(np.asarray(blocky), 37, constant_values=255))):
+        d = decode(png(picture))
+        assert max(d.grey.shape) < 16
+        [got] = shipped.predict([picture])
+        assert got.text == "3" and not got.unsure, got.reasons
     smooth = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)
     for size, how in zip((64, 200, 256), smooth):
         d = decode(png(scan.resize((size, size), how)))

@@ -480,13 +480,20 @@ def native(d: Decoded) -> Decoded:
 
     Enlarged in blocks (nearest-neighbour scaling: each pixel a k x k square of one level), found
     exactly: every change of level, along the rows and down the columns, lies on the blocks' grid.
-    Enlarged smoothly (bilinear, bicubic), a picture of ``SMOOTH_UPTO`` px at most: ``_smooth``."""
+    In blocks of a size that is not whole, or on a grid that does not start at the picture's corner
+    (an 8x8 array shown by matplotlib in a figure's margins): ``_cells``. Enlarged smoothly (bilinear,
+    bicubic), a picture of ``SMOOTH_UPTO`` px at most: ``_smooth``."""
     g = d.grey
     h, w = g.shape
     k = _blocks(g)
     if k:
         raw = None if d.raw is None else np.ascontiguousarray(d.raw[::k, ::k])
         return Decoded(np.ascontiguousarray(g[::k, ::k]), raw, d.scale * k)
+    cells = _cells(g)
+    if cells is not None:
+        at = np.ix_(*cells)
+        raw = None if d.raw is None else np.ascontiguousarray(d.raw[at])
+        return Decoded(np.ascontiguousarray(g[at]), raw, d.scale * max(h, w) / max(len(cells[0]), len(cells[1])))
     k = _smooth(g) if SMALL <= max(h, w) <= SMOOTH_UPTO else 0
     if k:
         return Decoded(to_array(to_pil(g).resize((w // k, h // k), Image.Resampling.BOX)), None, d.scale * k)
@@ -512,6 +519,44 @@ def _blocks(g: np.ndarray) -> int:
     rows = np.flatnonzero((g[1:] != g[:-1]).any(1)) + 1
     k = int(np.gcd.reduce(np.concatenate([rows, [k]])))
     return k if rows.size and _reduced_enough(h, w, k) else 0
+
+
+CELL_LEAST = 3  # px: the smallest cell ``_cells`` looks for (a whole 2 is ``_blocks``')
+
+
+def _cells(g: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The rows and the columns at the centres of the cells ``g`` is made of, when it is a small
+    picture enlarged in blocks of any size (``CELL_LEAST`` px or more, whole or not) on a grid with
+    any offset: every change of level lies on the grid's lines, to a pixel; None otherwise."""
+    h, w = g.shape
+    for line in (g[h // 2], g[:, w // 2]):  # first its middle row and column: most pictures stop there
+        changes = np.flatnonzero(line[1:] != line[:-1])
+        if changes.size > 1 and int(np.diff(changes).min()) < CELL_LEAST - 1:
+            return None
+    ys = _centres(np.flatnonzero((g[1:] != g[:-1]).any(1)) + 1, h)
+    xs = _centres(np.flatnonzero((g[:, 1:] != g[:, :-1]).any(0)) + 1, w)
+    if ys is None or xs is None or not NATIVE_LEAST <= max(len(ys), len(xs)) < SMALL:
+        return None
+    return ys, xs
+
+
+def _centres(changes: np.ndarray, size: int) -> np.ndarray | None:
+    """The pixels at the centres of the cells of a regular grid on which every one of ``changes``
+    lies to a pixel (its pitch at least ``CELL_LEAST`` px, as large as fits; any offset), across
+    ``size`` px; None when there is none."""
+    if changes.size < 2:
+        return None
+    gaps = np.diff(changes)
+    for parts in range(1, 5):  # the narrowest gap is a cell, or two, three, four of them
+        guess = float(gaps.min()) / parts
+        if guess < CELL_LEAST:
+            return None
+        index = np.concatenate([[0.0], np.cumsum(np.round(gaps / guess))])
+        pitch, offset = np.polyfit(index, changes.astype(np.float64), 1)
+        if pitch >= CELL_LEAST and float(np.abs(offset + pitch * index - changes).max()) <= 1.0:
+            first, last = np.ceil(-offset / pitch - 0.5), np.ceil((size - offset) / pitch - 0.5)
+            return np.clip(np.floor(offset + (np.arange(first, last) + 0.5) * pitch), 0, size - 1).astype(np.intp)
+    return None
 
 
 def _smooth(g: np.ndarray) -> int:
