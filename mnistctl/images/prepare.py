@@ -463,7 +463,7 @@ def prepare(source: ImageSource, preprocess: bool = True) -> Prepared:
 
 def decode(source: ImageSource, preprocess: bool = True) -> Decoded:
     """``source`` decoded as ``prepare`` decodes it: when it preprocesses, a large picture reduced
-    and a small one enlarged by a whole factor seen at its own size (``native``)."""
+    and a small one that was enlarged seen at its own size (``native``)."""
     return native(read_image(source, DECODE_LONGEST)) if preprocess else read_image(source)
 
 
@@ -474,9 +474,9 @@ SMOOTH_ERROR = 0.1  # ... nor one that its reduction, enlarged back, misses anyw
 
 
 def native(d: Decoded) -> Decoded:
-    """``d`` at its own resolution when it is a small picture (under ``SMALL`` px) enlarged by a whole
-    factor: read at that size, the small-picture steps of ``look`` apply to it (an 8x8 scan shown at
-    64 or 256 px), and an MNIST digit enlarged in blocks is the MNIST digit again.
+    """``d`` at its own resolution when it is a small picture (under ``SMALL`` px) enlarged: read at
+    that size, the small-picture steps of ``look`` apply to it (an 8x8 scan shown at 64 or 256 px),
+    and an MNIST digit enlarged in blocks is the MNIST digit again.
 
     Enlarged in blocks (nearest-neighbour scaling: each pixel a k x k square of one level), found
     exactly: every change of level, along the rows and down the columns, lies on the blocks' grid.
