@@ -478,17 +478,12 @@ def native(d: Decoded) -> Decoded:
     that size, the small-picture steps of ``look`` apply to it (an 8x8 scan shown at 64 or 256 px),
     and an MNIST digit enlarged in blocks is the MNIST digit again.
 
-    Enlarged in blocks (nearest-neighbour scaling: each pixel a k x k square of one level), found
-    exactly: every change of level, along the rows and down the columns, lies on the blocks' grid.
-    In blocks of a size that is not whole, or on a grid that does not start at the picture's corner
-    (an 8x8 array shown by matplotlib in a figure's margins): ``_cells``. Enlarged smoothly (bilinear,
-    bicubic), a picture of ``SMOOTH_UPTO`` px at most: ``_smooth``."""
+    Enlarged in blocks (nearest-neighbour scaling: each pixel a square of one level; of a size that
+    is not whole, or on a grid off the picture's corner too, as matplotlib shows an 8x8 array in a
+    figure's margins): ``_cells``. Enlarged smoothly (bilinear, bicubic), a picture of
+    ``SMOOTH_UPTO`` px at most: ``_smooth``."""
     g = d.grey
     h, w = g.shape
-    k = _blocks(g)
-    if k:
-        raw = None if d.raw is None else np.ascontiguousarray(d.raw[::k, ::k])
-        return Decoded(np.ascontiguousarray(g[::k, ::k]), raw, d.scale * k)
     cells = _cells(g)
     if cells is not None:
         at = np.ix_(*cells)
@@ -505,36 +500,29 @@ def _reduced_enough(h: int, w: int, k: int) -> bool:
     return k >= 2 and NATIVE_LEAST <= max(h, w) // k < SMALL
 
 
-def _blocks(g: np.ndarray) -> int:
-    """The size of the blocks ``g`` is made of, when it is a small picture enlarged in blocks; else 0."""
-    h, w = g.shape
-    row, col = g[h // 2], g[:, w // 2]  # first its middle row and column: most pictures stop there
-    if not _reduced_enough(h, w, int(np.gcd.reduce(np.concatenate(
-            [np.flatnonzero(row[1:] != row[:-1]) + 1, np.flatnonzero(col[1:] != col[:-1]) + 1, [w, h]])))):
-        return 0
-    cols = np.flatnonzero((g[:, 1:] != g[:, :-1]).any(0)) + 1  # where a column differs from the one before
-    k = int(np.gcd.reduce(np.concatenate([cols, [w, h]])))
-    if cols.size == 0 or not _reduced_enough(h, w, k):
-        return 0
-    rows = np.flatnonzero((g[1:] != g[:-1]).any(1)) + 1
-    k = int(np.gcd.reduce(np.concatenate([rows, [k]])))
-    return k if rows.size and _reduced_enough(h, w, k) else 0
-
-
-CELL_LEAST = 3  # px: the smallest cell ``_cells`` looks for (a whole 2 is ``_blocks``')
+CELL_LEAST = 3  # px: the smallest cell of a size that is not whole, or off the corner, ``_cells`` looks for
 
 
 def _cells(g: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The rows and the columns at the centres of the cells ``g`` is made of, when it is a small
-    picture enlarged in blocks of any size (``CELL_LEAST`` px or more, whole or not) on a grid with
-    any offset: every change of level lies on the grid's lines, to a pixel; None otherwise."""
+    """The rows and the columns ``g`` is read at when it is a small picture enlarged in blocks (every
+    change of level, along the rows and down the columns, on the blocks' grid); None otherwise. Blocks
+    of a whole size k from the picture's corner, exactly: each block's first pixel. Blocks of any size
+    (``CELL_LEAST`` px or more) on a grid with any offset, each change on the grid's lines to a pixel:
+    the cells' centres (``_centres``)."""
     h, w = g.shape
     for line in (g[h // 2], g[:, w // 2]):  # first its middle row and column: most pictures stop there
         changes = np.flatnonzero(line[1:] != line[:-1])
-        if changes.size > 1 and int(np.diff(changes).min()) < CELL_LEAST - 1:
-            return None
-    ys = _centres(np.flatnonzero((g[1:] != g[:-1]).any(1)) + 1, h)
-    xs = _centres(np.flatnonzero((g[:, 1:] != g[:, :-1]).any(0)) + 1, w)
+        if changes.size > 1 and int(np.diff(changes).min()) < 2:
+            return None  # changes at neighbouring pixels: no cells of 2 px or more
+    cols = np.flatnonzero((g[:, 1:] != g[:, :-1]).any(0)) + 1  # where a column differs from the one before
+    rows = np.flatnonzero((g[1:] != g[:-1]).any(1)) + 1
+    if cols.size and rows.size:
+        k = int(np.gcd.reduce(np.concatenate([cols, [w, h]])))
+        if _reduced_enough(h, w, k):
+            k = int(np.gcd.reduce(np.concatenate([rows, [k]])))
+            if _reduced_enough(h, w, k):
+                return np.arange(0, h, k), np.arange(0, w, k)
+    ys, xs = _centres(rows, h), _centres(cols, w)
     if ys is None or xs is None or not NATIVE_LEAST <= max(len(ys), len(xs)) < SMALL:
         return None
     return ys, xs
