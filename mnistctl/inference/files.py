@@ -194,7 +194,7 @@ def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = T
     todo = [r for r in todo if r.error is None]
     skipped = len(results) - len(todo)
     files = [r.path for r in todo if r.path != STDIN]
-    numbers = "never" if not preprocess else "always" if digits is not None else numbers
+    numbers = _mode(numbers, digits, preprocess)
     with contextlib.ExitStack() as stack:
         # Ctrl-C: what the preparing processes have not started is dropped
         prepared = stack.enter_context(prepared_files(files, preprocess, jobs, numbers))
@@ -262,25 +262,29 @@ def predict_image(source: ImageSource, classifier: Classifier, path: str = "imag
     """One image held in memory (bytes, a stream, a PIL image) or on disk -> its FilePrediction,
     the error in it when the image cannot be read. ``numbers`` and ``digits`` as ``predict_files``
     takes them."""
-    result = FilePrediction(path)
-    if _prepare_into(result, source, preprocess, "always" if digits is not None else numbers) \
-            and result.image is not None:
+    result, numbers = FilePrediction(path), _mode(numbers, digits, preprocess)
+    if _prepare_into(result, source, preprocess, numbers) and result.image is not None:
         [result.prediction] = classifier.classify(result.image[None], [result.redrawn])
         if preprocess:
             _as_number(result, source, classifier, numbers, digits)
     return result
 
 
+def _mode(numbers: Numbers, digits: int | None, preprocess: bool = True) -> Numbers:
+    """When pictures are read as numbers: never without preprocessing, always when the count of
+    ``digits`` is known, else as ``numbers`` says."""
+    return "never" if not preprocess else "always" if digits is not None else numbers
+
+
 def _as_number(result: FilePrediction, source: ImageSource, classifier: Classifier, numbers: Numbers,
                digits: int | None = None) -> None:
     """Read ``result``'s picture as a number when ``numbers`` says so ("auto": when it may be one;
-    a known count of ``digits`` means "always"); a reading of several digits (or any, when
+    a known count of ``digits`` means "always": ``_mode``); a reading of several digits (or any, when
     ``digits`` is known) becomes its answer. With "auto", a picture that cannot be read as a number
     keeps its one-digit reading; otherwise the reason is its error."""
     from mnistctl.inference.numbers import several_digits
 
-    if digits is not None:
-        numbers = "always"
+    numbers = _mode(numbers, digits)
     layout, result.layout = result.layout, None  # found where it was prepared; not kept
     if result.prediction is None or numbers == "never" or not (result.several or numbers == "always"):
         return
