@@ -431,7 +431,8 @@ def test_a_small_picture_enlarged_is_read_at_its_own_size(tmp_path, shipped):
     the same digit, and not unsure because its digit fills the picture. An MNIST digit enlarged in
     blocks is the MNIST digit again. Photos and drawings are read as they are. (MNIST validation scans
     enlarged so read 95.2-97.2% in blocks and 97.7% smoothly before, the latter 64-84% unsure.)"""
-    from mnistctl.images.prepare import decode, native
+    from mnistctl.images.native import native
+    from mnistctl.images.prepare import decode
 
     def png(picture: Image.Image) -> bytes:
         out = io.BytesIO()
