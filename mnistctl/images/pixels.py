@@ -73,6 +73,30 @@ def percentile_rows(rows: np.ndarray, q: float) -> np.ndarray:
     return above - diff * (1 - t) if t >= 0.5 else below + diff * t
 
 
+def rotate(a: np.ndarray, angle: float, expand: bool = False, fill: float = 0.0) -> np.ndarray:
+    """``a`` turned ``angle`` degrees anticlockwise about its centre, bilinear, as Pillow's
+    ``Image.rotate`` turns an "F" image (``expand``: large enough to hold all of it; ``fill``: where
+    it was not), by OpenCV, 3-14x faster: a point's value comes from its four nearest pixels, the
+    edge pixels repeated half a pixel out, ``fill`` beyond. (OpenCV weighs the four in 32nds of a
+    pixel, Pillow exactly: values may differ by a little of the step between neighbours.)"""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    h, w = a.shape
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+    size = (w, h)
+    if expand:  # Pillow's size: the turned corners' extent, rounded outwards; the centres kept together
+        turn = -np.radians(angle % 360.0)
+        cos, sin = round(float(np.cos(turn)), 15), round(float(np.sin(turn)), 15)
+        xs = [cos * (x - w / 2) + sin * (y - h / 2) + w / 2 for x, y in ((0, 0), (w, 0), (w, h), (0, h))]
+        ys = [-sin * (x - w / 2) + cos * (y - h / 2) + h / 2 for x, y in ((0, 0), (w, 0), (w, h), (0, h))]
+        size = (int(np.ceil(max(xs)) - np.floor(min(xs))), int(np.ceil(max(ys)) - np.floor(min(ys))))
+        matrix[:, 2] += ((size[0] - w) / 2, (size[1] - h) / 2)
+    turned = cv2.warpAffine(a, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.warpAffine(np.ones_like(a, dtype=np.uint8), matrix, size, flags=cv2.INTER_NEAREST,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    turned[inside == 0] = fill
+    return turned
+
+
 def border(a: np.ndarray, ring: int = 1) -> np.ndarray:
     """The values of the ``ring`` outermost rows and columns of ``a``, flat (corners counted twice)."""
     return np.concatenate([a[:ring].ravel(), a[-ring:].ravel(), a[:, :ring].ravel(), a[:, -ring:].ravel()])

@@ -1,15 +1,14 @@
 """The printed lines of ruled and squared notebook paper, taken away from a picture of ink.
 
 Works on ink maps in [0, 1] (1: the strongest ink), as ``mnistctl.images.prepare`` cleans them;
-numpy and Pillow only.
+numpy and OpenCV (through ``pixels``).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-from mnistctl.images.pixels import at_most, percentile_rows, to_array, to_pil
+from mnistctl.images.pixels import at_most, percentile_rows, rotate
 
 # the printed lines of ruled or squared paper: straight rows of faint ink across the whole picture
 RULING_TURNS = tuple(float(a) for a in range(-6, 7))  # degrees: the paper's turns looked at (then +-0.5)
@@ -59,11 +58,12 @@ def _rulings_removed(ink: np.ndarray, turn: float | None) -> tuple[np.ndarray, f
         if rows.max() - np.median(rows) < RULING_LEVEL:
             return ink, None  # no line crosses this edge of the picture
     # the paper's turn: the one that lays the most ink along whole rows, on a small copy
-    small, img = to_pil(at_most(ink, RULING_SEARCH)), to_pil(ink)
+    small = at_most(ink, RULING_SEARCH)
 
-    def along(picture: Image.Image, angle: float) -> float:  # how much faint ink lies along whole rows
-        turned = to_array(picture.rotate(angle, Image.Resampling.BILINEAR) if angle else picture)
-        middle = turned[:, picture.width // 10:-(picture.width // 10) or None]
+    def along(picture: np.ndarray, angle: float) -> float:  # how much faint ink lies along whole rows
+        turned = rotate(picture, angle) if angle else picture
+        width = picture.shape[1]
+        middle = turned[:, width // 10:-(width // 10) or None]
         # each row's level over RULING_COVER of its length: a line's, not a digit's stroke (and
         # not a long stroke's the turn lays along the row: too dark)
         level = percentile_rows(middle, 100 * (1 - RULING_COVER))
@@ -72,11 +72,10 @@ def _rulings_removed(ink: np.ndarray, turn: float | None) -> tuple[np.ndarray, f
     if turn is None:  # whole degrees and the half degree either side on the small copy, then a quarter
         turn = max(RULING_TURNS, key=lambda a: along(small, a))
         turn = max((turn - 0.5, turn, turn + 0.5), key=lambda a: along(small, a))
-        turn = max((turn - 0.25, turn, turn + 0.25), key=lambda a: along(img, a))
+        turn = max((turn - 0.25, turn, turn + 0.25), key=lambda a: along(ink, a))
     # the picture turned so that the lines lie along rows, all of it (nan where it was not); the
     # lines are looked for in its middle, the picture's own frame
-    whole = to_array(img.rotate(turn, Image.Resampling.BILINEAR, expand=True, fillcolor=float("nan"))
-                     if turn else img)
+    whole = rotate(ink, turn, expand=True, fill=float("nan")) if turn else ink
     top, left = (whole.shape[0] - h) // 2, (whole.shape[1] - w) // 2
     turned = whole[top:top + h, left:left + w]
     # rows inked across: RULING_COVER of them at RULING_LEVEL at least (looked at where the mean allows it)
@@ -111,7 +110,7 @@ def _rulings_removed(ink: np.ndarray, turn: float | None) -> tuple[np.ndarray, f
     level[top:top + h, 0] = np.where(lines, typical, 0.0)
     removed = np.nan_to_num(whole - np.clip((whole - level) / (1.0 - level), 0.0, None))
     if turn:  # turned back, and the picture's own part of it
-        back = to_array(to_pil(removed).rotate(-turn, Image.Resampling.BILINEAR, expand=True))
+        back = rotate(removed, -turn, expand=True)
         top, left = (back.shape[0] - h) // 2, (back.shape[1] - w) // 2
         removed = back[top:top + h, left:left + w]
     return np.clip(ink - removed, 0.0, None).astype(np.float32), turn
