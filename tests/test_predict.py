@@ -546,7 +546,8 @@ def test_a_frame_around_the_digit_is_left_out(tmp_path):
     """A form's box or a canvas border in a screenshot; a digit filling its picture is no frame."""
     from PIL import ImageDraw
 
-    from mnistctl.images.prepare import _as_ink, _inside_frame, read_image
+    from mnistctl.images.around import inside_frame
+    from mnistctl.images.prepare import _as_ink, read_image
 
     four = Image.open(PAINT_4).convert("L")
     boxed = four.copy()
@@ -559,8 +560,8 @@ def test_a_frame_around_the_digit_is_left_out(tmp_path):
     zero = Image.new("L", (200, 200), 255)  # a 0 filling its picture: round, no frame
     ImageDraw.Draw(zero).ellipse((2, 2, 197, 197), outline=0, width=12)
     zero.save(tmp_path / "zero.png")
-    assert _inside_frame(_as_ink(read_image(tmp_path / "zero.png").grey)) is None
-    assert _inside_frame(_as_ink(read_image(PAINT_4).grey)) is None
+    assert inside_frame(_as_ink(read_image(tmp_path / "zero.png").grey)) is None
+    assert inside_frame(_as_ink(read_image(PAINT_4).grey)) is None
     out = runner.invoke(app, ["predict", "--json", *(str(tmp_path / f) for f in ("boxed.png", "page.jpg", "zero.png"))])
     got = [(r["prediction"], r["unsure"]) for r in json.loads(out.stdout)]
     assert got == [("4", False), ("4", False), ("0", False)], out.output
@@ -612,8 +613,8 @@ def test_a_photo_of_the_sheet_on_a_table_is_read_without_the_table(tmp_path, mon
     assert got[:5] == [("4", False)] * 4 + [("7", False)] and got[5][0] == "8", out.output  # (ink covers half)
     for path in paths[3:]:  # left as they are
         grey = preprocess.read_image(path).grey
-        assert preprocess._without_table(grey) is grey
-    monkeypatch.setattr(preprocess, "_without_table", lambda grey: grey)  # without the step: misread
+        assert preprocess.without_table(grey) is grey
+    monkeypatch.setattr(preprocess, "without_table", lambda grey: grey)  # without the step: misread
     out = runner.invoke(app, ["predict", "--json", *paths[:3]])
     assert not any(r["prediction"] == "4" and not r["unsure"] for r in json.loads(out.stdout)), out.output
 
