@@ -61,17 +61,18 @@ def _thin_gently(ink: np.ndarray, largest: int) -> np.ndarray:
     return best
 
 
-def fit(ink: np.ndarray) -> np.ndarray:
+def fit(ink: np.ndarray, thin: bool = True) -> np.ndarray:
     """Crop to the ink, scale the longer side to 20 px (anti-aliased, aspect ratio kept), and place
     it in 28x28 with its centre of mass at the centre, as MNIST digits are. Strokes that would come
     out thinner than a pixel (a fine pen on a large canvas) are thickened first, as MNIST's are
-    about two pixels wide."""
+    about two pixels wide; wider than ``THICK`` (a marker) thinned, unless ``thin`` is false (a tiny
+    picture: an 8x8 scan of a bold pen, enlarged, is all stroke, and thinning it wore its shape away)."""
     y0, y1, x0, x1 = ink_box(ink)
     crop = ink[y0:y1 + 1, x0:x1 + 1]
     ch, cw = crop.shape
     scale = BOX / max(ch, cw)
     width = stroke_width(crop) * scale  # as it would come out
-    if scale < 0.5 and (width < 1.0 or width > THICK):
+    if scale < 0.5 and (width < 1.0 or (thin and width > THICK)):
         # at four times the final size: a fine pen is thickened, a marker thinned, to MNIST's ~2.5 px
         mid = reduce_to(crop, 4 * BOX)
         mid = mid / max(float(mid.max()), 1e-6)

@@ -292,7 +292,9 @@ def analyse(d: Decoded) -> Prepared:
         left, right = max(lo_x, int((x0 - margin) * sx)), min(hi_x, int(np.ceil((x1 + 1 + margin) * sx)))
         crop = at_most(ink[top:bottom, left:right], WORK_SIZE)
         ink = without_specks(_soft_mask(*_clean(crop, turns)[:2]))[0]
-    return Prepared(fit(ink), coverage, tuple(notes), redrawn=True, box=box, several=several)
+    # a tiny picture's strokes are not thinned: the training's scans (``data.splits.scanned``) are not
+    return Prepared(fit(ink, thin=min(d.grey.shape) >= TINY), coverage, tuple(notes), redrawn=True, box=box,
+                    several=several)
 
 
 def resize_as_is(d: Decoded) -> np.ndarray:
