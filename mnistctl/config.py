@@ -235,6 +235,10 @@ class TrainConfig(_Settings):
              "counted in 4x4 blocks of a 32x32 bitmap, as old scanners and UCI's handwritten digits have it), "
              "after the other changes (0: off).",
         "must be between 0 (off) and 1 (every image)", _within(0, 1))
+    scan_pens: float = setting(
+        0.0, "With --scans, write this share of the scans with a bolder pen first (a third of them 2 px, the rest "
+             "1 px bolder on each side: at 8x8 the pen decides whether loops and holes show; 0: off).",
+        "must be between 0 (off) and 1 (every scan)", _within(0, 1))
     patience: int = setting(0, "Stop after this many epochs without a better validation accuracy (0: never).",
                             "must be 0 (off) or a number of epochs", _whole(0))
     eval_batch_size: int = setting(INFERENCE_BATCH, "Images per forward pass when validating.", "must be at least 1",

@@ -240,7 +240,8 @@ class _StepSums:
                  window: torch.Tensor, stats: EpochStats) -> None:
         self.model, self.images, self.labels, self.cfg = model, images, labels, cfg
         self.window, self.stats = window, stats
-        self.aug = AugmentConfig(writers=cfg.writer_style, low_res=cfg.low_res, scans=cfg.scans)
+        self.aug = AugmentConfig(writers=cfg.writer_style, low_res=cfg.low_res, scans=cfg.scans,
+                                 scan_pens=cfg.scan_pens)
         self.smoothing = cfg.label_smoothing > 0  # then the loss minimised is not the cross-entropy reported
 
     def forward_backward(self, idx: torch.Tensor, weight: float = 1.0) -> None:
