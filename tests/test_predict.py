@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from typer.testing import CliRunner
 
 from conftest import REPO, missing
@@ -489,6 +489,49 @@ def test_a_small_picture_enlarged_is_read_at_its_own_size(tmp_path, shipped):
                  Image.fromarray(np.pad(np.asarray(mnist), ((0, 0), (1, 0)), constant_values=0))):
         d = decode(png(same))
         assert native(d) is d  # neither in blocks on one grid nor smooth: read as it is
+
+
+def test_an_array_plotted_with_axes_is_read_inside_its_frame(shipped):
+    """matplotlib's ``imshow`` of an 8x8 scan, saved with its axes (a frame, ticks and labels round
+    the blocks; a title or a colour bar beside; dark on light or light on dark), is read at 8x8 inside
+    the frame, its box in the figure's pixels: 200 validation scans so 90.5% -> 97.0% (small figure),
+    light on dark 18% -> 97.0%. A digit drawn in a box, and a plain drawing, are read as they are."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mnistctl.images.native import native
+    from mnistctl.images.prepare import decode
+
+    three = np.asarray(Image.open(ASSETS / "digit-3-mnist.png"))
+    counts = np.round((255 - np.asarray(block_counts(three), np.float32)) * 16 / 255)
+    small = shipped.predict([block_counts(three)])[0]
+    for cmap, extra in (("gray_r", None), ("gray", "colorbar"), ("gray_r", "title")):
+        figure, axes = plt.subplots(figsize=(3, 3))
+        shown = axes.imshow(counts, cmap=cmap)
+        if extra == "colorbar":
+            figure.colorbar(shown)
+        elif extra == "title":
+            axes.set_title("a digit")
+        out = io.BytesIO()
+        figure.savefig(out, format="png")
+        plt.close(figure)
+        d = decode(out.getvalue())
+        level = d.grey if cmap == "gray" else 1 - d.grey
+        assert d.grey.shape == (8, 8) and np.abs(np.round(level * 16) - counts).max() <= 1, (cmap, extra)
+        [got] = shipped.predict([out.getvalue()])
+        assert got.text == small.text == "3" and not got.unsure, (cmap, extra, got.reasons)
+        frame = Image.open(io.BytesIO(out.getvalue())).convert("L")
+        x0, y0, x1, y1 = got.box  # on the blocks, inside the frame: no tick label, no margin
+        assert 0.25 * frame.width < (x0 + x1) / 2 < 0.75 * frame.width and y0 > 0.05 * frame.height
+    boxed = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(boxed).rectangle((20, 20, 179, 179), outline=0, width=3)
+    ImageDraw.Draw(boxed).line([(70, 50), (130, 50), (90, 150)], fill=0, width=9)
+    for same in (boxed, Image.open(PAINT_4)):
+        out = io.BytesIO()
+        same.save(out, "PNG")
+        d = decode(out.getvalue(), preprocess=False)
+        assert native(d) is d
 
 
 def test_a_28x28_digit_filling_its_picture_is_fitted_as_mnists_were(shipped):

@@ -1,6 +1,7 @@
 """The size a picture is read at: a small picture that was enlarged -- in blocks, as nearest-neighbour
-scaling and matplotlib's ``imshow`` make it, or smoothly by a whole factor -- is read at its own size
-(``native``), so that the small-picture steps of ``mnistctl.images.prepare`` apply to it.
+scaling and matplotlib's ``imshow`` make it (inside a plot's frame too), or smoothly by a whole
+factor -- is read at its own size (``native``), so that the small-picture steps of
+``mnistctl.images.prepare`` apply to it.
 
 Numpy and Pillow (through ``pixels``); no torch.
 """
@@ -28,7 +29,8 @@ def native(d: Decoded) -> Decoded:
 
     Enlarged in blocks (nearest-neighbour scaling: each pixel a square of one level; of a size that
     is not whole, or on a grid off the picture's corner too, as matplotlib shows an 8x8 array in a
-    figure's margins): ``_cells``. Enlarged smoothly (bilinear, bicubic), a picture of
+    figure's margins): ``_cells``; shown so inside a plot's frame (matplotlib's axes): ``_framed``, then
+    ``_cells`` inside it. Enlarged smoothly (bilinear, bicubic), a picture of
     ``SMOOTH_UPTO`` px at most: ``_smooth``."""
     g = d.grey
     h, w = g.shape
@@ -36,11 +38,56 @@ def native(d: Decoded) -> Decoded:
     if cells is not None:
         at = np.ix_(*cells)
         raw = None if d.raw is None else np.ascontiguousarray(d.raw[at])
-        return Decoded(np.ascontiguousarray(g[at]), raw, d.scale * max(h, w) / max(len(cells[0]), len(cells[1])))
+        return Decoded(np.ascontiguousarray(g[at]), raw, d.scale * max(h, w) / max(len(cells[0]), len(cells[1])),
+                       d.origin)
+    framed = _framed(g)
+    if framed is not None:  # a plot: an array shown in blocks inside the frame of its axes
+        (top, left), inside = framed
+        cells = _cells(inside)
+        if cells is not None:
+            ih, iw = inside.shape
+            return Decoded(np.ascontiguousarray(inside[np.ix_(*cells)]), None,
+                           d.scale * max(ih, iw) / max(len(cells[0]), len(cells[1])),
+                           (d.origin[0] + left * d.scale, d.origin[1] + top * d.scale))
     k = _smooth(g) if SMALL <= max(h, w) <= SMOOTH_UPTO else 0
     if k:
-        return Decoded(to_array(to_pil(g).resize((w // k, h // k), Image.Resampling.BOX)), None, d.scale * k)
+        return Decoded(to_array(to_pil(g).resize((w // k, h // k), Image.Resampling.BOX)), None, d.scale * k, d.origin)
     return d
+
+
+FRAME_SPAN = 0.25  # a plot's frame: its top line is a dark run across this share of the picture's width at least
+FRAME_EDGE = 6  # px: what is left out inside the frame's lines (a spine of 0.8 pt at up to 300 dpi, anti-aliased)
+
+
+def _framed(g: np.ndarray) -> tuple[tuple[int, int], np.ndarray] | None:
+    """The inside of a plot's frame (matplotlib's axes round an ``imshow``: four thin dark lines, tick
+    marks and labels outside them, perhaps a colour bar beside) and where it starts (top, left); None
+    when there is none. (``native`` reads it only when it is an array shown in blocks.)
+
+    Its top line is the first row with a run of dark pixels (darker than the middle of the picture's
+    range) across ``FRAME_SPAN`` of the width at least; its sides are the columns where that run ends,
+    dark down to its bottom line, the last row dark all along the run. ``FRAME_EDGE`` px inside the
+    lines are left out: the lines' own width, and where the picture inside is dark too (light ink on
+    dark) the lines cannot be told from it."""
+    h, w = g.shape
+    if min(h, w) < SMALL:
+        return None
+    dark = g < (float(g.min()) + float(g.max())) / 2
+    rows = np.flatnonzero(np.count_nonzero(dark, axis=1) >= FRAME_SPAN * w)
+    if rows.size == 0:
+        return None
+    top = int(rows[0])
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], dark[top].astype(np.int8), [0]])))
+    starts, stops = edges[::2], edges[1::2]  # the row's dark runs
+    longest = int(np.argmax(stops - starts))
+    x0, x1 = int(starts[longest]), int(stops[longest]) - 1
+    if x1 - x0 + 1 < FRAME_SPAN * w or top == 0 or x0 == 0 or x1 == w - 1:
+        return None  # too short, or the picture's own edge (a dark canvas): a plot's frame has margins
+    bottom = int(np.flatnonzero(dark[:, x0:x1 + 1].all(1))[-1])
+    if bottom - top < SMALL or bottom == h - 1 or not dark[top:bottom + 1, [x0, x1]].all():
+        return None
+    y0, y1, left, right = top + FRAME_EDGE, bottom - FRAME_EDGE + 1, x0 + FRAME_EDGE, x1 - FRAME_EDGE + 1
+    return (y0, left), g[y0:y1, left:right]
 
 
 def _reduced_enough(h: int, w: int, k: int) -> bool:

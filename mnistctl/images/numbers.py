@@ -60,12 +60,13 @@ class Layout:
     notes: tuple[str, ...] = ()
     origin: tuple[int, int] = (0, 0)  # where the work picture's (0, 0) is in the picture reduced to work size
     scale: float = 1.0  # the picture's pixels per work pixel
+    offset: tuple[float, float] = (0.0, 0.0)  # where the decoded picture starts in the picture (``Decoded.origin``)
 
     def box(self, group: Group) -> tuple[int, int, int, int]:
         """``group``'s box in the picture's own pixels (x0, y0, x1, y1; ends exclusive)."""
-        (ox, oy), s = self.origin, self.scale
-        return (int((group.x0 + ox) * s), int((group.y0 + oy) * s), int(np.ceil((group.x1 + ox) * s)),
-                int(np.ceil((group.y1 + oy) * s)))
+        (ox, oy), s, (px, py) = self.origin, self.scale, self.offset
+        return (int(px + (group.x0 + ox) * s), int(py + (group.y0 + oy) * s), int(np.ceil(px + (group.x1 + ox) * s)),
+                int(np.ceil(py + (group.y1 + oy) * s)))
 
     def wide(self, group: Group) -> bool:
         """Whether ``group`` is wide enough to be several digits touching."""
@@ -111,7 +112,7 @@ def find_digits(decoded: Decoded) -> Layout:
     if len(digits) > 1 and max(centres) - min(centres) > 0.75 * height and \
             not any(a.x1 > b.x0 for a, b in zip(digits, digits[1:])):
         raise ImageError("digits on several lines: crop the picture to one line of digits")
-    return Layout(digits, height, notes, origin, scale)
+    return Layout(digits, height, notes, origin, scale, decoded.origin)
 
 
 STROKE = 0.25  # a group narrower than this share of the digits' height, and shorter than ...

@@ -287,8 +287,9 @@ def analyse(d: Decoded) -> Prepared:
     if max(y1 - y0, x1 - x0) + 1 < TOO_LITTLE_INK:
         notes.append("very little ink: is it a digit?")
     sy, sx = ink.shape[0] / view.shape[0], ink.shape[1] / view.shape[1]
-    box = (int(x0 * sx * seen.scale), int(y0 * sy * seen.scale), int(np.ceil((x1 + 1) * sx * seen.scale)),
-           int(np.ceil((y1 + 1) * sy * seen.scale)))
+    (ox, oy), s = d.origin, seen.scale
+    box = (int(ox + x0 * sx * s), int(oy + y0 * sy * s), int(np.ceil(ox + (x1 + 1) * sx * s)),
+           int(np.ceil(oy + (y1 + 1) * sy * s)))
     several = two_things or x1 - x0 > SEVERAL_WIDE * (y1 - y0)
     if view is ink:
         ink = view_ink

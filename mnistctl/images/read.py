@@ -37,6 +37,8 @@ class Decoded:
     grey: np.ndarray  # float32 [H, W] in [0, 1]
     raw: np.ndarray | None  # the uint8 grey pixels when the file was plain 8-bit grey, else None
     scale: float = 1.0  # the picture's pixels per pixel of ``grey`` (a JPEG decoded at a reduced scale: 2, 4, 8)
+    origin: tuple[float, float] = (0.0, 0.0)  # where ``grey``'s (0, 0) lies in the picture's pixels (x, y): a part of
+    # it read alone (``native``: the inside of a plot's frame)
 
 
 ImageSource = Union[str, Path, bytes, bytearray, memoryview, BinaryIO, Image.Image]  # noqa: UP007 (3.10 runtime)
