@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from mnistctl.images.pixels import to_array, to_pil
+from mnistctl.images.pixels import border, to_array, to_pil
 from mnistctl.images.read import Decoded
 
 SMALL = 64  # px: a picture whose longer side is shorter is small: ``prepare.look`` enlarges it before its ink
@@ -36,10 +36,13 @@ def native(d: Decoded) -> Decoded:
     h, w = g.shape
     cells = _cells(g)
     if cells is not None:
-        at = np.ix_(*cells)
+        ys, xs = _within_margins(g, *cells)
+        pitch = max(h, w) / max(len(cells[0]), len(cells[1]))
+        at = np.ix_(ys, xs)
         raw = None if d.raw is None else np.ascontiguousarray(d.raw[at])
-        return Decoded(np.ascontiguousarray(g[at]), raw, d.scale * max(h, w) / max(len(cells[0]), len(cells[1])),
-                       d.origin)
+        origin = d.origin if ys is cells[0] else (d.origin[0] + d.scale * max(0.0, float(xs[0]) - pitch / 2),
+                                                  d.origin[1] + d.scale * max(0.0, float(ys[0]) - pitch / 2))
+        return Decoded(np.ascontiguousarray(g[at]), raw, d.scale * pitch, origin)
     framed = _framed(g)
     if framed is not None:  # a plot: an array shown in blocks inside the frame of its axes
         (top, left), inside = framed
@@ -88,6 +91,26 @@ def _framed(g: np.ndarray) -> tuple[tuple[int, int], np.ndarray] | None:
         return None
     y0, y1, left, right = top + FRAME_EDGE, bottom - FRAME_EDGE + 1, x0 + FRAME_EDGE, x1 - FRAME_EDGE + 1
     return (y0, left), g[y0:y1, left:right]
+
+
+MARGINS_OTHER = 0.75  # an array inside margins: its corners and this share of its edge at the other polarity
+
+
+def _within_margins(g: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cells ``ys``, ``xs`` of ``g`` without a figure's margins round the array shown, when the
+    array's own edge is of the other polarity (an MNIST digit, light on black, shown in white margins
+    by matplotlib without axes: the margins would be taken for the paper and the black for the ink);
+    else all of them (a white array in white margins is read alike either way)."""
+    cells = g[np.ix_(ys, xs)]
+    level = float(cells[0, 0])
+    rows, cols = np.flatnonzero((cells != level).any(1)), np.flatnonzero((cells != level).any(0))
+    if rows.size == 0 or rows[0] == 0 or cols[0] == 0 or rows[-1] == len(ys) - 1 or cols[-1] == len(xs) - 1:
+        return ys, xs  # not margins on all four sides (a digit's own blank rows are on two at most)
+    inner = cells[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    corners = inner[[0, 0, -1, -1], [0, -1, 0, -1]]
+    if np.all(np.abs(corners - level) > 0.5) and np.mean(np.abs(border(inner) - level) > 0.5) >= MARGINS_OTHER:
+        return ys[rows[0]:rows[-1] + 1], xs[cols[0]:cols[-1] + 1]
+    return ys, xs
 
 
 def _reduced_enough(h: int, w: int, k: int) -> bool:
