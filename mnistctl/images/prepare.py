@@ -43,15 +43,16 @@ WORK_SIZE = 320  # larger images are reduced to this longest side before the fin
 DECODE_LONGEST = 3 * WORK_SIZE
 
 
-MNIST_SPAN = 22  # px: an MNIST digit's ink spans 20 px at most (its box); a 28x28 picture whose ink spans more
-MNIST_INK = 32  # (counting pixels above this level) is a digit filling its picture, to be fitted as MNIST's were
+MNIST_SPAN = 22  # px: an MNIST digit's ink spans 20 px at most (its box); a 28x28 picture whose ink (pixels above
+MNIST_INK = 64  # this level: a JPEG's ringing stays below it) spans more is a digit filling its picture, fitted
 
 
 def looks_like_mnist(d: Decoded) -> bool:
     """28x28 8-bit grey, light ink on a black border, no taller or wider than MNIST's 20-px box: an
     MNIST digit already. (Every one of MNIST's 55,000 training digits spans 20 px at most, even
     counting its faintest pixels; an 8x8 scan enlarged to 28x28 in light on dark spans all 28 and was
-    read as given: 96.3% of 600 validation scans so, 98.0% fitted.)"""
+    read as given: 96.3% of 600 validation scans so, 98.0% fitted. Counted above 32, 9% of validation
+    digits saved as JPEG at quality 50 spanned more, by the JPEG's ringing; above 64, none.)"""
     if d.raw is None or d.raw.shape != (CANVAS, CANVAS):
         return False
     edge = border(d.raw)
