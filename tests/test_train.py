@@ -429,3 +429,37 @@ def test_bad_extra_images_get_one_clear_line_and_no_run(tmp_path, fake_data_dir,
     if args[-1] == "broken":
         assert "bad.png" in message and "--extra-images" in message
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_a_stop_asked_after_trainings_last_step_is_passed_on_not_lost():
+    """Ctrl-C or SIGTERM while training asks it to stop after the current step; one that comes after
+    its last step (the run complete) was dropped when the handlers were put back, and ``tune`` went
+    on to its next trial. It is passed on to what handled it before: the process stops. Acted on
+    (an exception leaving the block), it is not passed on again."""
+    import os
+
+    from mnistctl.errors import Terminated
+    from mnistctl.training.interrupts import deferred_interrupt
+
+    seen: list[int] = []
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with deferred_interrupt() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.requested and not seen  # held while training: it stops after the current step
+        assert seen == [signal.SIGTERM]  # the block over (training done): passed on
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_interrupt():
+                signal.raise_signal(signal.SIGINT)
+        seen.clear()
+        with pytest.raises(TrainingInterrupted):
+            with deferred_interrupt():
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise TrainingInterrupted("last.pt", 2, 0, signal.SIGTERM)  # training stopped for it
+        assert not seen
+        with pytest.raises(Terminated):  # asked twice: at once
+            with deferred_interrupt() as stop:
+                signal.raise_signal(signal.SIGTERM)
+                signal.raise_signal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)

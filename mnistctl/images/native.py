@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from mnistctl.images.fit import CANVAS
 from mnistctl.images.pixels import border, to_array, to_pil
 from mnistctl.images.read import Decoded
 
@@ -93,22 +94,25 @@ def _framed(g: np.ndarray) -> tuple[tuple[int, int], np.ndarray] | None:
     return (y0, left), g[y0:y1, left:right]
 
 
-MARGINS_OTHER = 0.75  # an array inside margins: its corners and this share of its edge at the other polarity
+MARGINS_OTHER = 0.75  # an MNIST digit inside margins: its corners and this share of its edge of the other polarity
 
 
 def _within_margins(g: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The cells ``ys``, ``xs`` of ``g`` without a figure's margins round the array shown, when the
-    array's own edge is of the other polarity (an MNIST digit, light on black, shown in white margins
-    by matplotlib without axes: the margins would be taken for the paper and the black for the ink);
-    else all of them (a white array in white margins is read alike either way)."""
+    """The cells ``ys``, ``xs`` of ``g`` without a figure's margins round an MNIST digit shown in
+    them, light on black (matplotlib's ``imshow`` without axes: the margins would be taken for the
+    paper and the black for the ink): 28x28 cells inside margins on all four sides, its corners and
+    ``MARGINS_OTHER`` of its edge of the other polarity, and something of the margins' inside it (the
+    digit). Else all of them: a drawing in blocks -- a solid bar, a square 0 -- is read as it is."""
     cells = g[np.ix_(ys, xs)]
     level = float(cells[0, 0])
     rows, cols = np.flatnonzero((cells != level).any(1)), np.flatnonzero((cells != level).any(0))
     if rows.size == 0 or rows[0] == 0 or cols[0] == 0 or rows[-1] == len(ys) - 1 or cols[-1] == len(xs) - 1:
         return ys, xs  # not margins on all four sides (a digit's own blank rows are on two at most)
     inner = cells[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    corners = inner[[0, 0, -1, -1], [0, -1, 0, -1]]
-    if np.all(np.abs(corners - level) > 0.5) and np.mean(np.abs(border(inner) - level) > 0.5) >= MARGINS_OTHER:
+    if inner.shape != (CANVAS, CANVAS):
+        return ys, xs
+    other = np.abs(inner - level) > 0.5
+    if other[[0, 0, -1, -1], [0, -1, 0, -1]].all() and np.mean(border(other)) >= MARGINS_OTHER and not other.all():
         return ys[rows[0]:rows[-1] + 1], xs[cols[0]:cols[-1] + 1]
     return ys, xs
 

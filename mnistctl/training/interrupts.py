@@ -33,7 +33,10 @@ REPEAT_GRACE_S = 3.0
 def deferred_interrupt(grace: float = 0.0) -> Iterator[StopFlag]:
     """The first Ctrl-C or SIGTERM (what schedulers, containers and CI runners send before they kill)
     asks training to stop after the current step; a second one (``grace`` seconds or more later)
-    stops at once."""
+    stops at once. One that came too late for training to act on it (after its last step: the run
+    is complete) is passed on when the block ends, to what handled it before: the process stops
+    rather than going on (``tune`` to its next trial: a SIGTERM between two steps of a trial's end
+    was lost, and the study ran to its end)."""
     flag = StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -52,3 +55,5 @@ def deferred_interrupt(grace: float = 0.0) -> Iterator[StopFlag]:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+    if flag.requested:  # (not reached when training stopped for it: TrainingInterrupted passes through)
+        signal.raise_signal(flag.signum)
