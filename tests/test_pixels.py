@@ -115,3 +115,21 @@ def test_a_turn_is_pillows_turn():
         assert np.array_equal(np.isnan(ours), np.isnan(pillow))
         assert np.nanmax(np.abs(ours - pillow)) < 1e-5
         assert (ours == 0).sum() == (pillow == 0).sum() or expand
+
+
+def test_a_stroke_along_a_printed_line_is_kept_without_dividing_by_zero():
+    """A row of a printed line's soft edge where a stroke runs along most of it reads as full ink; the
+    line's level there was taken as 1 and the removal divided by zero (numpy's warnings, infinities
+    clipped later). The edge is as faint as the line at most: the lines go, the stroke stays."""
+    import warnings
+
+    from mnistctl.images.rulings import without_rulings
+
+    g = np.zeros((120, 160), np.float32)
+    g[::12] = 0.3  # faint printed lines
+    g[1::12, :112] = 1.0  # a stroke along each, over 70% of the row
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, turns = without_rulings(g)
+    assert turns[0] == 0.0 and np.isfinite(out).all() and float(out.max()) <= 1.0
+    assert float(out[::12].max()) == 0.0 and float(out[1::12, :112].min()) == 1.0

@@ -107,7 +107,9 @@ def _rulings_removed(ink: np.ndarray, turn: float | None) -> tuple[np.ndarray, f
     # a pixel that is the line at level s and ink at a behind it reads s + (1 - s) a: a = (v - s) / (1 - s)
     # (along the whole of each line: near a corner of the picture, a line runs out of the middle)
     level = np.zeros((whole.shape[0], 1), np.float32)
-    level[top:top + h, 0] = np.where(lines, typical, 0.0)
+    # (a row of a line's soft edge is as faint as the line at most: a stroke along it is ink, and at a level
+    # of 1 the formula divided by zero)
+    level[top:top + h, 0] = np.where(lines, np.minimum(typical, RULING_FAINT), 0.0)
     removed = np.nan_to_num(whole - np.clip((whole - level) / (1.0 - level), 0.0, None))
     if turn:  # turned back, and the picture's own part of it
         back = rotate(removed, -turn, expand=True)
