@@ -172,7 +172,6 @@ def _segment(part: str) -> str:
     return "".join(out)
 
 
-
 def predict_files(specs: list[str], classifier: Classifier, preprocess: bool = True, *, stdin: bytes | None = None,
                   progress: Callable[[int, int], None] | None = None, jobs: int | None = None,
                   numbers: Numbers = "auto", digits: int | None = None) -> list[FilePrediction]:
