@@ -54,13 +54,15 @@ SPECK_SHARE = 0.05  # a piece of ink apart from the digit with less than this sh
 PIECES_SIZE = 64  # pieces of ink are told apart on a copy this large (longest side)
 
 
-def without_specks(ink: np.ndarray) -> tuple[np.ndarray, bool]:
+def without_specks(ink: np.ndarray, pairs: bool = True) -> tuple[np.ndarray, bool]:
     """``ink`` without the small pieces lying apart from the digit (dust on a scan, a stray click in
     a paint program), and whether a large piece lies apart too (is it a single digit?).
 
     The digit is the largest piece, grown by every piece that reaches within a quarter of its size
     of it (the separate strokes of a 4 or a 5, a broken pencil line); what stays apart is a speck
-    when it holds less than ``SPECK_SHARE`` of the ink, and is kept (with the doubt) otherwise."""
+    when it holds less than ``SPECK_SHARE`` of the ink, and is kept (with the doubt) otherwise.
+    With ``pairs``, pieces that near are still doubted when two of them are digit-tall and side by
+    side (``side_by_side``): two digits written close, a "13" or a "98"."""
     small = at_most(ink, PIECES_SIZE)
     labels, count = pieces(small > 0)
     if count < 2:
@@ -81,10 +83,28 @@ def without_specks(ink: np.ndarray) -> tuple[np.ndarray, bool]:
         kept |= near
     apart = ~kept
     specks = apart & (mass < SPECK_SHARE * mass.sum())
+    pair = pairs and side_by_side(box[kept & (mass >= SPECK_SHARE * mass.sum())])
     if not specks.any():
-        return ink, bool(apart.any())
+        return ink, bool(apart.any()) or pair
     keep = np.concatenate([[True], ~specks])[labels]  # per pixel of the small copy
-    return np.where(full_size(keep, ink.shape), ink, 0.0).astype(np.float32), bool((apart & ~specks).any())
+    return np.where(full_size(keep, ink.shape), ink, 0.0).astype(np.float32), bool((apart & ~specks).any()) or pair
+
+
+OVERLAP = 0.4  # pieces sharing this share of the narrower one's width are strokes of one digit
+SIDE_TALL = 0.6  # two pieces at least this share of the ink's height ...
+SIDE_SHARE = 0.1  # ... sharing at most this share of the narrower one's columns: two digits
+
+
+def side_by_side(box: np.ndarray) -> bool:
+    """Whether two of these pieces (y0, y1, x0, x1 each, inclusive) are digit-tall and side by side,
+    sharing hardly a column: two digits written close, not the strokes of one (a 4's or a 5's strokes
+    share columns, even a 4's whose strokes do not meet: a fifth of them or more in the people-style
+    corpus; a 5's flag or a 7's bar is short)."""
+    height = box[:, 1].max() - box[:, 0].min() + 1 if len(box) else 0
+    tall = box[box[:, 1] - box[:, 0] + 1 >= SIDE_TALL * height]
+    spans = sorted((int(x0), int(x1)) for _, _, x0, x1 in tall)
+    return any(min(a1, b1) - b0 + 1 <= SIDE_SHARE * min(a1 - a0 + 1, b1 - b0 + 1)
+               for (a0, a1), (b0, b1) in zip(spans, spans[1:]))
 
 
 # a table around a sheet: dark regions touching the border cover this share of it ...

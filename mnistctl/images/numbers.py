@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mnistctl.images.around import OVERLAP
 from mnistctl.images.fit import fit
 from mnistctl.images.pixels import piece_boxes, pieces
 from mnistctl.images.prepare import SEVERAL_WIDE, WORK_SIZE, Decoded, ImageError, look
 
 NUMBER_WORK = 2 * WORK_SIZE  # px, the longer side a number is found on: six digits keep ~50 px each
-OVERLAP = 0.4  # pieces sharing this share of the narrower one's width are strokes of one digit
 DIGIT_HEIGHT = 0.45  # a group at least this share of the tallest group's height is a digit (less: a mark)
 SPECK = 0.02  # a piece with less than this share of the ink, and small, is a speck
 WIDE = SEVERAL_WIDE  # a group wider than this times the digits' typical height may be several digits touching

@@ -276,7 +276,9 @@ def analyse(d: Decoded) -> Prepared:
     seen = look(d, WORK_SIZE)
     ink, view, view_ink, turns, inside = seen.ink, seen.view, seen.soft, seen.turns, seen.inside
     fy0, fy1, fx0, fx1 = inside or (0, view_ink.shape[0], 0, view_ink.shape[1])
-    view_ink, two_things = without_specks(view_ink[fy0:fy1, fx0:fx1])
+    # a tiny picture's blocks may part a stroke: no doubt for digit-tall pieces side by side
+    tiny = min(d.grey.shape) < TINY
+    view_ink, two_things = without_specks(view_ink[fy0:fy1, fx0:fx1], pairs=not tiny)
     coverage = float((view_ink > 0).mean())
     y0, y1, x0, x1 = ink_box(view_ink)
     y0, y1, x0, x1 = y0 + fy0, y1 + fy0, x0 + fx0, x1 + fx0
@@ -291,7 +293,8 @@ def analyse(d: Decoded) -> Prepared:
     (ox, oy), s = d.origin, seen.scale
     box = (int(ox + x0 * sx * s), int(oy + y0 * sy * s), int(np.ceil(ox + (x1 + 1) * sx * s)),
            int(np.ceil(oy + (y1 + 1) * sy * s)))
-    several = two_things or x1 - x0 > SEVERAL_WIDE * (y1 - y0)
+    # a picture under 16 px each way (an 8x8 scan) is one digit, however wide its ink
+    several = max(d.grey.shape) >= TINY and (two_things or x1 - x0 > SEVERAL_WIDE * (y1 - y0))
     if view is ink:
         ink = view_ink
     else:
@@ -306,7 +309,7 @@ def analyse(d: Decoded) -> Prepared:
         crop = at_most(ink[top:bottom, left:right], WORK_SIZE)
         ink = without_specks(_soft_mask(*_clean(crop, turns)[:2]))[0]
     # a tiny picture's strokes are not thinned: the training's scans (``data.splits.scanned``) are not
-    return Prepared(fit(ink, thin=min(d.grey.shape) >= TINY), coverage, tuple(notes), redrawn=True, box=box,
+    return Prepared(fit(ink, thin=not tiny), coverage, tuple(notes), redrawn=True, box=box,
                     several=several)
 
 
