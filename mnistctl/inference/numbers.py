@@ -136,7 +136,9 @@ def _several(classifier: Classifier, layout: Layout, path: str, count: int | Non
         if not _may_be_several(layout, group, number) or group.height < FLAT * stroke_width(group.ink):
             return None
     reading = NumberReading(path)
-    chosen = _digits(classifier, layout, count, reading, number)
+    # two or more digits found: the picture holds a number, and its groups are read as --number reads
+    # them (a touching pair cut by the pair model), each cut doubted unless a number was asked for
+    chosen = _digits(classifier, layout, count, reading, number or len(layout.groups) > 1, doubt_cuts=not number)
     if len(chosen) == 1 and count in (None, 1):
         return None
     images = np.stack([image for _, image in chosen])
@@ -151,8 +153,9 @@ def _several(classifier: Classifier, layout: Layout, path: str, count: int | Non
 
 
 def _digits(classifier: Classifier, layout: Layout, count: int | None, reading: NumberReading,
-            number: bool = True) -> list[tuple[Group, np.ndarray]]:
-    """Each group as the digits it reads best as (a doubtful split noted in ``reading``), with their inputs."""
+            number: bool = True, doubt_cuts: bool = False) -> list[tuple[Group, np.ndarray]]:
+    """Each group as the digits it reads best as (a doubtful split noted in ``reading``; with
+    ``doubt_cuts``, every pair cut), with their inputs."""
     chosen: list[tuple[Group, np.ndarray]] = []
     for group, wanted in zip(layout.groups, _parts_wanted(layout, count)):
         if wanted is None and number and group.width <= PAIR_UPTO * layout.digit_height:
@@ -160,9 +163,10 @@ def _digits(classifier: Classifier, layout: Layout, count: int | None, reading: 
                 chosen.append((group, digit_input(group)))
                 continue
             two, parts = _one_or_two(classifier, group, layout.digit_height)
-            if abs(two - 0.5) < PAIR_DOUBT:
+            cut = bool(parts) and two >= PAIR_IN_NUMBER
+            if abs(two - 0.5) < PAIR_DOUBT or cut and doubt_cuts:
                 reading.reasons.append("touching digits: one digit or two?")
-            chosen += parts if parts and two >= PAIR_IN_NUMBER else [(group, digit_input(group))]
+            chosen += parts if cut else [(group, digit_input(group))]
             continue
         options = [wanted] if wanted is not None else _options(layout, group)
         scored = [_score(classifier, group, k, 0.0 if number or k > 1 else ONE_DIGIT) for k in options]
