@@ -443,6 +443,8 @@ def test_a_stop_asked_after_trainings_last_step_is_passed_on_not_lost():
 
     seen: list[int] = []
     before = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    # Python's own Ctrl-C handler: what a test worker has there may be another (CI saw one ignore it)
+    before_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with deferred_interrupt() as stop:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -463,3 +465,4 @@ def test_a_stop_asked_after_trainings_last_step_is_passed_on_not_lost():
                 signal.raise_signal(signal.SIGTERM)
     finally:
         signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGINT, before_int)
