@@ -44,14 +44,23 @@ def _tune(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Pop
 def test_a_study_finishes_prunes_and_writes_every_artefact(tmp_path, mnist_data_dir, monkeypatch):
     """Six trials of a space with one hopeless learning rate: the hopeless ones are pruned after an
     epoch (their run directories kept and marked), the others finish; trials.csv, best-config.json
-    (which train --config takes) and the three pictures are written; --json says the same."""
+    (which train --config takes) and the three pictures are written, matplotlib's settings left as
+    they were; --json says the same."""
     monkeypatch.setenv("MNISTCTL_DATA_DIR", str(mnist_data_dir))
     space = tmp_path / "space.yaml"
     space.write_text("lr: [0.00001, 0.05]\nlabel_smoothing: {float: [0.0, 0.1]}\n")
     study = tmp_path / "study"
+    import matplotlib
+
+    def look() -> dict:  # (the backend is Agg for good: files only)
+        return {k: v for k, v in matplotlib.rcParams.items() if not k.startswith("backend")}
+
+    before = look()
     result = runner.invoke(app, ["tune", "--space", str(space), "--trials", "6", "--dir", str(study), "--json",
                                  *TINY])
     assert result.exit_code == 0, result.output
+    # Optuna's plots switch pyplot to its ggplot style: the process's settings come back after them
+    assert look() == before
     doc = json.loads(result.stdout)
     rows = _rows(study)
     assert len(rows) == 6 == len(doc["trials"]) and [int(r["trial"]) for r in rows] == list(range(6))

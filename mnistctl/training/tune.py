@@ -391,7 +391,9 @@ def _pictures(study: Any, directory: Path, options: TuneOptions) -> list[Path]:
     if len(complete) < 2:
         return []
     written = []
-    with warnings.catch_warnings():
+    # Optuna's plots switch pyplot to its ggplot style for good: the settings come back after them (a
+    # notebook's later figures, `mnistctl plot` in the same process, kept their look)
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")  # Optuna's matplotlib plots are marked experimental
         for name, draw in (("history", plots.plot_optimization_history), ("slice", plots.plot_slice),
                            ("importances", plots.plot_param_importances)):
