@@ -162,8 +162,8 @@ def test_a_lone_stroke_is_never_read_as_several_digits(shipped):
 def test_two_digits_written_close_are_a_number_and_a_digit_in_two_strokes_is_not(shipped, training):
     """Two digits side by side no wider together than a digit is tall (a "11", a "17") were often read
     as one digit when their ink was near enough to count as one digit's strokes: digit-tall pieces
-    with paper between their columns are two digits. A 4 whose strokes do not meet, slanted so that
-    they share only a few columns, stays one digit (the people-style corpus has one)."""
+    sharing hardly a column are two digits. A 4 whose strokes do not meet, slanted so that they
+    share only a few columns, stays one digit (the people-style corpus has one)."""
     from mnistctl.images.around import side_by_side
 
     images, labels = training
@@ -189,9 +189,8 @@ def test_two_digits_written_close_are_a_number_and_a_digit_in_two_strokes_is_not
 def test_a_touching_pair_beside_another_digit_is_cut_and_doubted(shipped, training):
     """A picture with two or more digits apart holds a number: a touching pair in it is cut as
     `--number` cuts one, and the cut is doubted (unsure) unless a number was asked for: here a digit
-    and a touching pair. Numbers from
-    validation digits in the people styles (480, `predict`): 53% -> 60% whole, wrong and not marked
-    unsure 55 -> 38."""
+    and a touching pair. Numbers from validation digits in the people styles (480, `predict`): 53%
+    -> 60% whole, wrong and not marked unsure 55 -> 38."""
     images, labels = training
     rng = np.random.default_rng(5)
     whole = sure_wrong = 0
