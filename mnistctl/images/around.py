@@ -81,9 +81,9 @@ def without_specks(ink: np.ndarray, pairs: bool = True) -> tuple[np.ndarray, boo
         if not near.any():
             break
         kept |= near
-    apart = ~kept
-    specks = apart & (mass < SPECK_SHARE * mass.sum())
-    pair = pairs and side_by_side(box[kept & (mass >= SPECK_SHARE * mass.sum())])
+    apart, large = ~kept, mass >= SPECK_SHARE * mass.sum()
+    specks = apart & ~large
+    pair = pairs and side_by_side(box[kept & large])
     if not specks.any():
         return ink, bool(apart.any()) or pair
     keep = np.concatenate([[True], ~specks])[labels]  # per pixel of the small copy

@@ -38,7 +38,7 @@ def native(d: Decoded) -> Decoded:
     cells = _cells(g)
     if cells is not None:
         ys, xs = _within_margins(g, *cells)
-        pitch = max(h, w) / max(len(cells[0]), len(cells[1]))
+        pitch = _pitch(g, cells)
         at = np.ix_(ys, xs)
         raw = None if d.raw is None else np.ascontiguousarray(d.raw[at])
         origin = d.origin if ys is cells[0] else (d.origin[0] + d.scale * max(0.0, float(xs[0]) - pitch / 2),
@@ -49,14 +49,17 @@ def native(d: Decoded) -> Decoded:
         (top, left), inside = framed
         cells = _cells(inside)
         if cells is not None:
-            ih, iw = inside.shape
-            return Decoded(np.ascontiguousarray(inside[np.ix_(*cells)]), None,
-                           d.scale * max(ih, iw) / max(len(cells[0]), len(cells[1])),
+            return Decoded(np.ascontiguousarray(inside[np.ix_(*cells)]), None, d.scale * _pitch(inside, cells),
                            (d.origin[0] + left * d.scale, d.origin[1] + top * d.scale))
     k = _smooth(g) if SMALL <= max(h, w) <= SMOOTH_UPTO else 0
     if k:
         return Decoded(to_array(to_pil(g).resize((w // k, h // k), Image.Resampling.BOX)), None, d.scale * k, d.origin)
     return d
+
+
+def _pitch(g: np.ndarray, cells: tuple[np.ndarray, np.ndarray]) -> float:
+    """Pixels of ``g`` per cell of the block grid ``cells`` (the rows and columns read)."""
+    return max(g.shape) / max(len(cells[0]), len(cells[1]))
 
 
 FRAME_SPAN = 0.25  # a plot's frame: its top line is a dark run across this share of the picture's width at least
